@@ -1,0 +1,344 @@
+// pybind11 module dist_sync._core: raw pointers, byte counts and dtype codes in, handles out.
+// Knows neither numpy nor torch; dist_sync/ (Python) does the array handling. Every call that
+// can wait releases the GIL.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <unistd.h>
+
+#include <memory>
+
+#include "collectives/allreduce.h"
+#include "collectives/data_movement.h"
+#include "collectives/ring.h"
+#include "comm/mpi_comm.h"
+#include "comm/thread_comm.h"
+#include "common/errors.h"
+#include "engine/engine.h"
+#include "reduce/half.h"
+#include "reduce/reduce.h"
+
+namespace py = pybind11;
+using namespace dist_sync;
+
+namespace {
+
+// The process's dist_sync session. Held through a pointer that is deliberately not destroyed in
+// a fork()ed child: the child has no engine thread, and its copy must not try to stop one.
+struct Session {
+  std::unique_ptr<Engine> engine;
+  Topology topology;
+  bool mpi_owned_by_us = false;
+};
+
+struct SessionHolder {
+  std::unique_ptr<Session> session = std::make_unique<Session>();
+  pid_t owner = getpid();
+  ~SessionHolder() {
+    if (getpid() != owner) static_cast<void>(session.release());
+  }
+};
+
+SessionHolder& holder() {
+  static SessionHolder instance;
+  return instance;
+}
+
+Session& session() { return *holder().session; }
+
+Engine& engine() {
+  Session& s = session();
+  if (getpid() != holder().owner) {
+    throw Error("dist_sync cannot be used in a process forked after init() (for example a "
+                "DataLoader worker); use it from the process that called init()");
+  }
+  if (!s.engine) {
+    throw Error("dist_sync is not initialized: call dist_sync.init() (or hvd.init()) first");
+  }
+  return *s.engine;
+}
+
+template <typename T>
+T get_or(const py::dict& config, const char* key, T fallback) {
+  return config.contains(key) ? config[key].cast<T>() : fallback;
+}
+
+EngineConfig engine_config(const py::dict& c) {
+  EngineConfig config;
+  config.fusion_threshold_bytes = get_or<size_t>(c, "fusion_threshold_bytes", config.fusion_threshold_bytes);
+  config.cycle_time = std::chrono::microseconds(
+      static_cast<int64_t>(get_or<double>(c, "cycle_time_ms", 1.0) * 1000.0));
+  config.cache_capacity = get_or<size_t>(c, "cache_capacity", config.cache_capacity);
+  config.stall_warning_seconds = get_or<double>(c, "stall_warning_seconds", config.stall_warning_seconds);
+  config.stall_timeout_seconds = get_or<double>(c, "stall_timeout_seconds", config.stall_timeout_seconds);
+  config.fatal_grace_seconds = get_or<double>(c, "fatal_grace_seconds", config.fatal_grace_seconds);
+  config.collectives.segment_bytes = get_or<size_t>(c, "ring_segment_bytes", config.collectives.segment_bytes);
+  config.collectives.small_allreduce_bytes =
+      get_or<size_t>(c, "small_allreduce_bytes", config.collectives.small_allreduce_bytes);
+  config.collectives.in_flight = get_or<int>(c, "ring_in_flight", config.collectives.in_flight);
+  config.log_level = static_cast<LogLevel>(get_or<int>(c, "log_level", static_cast<int>(config.log_level)));
+  config.timeline_path = get_or<std::string>(c, "timeline", "");
+  return config;
+}
+
+void init(const py::dict& config, int64_t comm_f2c) {
+  Session& s = session();
+  if (s.engine && s.engine->running()) return;  // idempotent
+  if (s.engine) {
+    py::gil_scoped_release release;
+    s.engine.reset();
+  }
+  const EngineConfig engine_settings = engine_config(config);
+  py::gil_scoped_release release;
+  mpi_initialize();
+  std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(comm_f2c);
+  s.topology = comm->topology();
+  const MpiCommunicator* raw = comm.get();
+  s.engine = std::make_unique<Engine>(engine_settings, std::move(comm),
+                                      [raw] { raw->abort_job(1); });
+}
+
+void shutdown(bool finalize_mpi) {
+  Session& s = session();
+  if (getpid() != holder().owner) return;
+  bool failed = false;
+  if (s.engine) {
+    failed = s.engine->failed();
+    py::gil_scoped_release release;
+    s.engine.reset();
+  }
+  // After a fatal error the peers may never reach MPI_Finalize; waiting for them would hang.
+  if (finalize_mpi && !failed) mpi_finalize_if_owned();
+}
+
+// The in-process test hook: runs one collective over N thread ranks and returns each rank's
+// output bytes. Lets pytest drive the C++ algorithms for many N and sizes without MPI.
+std::vector<py::bytes> thread_collective(const std::string& kind, int size,
+                                         const std::vector<std::string>& inputs, int dtype_code,
+                                         int op_code, double prescale, double postscale,
+                                         int64_t divisor, size_t segment_bytes,
+                                         size_t small_bytes, int in_flight, int root,
+                                         const std::vector<int64_t>& split_rows) {
+  const DataType dtype = static_cast<DataType>(dtype_code);
+  const ReduceOp op = static_cast<ReduceOp>(op_code);
+  const size_t element_bytes = dtype_size(dtype);
+  CollectiveConfig config;
+  config.segment_bytes = segment_bytes;
+  config.small_allreduce_bytes = small_bytes;
+  config.in_flight = in_flight;
+  Scaling scaling;
+  scaling.prescale = prescale;
+  scaling.postscale = postscale;
+  scaling.divisor = divisor;
+  auto fabric = std::make_shared<ThreadFabric>(size);
+  std::vector<std::string> outputs(static_cast<size_t>(size));
+  std::vector<std::string> errors(static_cast<size_t>(size));
+  {
+    py::gil_scoped_release release;
+    std::vector<std::thread> threads;
+    for (int r = 0; r < size; ++r) {
+      threads.emplace_back([&, r] {
+        try {
+          ThreadCommunicator comm(fabric, r);
+          WaitConfig wait;
+          wait.timeout = std::chrono::seconds(60);
+          comm.set_wait_config(wait);
+          Workspace workspace;
+          const std::string& in = inputs[static_cast<size_t>(r)];
+          std::string& out = outputs[static_cast<size_t>(r)];
+          const size_t count = in.size() / element_bytes;
+          if (kind == "allreduce" || kind == "ring" || kind == "recursive_doubling") {
+            out.assign(in.size(), '\0');
+            if (kind == "recursive_doubling") {
+              out = in;
+              std::vector<std::byte> scratch(in.size());
+              recursive_doubling_allreduce(comm, out.data(), count, dtype, op, scratch.data(), kTagAllreduce);
+            } else if (kind == "ring") {
+              SpanList spans(in.data(), out.data(), in.size());
+              ring_collective(comm, spans, even_chunk_bounds(count, size, element_bytes),
+                              RingPhases::kBoth, dtype, op, scaling, config, workspace, kTagAllreduce);
+            } else {
+              // Split into uneven pieces so the ring sees segments straddling tensors.
+              SpanList spans;
+              size_t offset = 0, piece = element_bytes;
+              while (offset < in.size()) {
+                const size_t bytes = std::min(piece, in.size() - offset);
+                spans.add(in.data() + offset, out.data() + offset, bytes);
+                offset += bytes;
+                piece = piece * 3 + element_bytes;
+              }
+              allreduce(comm, spans, dtype, op, scaling, config, workspace);
+            }
+          } else if (kind == "inplace") {
+            out = in;
+            SpanList spans(out.data(), out.data(), out.size());
+            allreduce(comm, spans, dtype, op, scaling, config, workspace);
+          } else if (kind == "broadcast") {
+            out = in;
+            SpanList spans(out.data(), out.data(), out.size());
+            broadcast(comm, spans, root, config, workspace);
+          } else if (kind == "allgather") {
+            std::vector<size_t> blocks;
+            size_t total = 0;
+            for (const auto& block : inputs) {
+              blocks.push_back(block.size());
+              total += block.size();
+            }
+            out.assign(total, '\0');
+            allgatherv(comm, in.data(), out.data(), blocks, config, workspace);
+          } else if (kind == "reducescatter") {
+            const std::vector<size_t> rows = even_chunk_bounds(count, size, 1);
+            const size_t mine = rows[static_cast<size_t>(r) + 1] - rows[static_cast<size_t>(r)];
+            out.assign(mine * element_bytes, '\0');
+            std::vector<std::byte> scratch(in.size());
+            reducescatter(comm, in.data(), out.data(), scratch.data(), rows, dtype, op, scaling,
+                          config, workspace);
+          } else if (kind == "alltoall") {
+            // split_rows is the N x N matrix of elements sent from rank s to rank d.
+            const size_t n = static_cast<size_t>(size), me = static_cast<size_t>(r);
+            std::vector<size_t> send(n), recv(n);
+            size_t total = 0;
+            for (size_t p = 0; p < n; ++p) {
+              send[p] = static_cast<size_t>(split_rows[me * n + p]) * element_bytes;
+              recv[p] = static_cast<size_t>(split_rows[p * n + me]) * element_bytes;
+              total += recv[p];
+            }
+            out.assign(total, '\0');
+            alltoallv(comm, in.data(), send, out.data(), recv);
+          } else {
+            throw UsageError("unknown collective kind " + kind);
+          }
+        } catch (const std::exception& e) {
+          errors[static_cast<size_t>(r)] = e.what();
+          fabric->kill_rank(r);
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  for (int r = 0; r < size; ++r) {
+    if (!errors[static_cast<size_t>(r)].empty()) {
+      throw Error(detail::concat("rank ", r, ": ", errors[static_cast<size_t>(r)]));
+    }
+  }
+  std::vector<py::bytes> result;
+  for (const auto& out : outputs) result.emplace_back(out);
+  return result;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "dist_sync's C++ engine (internal; use the dist_sync package)";
+  // DistSyncError (a RuntimeError) for everything dist_sync raises on purpose; ValueError for
+  // caller mistakes (Note [User errors vs internal invariants]).
+  PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> error_type;
+  error_type.call_once_and_store_result(
+      [&] { return py::object(py::exception<Error>(m, "DistSyncError", PyExc_RuntimeError)); });
+  py::register_exception_translator([](std::exception_ptr pointer) {
+    try {
+      if (pointer) std::rethrow_exception(pointer);
+    } catch (const UsageError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const Error& e) {
+      PyErr_SetString(error_type.get_stored().ptr(), e.what());
+    }
+  });
+
+  py::class_<OutputBuffer, std::shared_ptr<OutputBuffer>>(m, "_Buffer", py::buffer_protocol())
+      .def_buffer([](OutputBuffer& buffer) {
+        return py::buffer_info(buffer.data(), 1, py::format_descriptor<uint8_t>::format(), 1,
+                               {static_cast<py::ssize_t>(buffer.bytes())}, {1});
+      });
+
+  m.def("init", &init, py::arg("config"), py::arg("comm_f2c") = -1);
+  m.def("shutdown", &shutdown, py::arg("finalize_mpi") = true);
+  m.def("is_initialized", [] {
+    Session& s = session();
+    return s.engine != nullptr && s.engine->running();
+  });
+  m.def("stop_reason", [] {
+    Session& s = session();
+    return s.engine ? s.engine->stop_reason() : std::string();
+  });
+  m.def("rank", [] { return engine().rank(); });
+  m.def("size", [] { return engine().size(); });
+  m.def("local_rank", [] { return (engine(), session().topology.local_rank); });
+  m.def("local_size", [] { return (engine(), session().topology.local_size); });
+  m.def("cross_rank", [] { return (engine(), session().topology.cross_rank); });
+  m.def("cross_size", [] { return (engine(), session().topology.cross_size); });
+  m.def("is_homogeneous", [] { return (engine(), session().topology.homogeneous); });
+  m.def("mpi_library_version", &mpi_library_version);
+
+  m.def(
+      "submit",
+      [](int op_type, const std::string& name, const std::vector<py::tuple>& tensors,
+         int reduce_op, bool average, double prescale, double postscale, int root,
+         const std::vector<int64_t>& splits, int device, bool cacheable) {
+        Request request;
+        request.meta.type = static_cast<OpType>(op_type);
+        request.meta.name = name;
+        request.meta.reduce_op = static_cast<ReduceOp>(reduce_op);
+        request.meta.average = average;
+        request.meta.prescale = prescale;
+        request.meta.postscale = postscale;
+        request.meta.root = root;
+        request.meta.splits = splits;
+        request.meta.device = static_cast<DeviceKind>(device);
+        request.meta.cacheable = cacheable;
+        for (const py::tuple& t : tensors) {
+          TensorMeta tensor;
+          tensor.name = t[0].cast<std::string>();
+          request.inputs.push_back(reinterpret_cast<const void*>(t[1].cast<uintptr_t>()));
+          request.outputs.push_back(reinterpret_cast<void*>(t[2].cast<uintptr_t>()));
+          const int dtype = t[3].cast<int>();
+          DS_CHECK(is_user_dtype(dtype), "unsupported dtype code ", dtype);
+          tensor.dtype = static_cast<DataType>(dtype);
+          tensor.shape = t[4].cast<std::vector<int64_t>>();
+          request.meta.tensors.push_back(std::move(tensor));
+        }
+        return engine().submit(std::move(request));
+      },
+      py::arg("op_type"), py::arg("name"), py::arg("tensors"), py::arg("reduce_op") = 0,
+      py::arg("average") = false, py::arg("prescale") = 1.0, py::arg("postscale") = 1.0,
+      py::arg("root") = 0, py::arg("splits") = std::vector<int64_t>{}, py::arg("device") = 0,
+      py::arg("cacheable") = true);
+
+  m.def("poll", [](uint64_t handle) { return engine().poll(handle); });
+  m.def("wait", [](uint64_t handle) {
+    Engine& e = engine();
+    OpResult result;
+    {
+      py::gil_scoped_release release;
+      result = e.wait(handle);
+    }
+    if (!result.error.empty()) throw Error(result.error);
+    py::object output = py::none();
+    if (result.output) output = py::cast(result.output);
+    return py::make_tuple(output, result.output_shape, result.received_splits, result.join_rank);
+  });
+
+  m.def("start_timeline", [](const std::string& path) {
+    Engine& e = engine();
+    if (e.rank() == 0) e.timeline().start(path);
+  });
+  m.def("stop_timeline", [] { engine().timeline().stop(); });
+
+  // Test hooks (underscore: not API).
+  m.def("_thread_collective", &thread_collective);
+  m.def("_reduce", [](py::bytes dst_own, py::bytes other, int dtype, int op, double prescale,
+                      double postscale, int64_t divisor, bool finalize) {
+    std::string own = dst_own;
+    const std::string theirs = other;
+    Scaling scaling;
+    scaling.prescale = prescale;
+    scaling.postscale = postscale;
+    scaling.divisor = divisor;
+    const auto data_type = static_cast<DataType>(dtype);
+    reduce(own.data(), own.data(), theirs.data(), own.size() / dtype_size(data_type), data_type,
+           static_cast<ReduceOp>(op), scaling, finalize);
+    return py::bytes(own);
+  });
+  m.def("_float_to_half", [](float v) { return float_to_half(v); });
+  m.def("_half_to_float", [](uint16_t v) { return half_to_float(v); });
+  m.def("_float_to_bfloat16", [](float v) { return float_to_bfloat16(v); });
+}

@@ -1,0 +1,42 @@
+// Scratch memory owned by whoever runs collectives (the engine keeps one for its lifetime), so
+// the data path does not allocate per call. Grows to the largest request, never shrinks.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <memory>
+
+namespace dist_sync {
+
+class Workspace {
+ public:
+  enum Purpose { kRingRecvSlots, kRingSendSlots, kFusion, kFusionPeer, kCount };
+
+  std::byte* get(Purpose purpose, size_t bytes) {
+    Buffer& buffer = buffers_[purpose];
+    if (buffer.capacity < bytes) {
+      // 64-byte aligned so every dtype and every SIMD width is happy.
+      buffer.data.reset(static_cast<std::byte*>(::operator new[](bytes, std::align_val_t{64})));
+      buffer.capacity = bytes;
+    }
+    return buffer.data.get();
+  }
+
+  size_t capacity_bytes() const {
+    size_t total = 0;
+    for (const Buffer& buffer : buffers_) total += buffer.capacity;
+    return total;
+  }
+
+ private:
+  struct AlignedDelete {
+    void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{64}); }
+  };
+  struct Buffer {
+    std::unique_ptr<std::byte[], AlignedDelete> data;
+    size_t capacity = 0;
+  };
+  std::array<Buffer, kCount> buffers_;
+};
+
+}  // namespace dist_sync

@@ -1,0 +1,66 @@
+// The point-to-point interface every collective algorithm is written against.
+//
+// Two implementations: MpiCommunicator (the real thing, over a duplicated MPI communicator) and
+// ThreadCommunicator (ranks are threads of one process, for fast exhaustive tests and fault
+// injection). Algorithms never see which one they run on.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "comm/waiter.h"
+
+namespace dist_sync {
+
+// One posted send or receive. The buffer must stay valid until test() has returned true.
+class Transfer {
+ public:
+  virtual ~Transfer() = default;
+  // True once complete. Throws CommError naming the peer if the transfer failed.
+  virtual bool test() = 0;
+};
+using TransferPtr = std::unique_ptr<Transfer>;
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // Non-blocking. Messages between one pair of ranks with one tag are matched in posting order.
+  // Any byte count is allowed (split internally where the transport limits message size).
+  virtual TransferPtr isend(const void* data, size_t bytes, int peer, int tag) = 0;
+  virtual TransferPtr irecv(void* data, size_t bytes, int peer, int tag) = 0;
+
+  // Throws CommError if `peer` is known to be gone. Called by Waiter during long waits, so a
+  // dead rank is reported by name instead of waiting forever.
+  virtual void check_peer(int peer) const = 0;
+
+  // A human-readable name for a rank in error messages ("rank 3 (pid 4242 on node-a)").
+  virtual std::string describe_rank(int peer) const { return "rank " + std::to_string(peer); }
+
+  const WaitConfig& wait_config() const { return wait_config_; }
+  void set_wait_config(const WaitConfig& config) { wait_config_ = config; }
+
+  // Blocks (politely, see Waiter) until the transfer completes.
+  void wait(Transfer& transfer, const char* what, int peer) {
+    Waiter waiter(*this, what);
+    while (!transfer.test()) waiter.idle(peer);
+  }
+
+ private:
+  WaitConfig wait_config_;
+};
+
+// Reserved tags keep the traffic of different collective kinds apart.
+enum Tag : int {
+  kTagNegotiation = 1,
+  kTagAllreduce = 2,
+  kTagBroadcast = 3,
+  kTagAllgather = 4,
+  kTagAlltoall = 5,
+  kTagReduceScatter = 6,
+};
+
+}  // namespace dist_sync

@@ -1,0 +1,235 @@
+#include "comm/mpi_comm.h"
+
+#include <mpi.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/errors.h"
+
+namespace dist_sync {
+namespace {
+
+bool g_we_initialized_mpi = false;
+
+std::string mpi_error_string(int code) {
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) return "MPI error " + std::to_string(code);
+  return std::string(text, static_cast<size_t>(length));
+}
+
+// MPI counts are int; larger messages go as several pieces of this size (matched in order).
+constexpr size_t kMaxPieceBytes = size_t{1} << 30;
+
+class MpiTransfer final : public Transfer {
+ public:
+  MpiTransfer(const MpiCommunicator& comm, int peer, bool is_send)
+      : comm_(comm), peer_(peer), is_send_(is_send) {}
+
+  ~MpiTransfer() override {
+    // Only reached with requests pending when an error abandons a collective; the engine is
+    // going down then, so the requests are released rather than waited for.
+    for (MPI_Request& request : requests_) {
+      if (request == MPI_REQUEST_NULL) continue;
+      if (!is_send_) MPI_Cancel(&request);
+      MPI_Request_free(&request);
+    }
+  }
+
+  void add(MPI_Request request) { requests_.push_back(request); }
+
+  bool test() override {
+    if (done_) return true;
+    int flag = 0;
+    const int code = MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &flag,
+                                 MPI_STATUSES_IGNORE);
+    if (code != MPI_SUCCESS) fail(code);
+    done_ = flag != 0;
+    return done_;
+  }
+
+  [[noreturn]] void fail(int code) const {
+    throw CommError(detail::concat(is_send_ ? "sending to " : "receiving from ",
+                                   comm_.describe_rank(peer_), " failed: ", mpi_error_string(code)),
+                    peer_);
+  }
+
+ private:
+  const MpiCommunicator& comm_;
+  int peer_;
+  bool is_send_;
+  bool done_ = false;
+  std::vector<MPI_Request> requests_;
+};
+
+void check_mpi(int code, const char* call) {
+  if (code != MPI_SUCCESS) throw Error(detail::concat(call, " failed: ", mpi_error_string(code)));
+}
+
+}  // namespace
+
+struct MpiCommunicator::Handle {
+  MPI_Comm comm = MPI_COMM_NULL;
+};
+
+void mpi_initialize() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (mpi_is_finalized()) {
+    throw Error("MPI has already been finalized in this process; dist_sync cannot be "
+                "initialized again (MPI allows one MPI_Init per process)");
+  }
+  int provided = MPI_THREAD_SINGLE;
+  if (!initialized) {
+    check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
+    g_we_initialized_mpi = true;
+  } else {
+    MPI_Query_thread(&provided);
+  }
+  if (provided < MPI_THREAD_SERIALIZED) {
+    throw Error(detail::concat(
+        "MPI was initialized with thread level ", provided,
+        " but dist_sync's background thread needs at least MPI_THREAD_SERIALIZED. If you "
+        "initialize MPI yourself (e.g. mpi4py with mpi4py.rc.thread_level), ask for "
+        "MPI_THREAD_MULTIPLE"));
+  }
+}
+
+void mpi_finalize_if_owned() {
+  if (!g_we_initialized_mpi || mpi_is_finalized()) return;
+  MPI_Finalize();
+  g_we_initialized_mpi = false;
+}
+
+bool mpi_is_finalized() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  return finalized != 0;
+}
+
+std::string mpi_library_version() {
+  char text[MPI_MAX_LIBRARY_VERSION_STRING];
+  int length = 0;
+  MPI_Get_library_version(text, &length);
+  std::string version(text, static_cast<size_t>(length));
+  const auto line_end = version.find('\n');
+  if (line_end != std::string::npos) version.resize(line_end);
+  while (!version.empty() && (version.back() == ',' || version.back() == ' ')) version.pop_back();
+  return version;
+}
+
+MpiCommunicator::MpiCommunicator(std::unique_ptr<Handle> handle) : handle_(std::move(handle)) {}
+
+MpiCommunicator::~MpiCommunicator() {
+  if (handle_->comm != MPI_COMM_NULL && !mpi_is_finalized()) MPI_Comm_free(&handle_->comm);
+}
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::create(int64_t parent_f2c) {
+  const MPI_Comm parent =
+      parent_f2c < 0 ? MPI_COMM_WORLD : MPI_Comm_f2c(static_cast<MPI_Fint>(parent_f2c));
+  auto handle = std::make_unique<Handle>();
+  check_mpi(MPI_Comm_dup(parent, &handle->comm), "MPI_Comm_dup");
+  // Errors come back as codes we turn into exceptions naming the peer, instead of aborting.
+  MPI_Comm_set_errhandler(handle->comm, MPI_ERRORS_RETURN);
+  std::unique_ptr<MpiCommunicator> comm(new MpiCommunicator(std::move(handle)));
+  MPI_Comm world = comm->handle_->comm;
+  MPI_Comm_rank(world, &comm->rank_);
+  MPI_Comm_size(world, &comm->size_);
+
+  MPI_Comm local = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comm->rank_, MPI_INFO_NULL, &local),
+            "MPI_Comm_split_type");
+  Topology& topo = comm->topology_;
+  MPI_Comm_rank(local, &topo.local_rank);
+  MPI_Comm_size(local, &topo.local_size);
+  MPI_Comm cross = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_split(world, topo.local_rank, comm->rank_, &cross), "MPI_Comm_split");
+  MPI_Comm_rank(cross, &topo.cross_rank);
+  MPI_Comm_size(cross, &topo.cross_size);
+  int min_local = 0, max_local = 0;
+  MPI_Allreduce(&topo.local_size, &min_local, 1, MPI_INT, MPI_MIN, world);
+  MPI_Allreduce(&topo.local_size, &max_local, 1, MPI_INT, MPI_MAX, world);
+  topo.homogeneous = min_local == max_local;
+  MPI_Comm_free(&local);
+  MPI_Comm_free(&cross);
+
+  // pid and host of every rank, so errors can say which process is gone and check_peer can
+  // notice a dead local peer.
+  const int32_t my_pid = static_cast<int32_t>(getpid());
+  comm->pids_.resize(static_cast<size_t>(comm->size_));
+  MPI_Allgather(&my_pid, 1, MPI_INT32_T, comm->pids_.data(), 1, MPI_INT32_T, world);
+  char host[MPI_MAX_PROCESSOR_NAME] = {};
+  int host_length = 0;
+  MPI_Get_processor_name(host, &host_length);
+  std::vector<char> all_hosts(static_cast<size_t>(comm->size_) * MPI_MAX_PROCESSOR_NAME);
+  MPI_Allgather(host, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all_hosts.data(), MPI_MAX_PROCESSOR_NAME,
+                MPI_CHAR, world);
+  for (int r = 0; r < comm->size_; ++r) {
+    const char* name = all_hosts.data() + static_cast<size_t>(r) * MPI_MAX_PROCESSOR_NAME;
+    comm->hosts_.emplace_back(name, strnlen(name, MPI_MAX_PROCESSOR_NAME));
+  }
+  return comm;
+}
+
+TransferPtr MpiCommunicator::isend(const void* data, size_t bytes, int peer, int tag) {
+  auto transfer = std::make_unique<MpiTransfer>(*this, peer, /*is_send=*/true);
+  const char* cursor = static_cast<const char*>(data);
+  size_t remaining = bytes;
+  do {
+    const size_t piece = std::min(remaining, kMaxPieceBytes);
+    MPI_Request request = MPI_REQUEST_NULL;
+    const int code = MPI_Isend(cursor, static_cast<int>(piece), MPI_BYTE, peer, tag,
+                               handle_->comm, &request);
+    if (code != MPI_SUCCESS) transfer->fail(code);
+    transfer->add(request);
+    cursor += piece;
+    remaining -= piece;
+  } while (remaining > 0);
+  return transfer;
+}
+
+TransferPtr MpiCommunicator::irecv(void* data, size_t bytes, int peer, int tag) {
+  auto transfer = std::make_unique<MpiTransfer>(*this, peer, /*is_send=*/false);
+  char* cursor = static_cast<char*>(data);
+  size_t remaining = bytes;
+  do {
+    const size_t piece = std::min(remaining, kMaxPieceBytes);
+    MPI_Request request = MPI_REQUEST_NULL;
+    const int code = MPI_Irecv(cursor, static_cast<int>(piece), MPI_BYTE, peer, tag,
+                               handle_->comm, &request);
+    if (code != MPI_SUCCESS) transfer->fail(code);
+    transfer->add(request);
+    cursor += piece;
+    remaining -= piece;
+  } while (remaining > 0);
+  return transfer;
+}
+
+void MpiCommunicator::check_peer(int peer) const {
+  if (peer < 0 || peer >= size_ || peer == rank_) return;
+  // Only a peer on this host can be checked cheaply; a remote peer's death reaches us through
+  // mpirun, which ends the job.
+  if (hosts_[static_cast<size_t>(peer)] != hosts_[static_cast<size_t>(rank_)]) return;
+  if (kill(static_cast<pid_t>(pids_[static_cast<size_t>(peer)]), 0) != 0 && errno == ESRCH) {
+    throw CommError(describe_rank(peer) + " has exited or been killed", peer);
+  }
+}
+
+std::string MpiCommunicator::describe_rank(int peer) const {
+  if (peer < 0 || peer >= size_) return "rank " + std::to_string(peer);
+  const auto index = static_cast<size_t>(peer);
+  return detail::concat("rank ", peer, " (pid ", pids_[index], " on ", hosts_[index], ")");
+}
+
+void MpiCommunicator::abort_job(int exit_code) const {
+  MPI_Abort(handle_->comm, exit_code);
+  std::_Exit(exit_code);
+}
+
+}  // namespace dist_sync

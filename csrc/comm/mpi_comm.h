@@ -1,0 +1,63 @@
+// The MPI Communicator, and the process-wide MPI lifecycle. The only header that knows MPI
+// exists; mpi.h itself stays inside mpi_comm.cc.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+
+namespace dist_sync {
+
+struct Topology {
+  int local_rank = 0;  // rank among the processes on this host
+  int local_size = 1;
+  int cross_rank = 0;  // index of this host among the hosts
+  int cross_size = 1;
+  bool homogeneous = true;  // every host runs the same number of ranks
+};
+
+// Initialises MPI if nobody has (asking for MPI_THREAD_MULTIPLE so user code may use mpi4py
+// alongside), and checks the thread level allows our background thread to call MPI.
+void mpi_initialize();
+// Finalises MPI if mpi_initialize() was the one that initialised it.
+void mpi_finalize_if_owned();
+bool mpi_is_finalized();
+// Library name and version, for logs and the benchmark header.
+std::string mpi_library_version();
+
+class MpiCommunicator : public Communicator {
+ public:
+  // Duplicates the communicator whose Fortran handle is `parent_f2c` (MPI_COMM_WORLD if -1),
+  // so our traffic never matches user messages.
+  static std::unique_ptr<MpiCommunicator> create(int64_t parent_f2c);
+  ~MpiCommunicator() override;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  TransferPtr isend(const void* data, size_t bytes, int peer, int tag) override;
+  TransferPtr irecv(void* data, size_t bytes, int peer, int tag) override;
+  void check_peer(int peer) const override;
+  std::string describe_rank(int peer) const override;
+
+  const Topology& topology() const { return topology_; }
+  // Ends the job: MPI_Abort on this communicator.
+  [[noreturn]] void abort_job(int exit_code) const;
+
+ private:
+  struct Handle;
+  explicit MpiCommunicator(std::unique_ptr<Handle> handle);
+
+  std::unique_ptr<Handle> handle_;
+  int rank_ = 0;
+  int size_ = 1;
+  Topology topology_;
+  std::vector<int32_t> pids_;
+  std::vector<std::string> hosts_;
+};
+
+}  // namespace dist_sync

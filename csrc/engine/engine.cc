@@ -1,0 +1,567 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+
+#include "collectives/allreduce.h"
+#include "collectives/data_movement.h"
+#include "collectives/ring.h"
+#include "common/errors.h"
+#include "common/logging.h"
+#include "engine/wire.h"
+
+namespace dist_sync {
+namespace {
+
+// Bits of the flags word of the cycle's allreduce (combined with OR; Note [Negotiation cycle]).
+constexpr uint64_t kFlagUncached = 1u << 0;   // some rank has requests the cache can't answer
+constexpr uint64_t kFlagShutdown = 1u << 1;   // some rank is shutting down
+constexpr uint64_t kFlagStallReport = 1u << 2;  // the coordinator wants to inspect stalls
+
+bool is_cacheable(const RequestMeta& meta) {
+  return meta.cacheable && (meta.type == OpType::kAllreduce || meta.type == OpType::kBroadcast ||
+                            meta.type == OpType::kReducescatter);
+}
+
+void set_bit(uint64_t* words, uint32_t bit) { words[bit / 64] |= uint64_t{1} << (bit % 64); }
+
+template <typename Fn>
+void for_each_bit(const uint64_t* words, size_t count, Fn&& fn) {
+  for (size_t w = 0; w < count; ++w) {
+    uint64_t word = words[w];
+    while (word != 0) {
+      fn(static_cast<uint32_t>(w * 64 + static_cast<size_t>(__builtin_ctzll(word))));
+      word &= word - 1;
+    }
+  }
+}
+
+// The single dtype of a request, or nullopt if its tensors mix dtypes.
+bool single_dtype(const RequestMeta& meta, DataType* dtype) {
+  if (meta.tensors.empty()) return false;
+  *dtype = meta.tensors.front().dtype;
+  for (const TensorMeta& t : meta.tensors) {
+    if (t.dtype != *dtype) return false;
+  }
+  return true;
+}
+
+// Whether two responses may share one pass over the ring (Note [Fusion without copies]).
+bool fusable(const Response& a, const Response& b) {
+  if (!a.error.empty() || !b.error.empty() || a.type != b.type) return false;
+  const RequestMeta& x = a.requests.front();
+  const RequestMeta& y = b.requests.front();
+  if (x.device != y.device) return false;
+  if (a.type == OpType::kBroadcast) return x.root == y.root;
+  if (a.type != OpType::kAllreduce) return false;
+  DataType dx, dy;
+  return single_dtype(x, &dx) && single_dtype(y, &dy) && dx == dy && x.reduce_op == y.reduce_op &&
+         x.average == y.average && x.prescale == y.prescale && x.postscale == y.postscale;
+}
+
+size_t response_bytes(const Response& response) {
+  size_t total = 0;
+  for (const RequestMeta& meta : response.requests) total += meta.total_bytes();
+  return total;
+}
+
+}  // namespace
+
+Engine::Engine(const EngineConfig& config, std::unique_ptr<Communicator> comm, AbortJob abort_job)
+    : config_(config),
+      comm_(std::move(comm)),
+      abort_job_(std::move(abort_job)),
+      rank_(comm_->rank()),
+      size_(comm_->size()),
+      cache_(config.cache_capacity) {
+  set_log_level(config.log_level);
+  set_log_rank(rank_);
+  const auto timeout = std::chrono::seconds(static_cast<int64_t>(config.stall_timeout_seconds));
+  data_wait_.timeout = timeout;
+  data_wait_.abort = &abort_waits_;
+  // Negotiation waits are usually for a peer's next cycle: no yielding phase, short sleeps.
+  negotiation_wait_ = data_wait_;
+  negotiation_wait_.spin = std::chrono::microseconds(20);
+  negotiation_wait_.yield = std::chrono::microseconds(0);
+  negotiation_wait_.max_sleep = std::min<std::chrono::microseconds>(config.cycle_time, std::chrono::microseconds(1000));
+  if (negotiation_wait_.max_sleep.count() < 20) negotiation_wait_.max_sleep = std::chrono::microseconds(20);
+  if (rank_ == 0) coordinator_ = std::make_unique<Coordinator>(size_, config_);
+  if (rank_ == 0 && !config.timeline_path.empty()) timeline_.start(config.timeline_path);
+  thread_ = std::thread([this] { loop(); });
+}
+
+Engine::~Engine() {
+  shutdown();
+  timeline_.stop();
+}
+
+uint64_t Engine::submit(Request request) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (stopped_) throw Error("dist_sync has stopped: " + stop_reason_);
+  if (shutdown_requested_) throw Error("dist_sync is shutting down (shutdown() was called)");
+  const std::string& name = request.meta.name;
+  if (in_flight_.count(name) != 0) {
+    throw UsageError(detail::concat(
+        "an operation named '", name, "' is already in flight on rank ", rank_,
+        "; names must be unique among operations that have not been synchronized yet"));
+  }
+  request.handle = handles_.create();
+  request.submitted = Clock::now();
+  const uint64_t handle = request.handle;
+  in_flight_.insert(name);
+  queue_.push_back(std::move(request));
+  lock.unlock();
+  wake_.notify_one();
+  return handle;
+}
+
+void Engine::shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    shutdown_requested_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable() && std::this_thread::get_id() != thread_.get_id()) thread_.join();
+}
+
+bool Engine::running() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return !stopped_;
+}
+
+std::string Engine::stop_reason() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stop_reason_;
+}
+
+bool Engine::failed() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return failed_;
+}
+
+void Engine::loop() {
+  try {
+    auto cycle_start = Clock::now() - config_.cycle_time;
+    std::chrono::microseconds backoff{0};
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        // With local work pending, cycle again at once (or soon, if the last cycle made no
+        // progress); otherwise once per cycle time, or as soon as something is submitted.
+        const auto wait = pending_.empty() ? config_.cycle_time : backoff;
+        wake_.wait_until(lock, cycle_start + wait,
+                         [this] { return !queue_.empty() || shutdown_requested_; });
+      }
+      cycle_start = Clock::now();
+      const size_t completed_before = completed_;
+      if (!cycle()) break;
+      if (completed_ != completed_before) {
+        backoff = std::chrono::microseconds(0);
+      } else {
+        backoff = std::min<std::chrono::microseconds>(
+            config_.cycle_time, backoff.count() == 0 ? std::chrono::microseconds(20) : backoff * 2);
+      }
+    }
+  } catch (const std::exception& error) {
+    fatal(error.what());
+  }
+}
+
+void Engine::intake() {
+  std::deque<Request> incoming;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    incoming.swap(queue_);
+  }
+  for (Request& request : incoming) {
+    const std::string name = request.meta.name;
+    if (request.meta.type == OpType::kJoin) joined_ = true;
+    uint32_t bit = 0;
+    const auto lookup = is_cacheable(request.meta) ? cache_.lookup(request.meta, &bit)
+                                                   : ResponseCache::Lookup::kMiss;
+    if (lookup == ResponseCache::Lookup::kHit) {
+      cached_pending_[bit] = name;
+    } else {
+      if (lookup == ResponseCache::Lookup::kMismatch) invalid_bits_.push_back(bit);
+      uncached_to_send_.push_back(name);
+    }
+    pending_.emplace(name, std::move(request));
+  }
+}
+
+bool Engine::cycle() {
+  const auto now = Clock::now();
+  intake();
+  comm_->set_wait_config(negotiation_wait_);
+
+  // One allreduce of [flags | ready (AND) | submitted (OR) | invalid (OR)]. OR is an AND of
+  // complements, so a single bitwise-AND reduction serves all four.
+  const size_t words = cache_.words();
+  std::vector<uint64_t> state(1 + 3 * words, 0);
+  uint64_t* ready = state.data() + 1;
+  uint64_t* submitted = ready + words;
+  uint64_t* invalid = submitted + words;
+  uint64_t flags = 0;
+  bool shutting_down;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    shutting_down = shutdown_requested_;
+  }
+  if (!uncached_to_send_.empty()) flags |= kFlagUncached;
+  if (shutting_down) flags |= kFlagShutdown;
+  if (coordinator_ && coordinator_->wants_stall_report(now)) flags |= kFlagStallReport;
+  state[0] = ~flags;
+  if (joined_) std::fill(ready, ready + words, ~uint64_t{0});
+  for (const auto& entry : cached_pending_) {
+    set_bit(ready, entry.first);
+    set_bit(submitted, entry.first);
+  }
+  for (const uint32_t bit : invalid_bits_) set_bit(invalid, bit);
+  invalid_bits_.clear();
+  for (size_t w = 0; w < 2 * words; ++w) submitted[w] = ~submitted[w];
+  std::vector<uint64_t> scratch(state.size());
+  recursive_doubling_allreduce(*comm_, state.data(), state.size(), DataType::kUInt64,
+                               ReduceOp::kBitAnd, reinterpret_cast<std::byte*>(scratch.data()),
+                               kTagNegotiation);
+  flags = ~state[0];
+  for (size_t w = 0; w < 2 * words; ++w) submitted[w] = ~submitted[w];
+
+  for_each_bit(invalid, words, [&](uint32_t bit) {
+    demote(bit);
+    cache_.erase(bit);
+  });
+  for (size_t w = 0; w < words; ++w) ready[w] &= submitted[w] & ~invalid[w];
+  if (coordinator_) {
+    coordinator_->observe_cache_bits(std::vector<uint64_t>(ready, ready + words),
+                                     std::vector<uint64_t>(submitted, submitted + words), now);
+  }
+
+  std::vector<Response> responses;
+  for_each_bit(ready, words, [&](uint32_t bit) {
+    if (!cache_.contains(bit)) return;
+    Response response;
+    response.requests.push_back(cache_.meta(bit));
+    response.type = response.requests.front().type;
+    responses.push_back(std::move(response));
+    cached_pending_.erase(bit);  // committed: an eviction below must not demote it
+    cache_.touch(bit);
+  });
+
+  if (flags & (kFlagUncached | kFlagShutdown | kFlagStallReport)) {
+    ResponseList list = full_round((flags & kFlagStallReport) != 0, now);
+    if (!list.fatal_error.empty()) {
+      comm_->set_wait_config(data_wait_);
+      throw Error(list.fatal_error);
+    }
+    if (list.shutdown) {
+      stop("dist_sync was shut down: " + list.shutdown_reason, false);
+      return false;
+    }
+    for (Response& response : list.responses) responses.push_back(std::move(response));
+  }
+
+  comm_->set_wait_config(data_wait_);
+  for (const Response& response : fuse(std::move(responses))) execute(response);
+  return true;
+}
+
+ResponseList Engine::full_round(bool stall_report, Clock::time_point now) {
+  RankMessage message;
+  for (const std::string& name : uncached_to_send_) message.requests.push_back(pending_.at(name).meta);
+  uncached_to_send_.clear();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    message.shutdown = shutdown_requested_;
+  }
+  message.stall_report = stall_report;
+  if (stall_report) {
+    for (const auto& entry : cached_pending_) message.pending_cache_bits.push_back(entry.first);
+  }
+  const auto gathered = gather_bytes(*comm_, encode(message), 0, kTagNegotiation);
+  std::vector<uint8_t> reply;
+  if (coordinator_) {
+    std::vector<RankMessage> messages;
+    messages.reserve(gathered.size());
+    for (const auto& bytes : gathered) messages.push_back(decode_rank_message(bytes));
+    reply = encode(coordinator_->full_round(messages, cache_, now));
+  }
+  broadcast_bytes(*comm_, reply, 0, kTagNegotiation);
+  return decode_response_list(reply);
+}
+
+std::vector<Response> Engine::fuse(std::vector<Response> responses) const {
+  if (config_.fusion_threshold_bytes == 0) return responses;
+  std::vector<Response> fused;
+  std::vector<size_t> fused_bytes;
+  for (Response& response : responses) {
+    const size_t bytes = response_bytes(response);
+    bool merged = false;
+    for (size_t i = 0; i < fused.size() && !merged; ++i) {
+      if (fusable(fused[i], response) && fused_bytes[i] + bytes <= config_.fusion_threshold_bytes) {
+        for (RequestMeta& meta : response.requests) fused[i].requests.push_back(std::move(meta));
+        fused_bytes[i] += bytes;
+        merged = true;
+      }
+    }
+    if (!merged) {
+      fused.push_back(std::move(response));
+      fused_bytes.push_back(bytes);
+    }
+  }
+  return fused;
+}
+
+std::byte* Engine::zeros(size_t bytes) {
+  if (join_zeros_.size() < bytes) join_zeros_.resize(bytes);
+  std::memset(join_zeros_.data(), 0, bytes);
+  return join_zeros_.data();
+}
+
+void Engine::execute(const Response& response) {
+  const auto started = Clock::now();
+  std::vector<Request*> locals;
+  for (const RequestMeta& meta : response.requests) {
+    const auto it = pending_.find(meta.name);
+    locals.push_back(it == pending_.end() ? nullptr : &it->second);
+    DS_ASSERT(locals.back() != nullptr || joined_ || response.type == OpType::kJoin,
+              "no local request for '", meta.name, "' on a rank that has not joined");
+  }
+  if (!response.error.empty()) {
+    for (size_t i = 0; i < locals.size(); ++i) {
+      if (locals[i] != nullptr) {
+        OpResult result;
+        result.error = response.error;
+        finish(response.requests[i].name, std::move(result));
+      }
+    }
+    log_message(LogLevel::kDebug, response.error);
+    return;
+  }
+  if (timeline_.enabled()) {
+    for (size_t i = 0; i < locals.size(); ++i) {
+      if (locals[i] != nullptr) {
+        timeline_.span(response.requests[i].name, "NEGOTIATE", locals[i]->submitted, started);
+      }
+    }
+  }
+  OpResult result;
+  switch (response.type) {
+    case OpType::kAllreduce: execute_allreduce(response, locals); break;
+    case OpType::kBroadcast: execute_broadcast(response, locals); break;
+    case OpType::kAllgather: execute_allgather(response, locals.front(), result); break;
+    case OpType::kAlltoall: execute_alltoall(response, locals.front(), result); break;
+    case OpType::kReducescatter: execute_reducescatter(response, locals.front(), result); break;
+    case OpType::kBarrier: break;
+    case OpType::kJoin:
+      result.join_rank = response.last_joined;
+      joined_ = false;
+      break;
+  }
+  const auto finished = Clock::now();
+  if (timeline_.enabled()) {
+    const std::string args = detail::concat("\"fused_requests\": ", response.requests.size(),
+                                            ", \"bytes\": ", response_bytes(response));
+    for (size_t i = 0; i < locals.size(); ++i) {
+      if (locals[i] != nullptr) {
+        timeline_.span(response.requests[i].name, op_type_name(response.type), started, finished, args);
+      }
+    }
+  }
+  update_cache(response);
+  for (size_t i = 0; i < locals.size(); ++i) {
+    if (locals[i] != nullptr) finish(response.requests[i].name, i + 1 == locals.size() ? std::move(result) : result);
+  }
+}
+
+void Engine::execute_allreduce(const Response& response, const std::vector<Request*>& locals) {
+  const RequestMeta& first = response.requests.front();
+  Scaling scaling;
+  scaling.prescale = first.prescale;
+  scaling.postscale = first.postscale;
+  scaling.divisor = first.average ? size_ : 1;
+  size_t missing_bytes = 0;
+  for (size_t i = 0; i < locals.size(); ++i) {
+    if (locals[i] == nullptr) missing_bytes += response.requests[i].total_bytes();
+  }
+  std::byte* zero_cursor = missing_bytes > 0 ? zeros(missing_bytes) : nullptr;
+  // A grouped request may mix dtypes: one pass per dtype, in a fixed (enum) order.
+  std::map<DataType, SpanList> by_dtype;
+  for (size_t i = 0; i < locals.size(); ++i) {
+    const RequestMeta& meta = response.requests[i];
+    for (size_t t = 0; t < meta.tensors.size(); ++t) {
+      const size_t bytes = meta.tensors[t].bytes();
+      SpanList& spans = by_dtype[meta.tensors[t].dtype];
+      if (locals[i] != nullptr) {
+        spans.add(locals[i]->inputs[t], locals[i]->outputs[t], bytes);
+      } else {
+        spans.add(zero_cursor, zero_cursor, bytes);  // joined: contribute zeros
+        zero_cursor += bytes;
+      }
+    }
+  }
+  for (const auto& [dtype, spans] : by_dtype) {
+    allreduce(*comm_, spans, dtype, first.reduce_op, scaling, config_.collectives, workspace_);
+  }
+}
+
+void Engine::execute_broadcast(const Response& response, const std::vector<Request*>& locals) {
+  const int root = response.requests.front().root;
+  size_t missing_bytes = 0;
+  for (size_t i = 0; i < locals.size(); ++i) {
+    if (locals[i] == nullptr) missing_bytes += response.requests[i].total_bytes();
+  }
+  std::byte* scratch = missing_bytes > 0 ? zeros(missing_bytes) : nullptr;
+  SpanList spans;
+  for (size_t i = 0; i < locals.size(); ++i) {
+    const RequestMeta& meta = response.requests[i];
+    for (size_t t = 0; t < meta.tensors.size(); ++t) {
+      const size_t bytes = meta.tensors[t].bytes();
+      if (locals[i] == nullptr) {
+        spans.add(scratch, scratch, bytes);
+        scratch += bytes;
+      } else if (rank_ == root) {
+        spans.add(locals[i]->inputs[t], locals[i]->outputs[t], bytes);
+        if (locals[i]->inputs[t] != locals[i]->outputs[t]) {
+          std::memcpy(locals[i]->outputs[t], locals[i]->inputs[t], bytes);
+        }
+      } else {
+        spans.add(locals[i]->outputs[t], locals[i]->outputs[t], bytes);
+      }
+    }
+  }
+  broadcast(*comm_, spans, root, config_.collectives, workspace_);
+}
+
+void Engine::execute_allgather(const Response& response, Request* local, OpResult& result) {
+  const TensorMeta& tensor = response.requests.front().tensors.front();
+  const size_t row_bytes = static_cast<size_t>(tensor.row_elements()) * dtype_size(tensor.dtype);
+  std::vector<size_t> blocks(static_cast<size_t>(size_));
+  int64_t total_rows = 0;
+  for (size_t r = 0; r < blocks.size(); ++r) {
+    const int64_t rows = response.rows_by_rank.front()[r];
+    blocks[r] = static_cast<size_t>(rows) * row_bytes;
+    total_rows += rows;
+  }
+  auto output = std::make_shared<OutputBuffer>(static_cast<size_t>(total_rows) * row_bytes);
+  const void* input = local != nullptr ? local->inputs.front() : nullptr;
+  allgatherv(*comm_, input, output->data(), blocks, config_.collectives, workspace_);
+  result.output = std::move(output);
+  result.output_shape = tensor.shape.empty() ? std::vector<int64_t>{total_rows} : tensor.shape;
+  result.output_shape[0] = total_rows;
+}
+
+void Engine::execute_alltoall(const Response& response, Request* local, OpResult& result) {
+  const TensorMeta& tensor = response.requests.front().tensors.front();
+  const size_t row_bytes = static_cast<size_t>(tensor.row_elements()) * dtype_size(tensor.dtype);
+  const size_t n = static_cast<size_t>(size_);
+  const size_t me = static_cast<size_t>(rank_);
+  std::vector<size_t> send_bytes(n), recv_bytes(n);
+  int64_t total_rows = 0;
+  for (size_t p = 0; p < n; ++p) {
+    send_bytes[p] = static_cast<size_t>(response.split_matrix[me * n + p]) * row_bytes;
+    const int64_t rows = response.split_matrix[p * n + me];
+    recv_bytes[p] = static_cast<size_t>(rows) * row_bytes;
+    result.received_splits.push_back(rows);
+    total_rows += rows;
+  }
+  auto output = std::make_shared<OutputBuffer>(static_cast<size_t>(total_rows) * row_bytes);
+  alltoallv(*comm_, local->inputs.front(), send_bytes, output->data(), recv_bytes);
+  result.output = std::move(output);
+  result.output_shape = tensor.shape.empty() ? std::vector<int64_t>{total_rows} : tensor.shape;
+  result.output_shape[0] = total_rows;
+}
+
+void Engine::execute_reducescatter(const Response& response, Request* local, OpResult& result) {
+  const RequestMeta& meta = response.requests.front();
+  const TensorMeta& tensor = meta.tensors.front();
+  const size_t row_elements = static_cast<size_t>(tensor.row_elements());
+  const size_t element_bytes = dtype_size(tensor.dtype);
+  const std::vector<size_t> row_bounds = even_chunk_bounds(static_cast<size_t>(tensor.rows()), size_, 1);
+  std::vector<size_t> element_bounds(row_bounds.size());
+  for (size_t i = 0; i < row_bounds.size(); ++i) element_bounds[i] = row_bounds[i] * row_elements;
+  const size_t me = static_cast<size_t>(rank_);
+  const size_t my_rows = row_bounds[me + 1] - row_bounds[me];
+  auto output = std::make_shared<OutputBuffer>(my_rows * row_elements * element_bytes);
+  const size_t total_bytes = tensor.bytes();
+  std::byte* scratch = workspace_.get(Workspace::kFusion, total_bytes);
+  const void* input = local != nullptr ? local->inputs.front() : zeros(total_bytes);
+  Scaling scaling;
+  scaling.prescale = meta.prescale;
+  scaling.postscale = meta.postscale;
+  scaling.divisor = meta.average ? size_ : 1;
+  reducescatter(*comm_, input, output->data(), scratch, element_bounds, tensor.dtype,
+                meta.reduce_op, scaling, config_.collectives, workspace_);
+  result.output = std::move(output);
+  result.output_shape = tensor.shape;
+  if (result.output_shape.empty()) result.output_shape.push_back(1);
+  result.output_shape[0] = static_cast<int64_t>(my_rows);
+}
+
+void Engine::update_cache(const Response& response) {
+  for (const RequestMeta& meta : response.requests) {
+    if (!is_cacheable(meta)) continue;
+    for (const uint32_t removed : cache_.put(meta)) demote(removed);
+  }
+}
+
+void Engine::demote(uint32_t bit) {
+  const auto it = cached_pending_.find(bit);
+  if (it == cached_pending_.end()) return;
+  uncached_to_send_.push_back(it->second);
+  cached_pending_.erase(it);
+}
+
+void Engine::finish(const std::string& name, OpResult result) {
+  const auto it = pending_.find(name);
+  if (it == pending_.end()) return;
+  const uint64_t handle = it->second.handle;
+  pending_.erase(it);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    in_flight_.erase(name);
+  }
+  ++completed_;
+  handles_.complete(handle, std::move(result));
+}
+
+void Engine::stop(const std::string& reason, bool failed) {
+  std::deque<Request> queued;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopped_ = true;
+    failed_ = failed;
+    stop_reason_ = reason;
+    queued.swap(queue_);
+  }
+  for (Request& request : queued) pending_.emplace(request.meta.name, std::move(request));
+  std::vector<std::string> names;
+  for (const auto& entry : pending_) names.push_back(entry.first);
+  for (const std::string& name : names) {
+    OpResult result;
+    result.error = detail::concat(reason, " (while '", name, "' was pending on rank ", rank_, ")");
+    finish(name, std::move(result));
+  }
+  cached_pending_.clear();
+  uncached_to_send_.clear();
+}
+
+void Engine::fatal(const std::string& message) {
+  log_message(LogLevel::kError, message);
+  abort_waits_.store(true);
+  stop(message, true);
+  timeline_.stop();
+  // Give the Python side time to raise the error and exit by itself (its shutdown() wakes us);
+  // if it doesn't, end the job rather than leave ranks hanging.
+  std::unique_lock<std::mutex> lock(mutex_);
+  const bool exited = wake_.wait_for(
+      lock, std::chrono::duration<double>(config_.fatal_grace_seconds),
+      [this] { return shutdown_requested_; });
+  if (!exited && abort_job_) {
+    lock.unlock();
+    log_message(LogLevel::kError, "ending the job after the error above");
+    abort_job_();
+  }
+}
+
+}  // namespace dist_sync

@@ -1,0 +1,118 @@
+// The background engine: one thread per process, the only one that talks to the communicator.
+// queue -> negotiate (Note [Negotiation cycle]) -> fuse -> execute -> complete.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "collectives/workspace.h"
+#include "comm/communicator.h"
+#include "engine/config.h"
+#include "engine/coordinator.h"
+#include "engine/handles.h"
+#include "engine/request.h"
+#include "engine/response_cache.h"
+#include "engine/timeline.h"
+
+namespace dist_sync {
+
+class Engine {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // Called on the engine thread when a fatal error was not followed by the process exiting
+  // within the grace period: it must end the job (MPI_Abort for the MPI communicator).
+  using AbortJob = std::function<void()>;
+
+  Engine(const EngineConfig& config, std::unique_ptr<Communicator> comm, AbortJob abort_job);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const EngineConfig& config() const { return config_; }
+
+  // Thread-safe. Takes the request, returns its handle. Throws UsageError for a name already in
+  // flight, Error if the engine has stopped.
+  uint64_t submit(Request request);
+  bool poll(uint64_t handle) { return handles_.poll(handle); }
+  // Blocks (call without the GIL) until the operation completes; forgets the handle.
+  OpResult wait(uint64_t handle) { return handles_.wait(handle); }
+
+  // Collective: this rank's engine asks every rank's engine to stop after the current cycle, and
+  // waits for its own thread. Pending operations anywhere fail with a message naming this rank.
+  void shutdown();
+  bool running() const;
+  // Why the engine stopped (empty while running).
+  std::string stop_reason() const;
+  bool failed() const;
+
+  Timeline& timeline() { return timeline_; }
+
+ private:
+  void loop();
+  bool cycle();  // false: stop
+  void intake();
+  ResponseList full_round(bool stall_report, Clock::time_point now);
+  std::vector<Response> fuse(std::vector<Response> responses) const;
+  void execute(const Response& response);
+  void execute_allreduce(const Response& response, const std::vector<Request*>& locals);
+  void execute_broadcast(const Response& response, const std::vector<Request*>& locals);
+  void execute_allgather(const Response& response, Request* local, OpResult& result);
+  void execute_alltoall(const Response& response, Request* local, OpResult& result);
+  void execute_reducescatter(const Response& response, Request* local, OpResult& result);
+  void finish(const std::string& name, OpResult result);
+  void demote(uint32_t bit);
+  void update_cache(const Response& response);
+  void stop(const std::string& reason, bool failed);
+  void fatal(const std::string& message);
+  std::byte* zeros(size_t bytes);
+
+  const EngineConfig config_;
+  const std::unique_ptr<Communicator> comm_;
+  const AbortJob abort_job_;
+  const int rank_;
+  const int size_;
+  WaitConfig data_wait_;
+  WaitConfig negotiation_wait_;
+  std::atomic<bool> abort_waits_{false};
+  HandleTable handles_;
+  Timeline timeline_;
+
+  // Shared with submitting threads, under mutex_.
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Request> queue_;
+  std::unordered_set<std::string> in_flight_;
+  bool shutdown_requested_ = false;
+  bool stopped_ = false;
+  bool failed_ = false;
+  std::string stop_reason_;
+
+  // Engine thread only.
+  std::unordered_map<std::string, Request> pending_;
+  std::map<uint32_t, std::string> cached_pending_;  // cache bit -> name
+  std::vector<std::string> uncached_to_send_;
+  std::vector<uint32_t> invalid_bits_;
+  bool joined_ = false;
+  size_t completed_ = 0;
+  ResponseCache cache_;
+  std::unique_ptr<Coordinator> coordinator_;
+  Workspace workspace_;
+  std::vector<std::byte> join_zeros_;
+
+  std::thread thread_;
+};
+
+}  // namespace dist_sync

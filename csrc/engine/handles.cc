@@ -1,0 +1,71 @@
+#include "engine/handles.h"
+
+#include <chrono>
+#include <new>
+#include <thread>
+
+#include "common/errors.h"
+
+namespace dist_sync {
+
+OutputBuffer::OutputBuffer(size_t bytes)
+    : data_(static_cast<std::byte*>(::operator new[](bytes == 0 ? 1 : bytes, std::align_val_t{64}))),
+      bytes_(bytes) {}
+
+void OutputBuffer::Free::operator()(std::byte* p) const {
+  ::operator delete[](p, std::align_val_t{64});
+}
+
+uint64_t HandleTable::create() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const uint64_t handle = next_handle_++;
+  slots_.emplace(handle, std::make_shared<Slot>());
+  return handle;
+}
+
+void HandleTable::complete(uint64_t handle, OpResult result) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = slots_.find(handle);
+    if (it == slots_.end()) return;
+    it->second->result = std::move(result);
+    it->second->done = true;
+  }
+  completed_.notify_all();
+}
+
+std::shared_ptr<HandleTable::Slot> HandleTable::find(uint64_t handle) {
+  const auto it = slots_.find(handle);
+  if (it == slots_.end()) {
+    throw UsageError(detail::concat(
+        "unknown handle ", handle,
+        ": it was already synchronized, or it belongs to another dist_sync session"));
+  }
+  return it->second;
+}
+
+bool HandleTable::poll(uint64_t handle) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return find(handle)->done;
+}
+
+OpResult HandleTable::wait(uint64_t handle) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  const std::shared_ptr<Slot> slot = find(handle);
+  if (!slot->done) {
+    // A short spin first: a small op usually completes within microseconds, and a condition
+    // variable wake-up costs more than that.
+    const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(30);
+    while (!slot->done && std::chrono::steady_clock::now() < spin_until) {
+      lock.unlock();
+      std::this_thread::yield();
+      lock.lock();
+    }
+    completed_.wait(lock, [&] { return slot->done; });
+  }
+  OpResult result = std::move(slot->result);
+  slots_.erase(handle);
+  return result;
+}
+
+}  // namespace dist_sync

@@ -1,0 +1,62 @@
+// Completion state of submitted operations, shared between the engine thread (which completes
+// them) and Python threads (which poll and wait, without the GIL).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace dist_sync {
+
+// Memory the engine allocates for results whose size only negotiation reveals (allgather,
+// alltoall, reducescatter). Ownership passes to Python with the result.
+class OutputBuffer {
+ public:
+  OutputBuffer() = default;
+  explicit OutputBuffer(size_t bytes);
+  std::byte* data() const { return data_.get(); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  struct Free {
+    void operator()(std::byte* p) const;
+  };
+  std::unique_ptr<std::byte[], Free> data_;
+  size_t bytes_ = 0;
+};
+
+struct OpResult {
+  std::string error;  // empty: success
+  std::shared_ptr<OutputBuffer> output;
+  std::vector<int64_t> output_shape;
+  std::vector<int64_t> received_splits;  // alltoall
+  int32_t join_rank = -1;                // join
+};
+
+class HandleTable {
+ public:
+  uint64_t create();
+  void complete(uint64_t handle, OpResult result);
+  // True once complete. Throws UsageError for an unknown handle.
+  bool poll(uint64_t handle);
+  // Blocks until complete, then forgets the handle. Throws UsageError for an unknown handle.
+  OpResult wait(uint64_t handle);
+
+ private:
+  struct Slot {
+    bool done = false;
+    OpResult result;
+  };
+  std::shared_ptr<Slot> find(uint64_t handle);
+
+  std::mutex mutex_;
+  std::condition_variable completed_;
+  uint64_t next_handle_ = 1;
+  std::unordered_map<uint64_t, std::shared_ptr<Slot>> slots_;
+};
+
+}  // namespace dist_sync

@@ -1,0 +1,201 @@
+"""Plumbing shared by the numpy and torch front ends: the session, handles, submission.
+
+Knows neither numpy arrays' semantics nor torch; callers hand over raw pointers and shapes and
+keep the memory alive through the Handle until it is synchronized.
+"""
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import threading
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from . import _core
+from . import config as _config
+
+DistSyncError = _core.DistSyncError
+
+# Operation kinds (csrc/engine/request.h OpType).
+ALLREDUCE, BROADCAST, ALLGATHER, ALLTOALL, REDUCESCATTER, BARRIER, JOIN = range(7)
+KIND_NAMES = ["allreduce", "broadcast", "allgather", "alltoall", "reducescatter", "barrier", "join"]
+
+# Device kinds (csrc/engine/request.h DeviceKind).
+DEVICE_CPU, DEVICE_CUDA = 0, 1
+
+# (pointer, pointer, dtype code, shape, name) of one tensor handed to the engine.
+TensorSpec = Tuple[str, int, int, int, Sequence[int]]
+RawResult = Tuple[Any, List[int], List[int], int]
+
+_state_lock = threading.Lock()
+_session = 0            # increments at every init(), so stale handles are recognised
+_init_pid: Optional[int] = None
+_atexit_registered = False
+_name_counters: Dict[int, itertools.count] = {}
+
+
+class Handle:
+    """An operation in flight. Pass it to :func:`synchronize` (or :func:`poll`) exactly once.
+
+    Holds the operation's input and output memory alive until it completes.
+    """
+
+    __slots__ = ("_id", "_session", "_keepalive", "_finish", "_done", "_result", "kind", "name")
+
+    def __init__(self, handle_id: int, keepalive: Any, finish: Callable[[RawResult], Any],
+                 kind: int, name: str) -> None:
+        self._id = handle_id
+        self._session = _session
+        self._keepalive = keepalive
+        self._finish = finish
+        self._done = False
+        self._result: Any = None
+        self.kind = kind
+        self.name = name
+
+    def __repr__(self) -> str:
+        state = "synchronized" if self._done else "pending"
+        return f"<dist_sync.Handle {KIND_NAMES[self.kind]} {self.name!r} {state}>"
+
+
+def _check_handle(handle: Any) -> Handle:
+    if not isinstance(handle, Handle):
+        raise TypeError(f"expected a dist_sync handle (returned by an *_async call), got "
+                        f"{type(handle).__name__}")
+    if handle._session != _session:
+        raise ValueError(f"{handle!r} belongs to an earlier dist_sync session (before shutdown())")
+    return handle
+
+
+def poll(handle: Handle) -> bool:
+    """True if the operation behind ``handle`` has completed (synchronize() will not block)."""
+    handle = _check_handle(handle)
+    if handle._done:
+        return True
+    _check_usable()
+    return bool(_core.poll(handle._id))
+
+
+def synchronize(handle: Handle) -> Any:
+    """Waits for the operation and returns its result; raises DistSyncError if it failed.
+
+    The wait releases the GIL. A handle can be synchronized once.
+    """
+    handle = _check_handle(handle)
+    if handle._done:
+        raise ValueError(f"{handle!r} was already synchronized; each handle is synchronized once")
+    _check_usable()
+    try:
+        raw = _core.wait(handle._id)
+    finally:
+        handle._done = True
+        handle._keepalive = None
+    handle._result = handle._finish(raw)
+    return handle._result
+
+
+def auto_name(kind: int) -> str:
+    """A deterministic name for an unnamed op: the n-th unnamed op of a kind has the same name
+    on every rank as long as ranks make the same calls in the same order."""
+    counter = _name_counters.setdefault(kind, itertools.count())
+    return f"{KIND_NAMES[kind]}.noname.{next(counter)}"
+
+
+def check_name(name: Optional[str]) -> None:
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+
+
+def submit(kind: int, name: Optional[str], tensors: Sequence[TensorSpec], keepalive: Any,
+           finish: Callable[[RawResult], Any], *, reduce_op: int = 0, average: bool = False,
+           prescale: float = 1.0, postscale: float = 1.0, root: int = 0,
+           splits: Sequence[int] = (), device: int = DEVICE_CPU) -> Handle:
+    """Hands one operation to the engine and returns its Handle."""
+    _check_usable()
+    check_name(name)
+    cacheable = name is not None
+    if name is None:
+        name = auto_name(kind)
+    handle_id = _core.submit(kind, name, list(tensors), reduce_op, average, float(prescale),
+                             float(postscale), int(root), list(splits), device, cacheable)
+    return Handle(handle_id, keepalive, finish, kind, name)
+
+
+def _check_usable() -> None:
+    if _init_pid is not None and os.getpid() != _init_pid:
+        raise DistSyncError("dist_sync cannot be used in a process forked after init() (for "
+                            "example a DataLoader worker); use it from the process that called "
+                            "init()")
+    if not _core.is_initialized():
+        reason = _core.stop_reason()
+        if reason:
+            raise DistSyncError(f"dist_sync is not running: {reason}. Call init() again on "
+                                f"every rank to start a new session.")
+        raise DistSyncError("dist_sync is not initialized: call dist_sync.init() (or hvd.init()) "
+                            "first")
+
+
+def init(comm: Any = None, **settings: Any) -> None:
+    """Starts dist_sync on this rank (collective: every rank must call it).
+
+    Args:
+        comm: an mpi4py communicator to run on (default: MPI_COMM_WORLD), or a list of ranks of
+            MPI_COMM_WORLD to form the communicator from.
+        **settings: overrides for the DIST_SYNC_* settings (see dist_sync.config.SETTINGS), e.g.
+            ``fusion_threshold_bytes=0``.
+
+    Calling it again while running does nothing.
+    """
+    global _session, _init_pid, _atexit_registered
+    with _state_lock:
+        if _core.is_initialized():
+            return
+        resolved = _config.load(settings)
+        _core.init(resolved, _communicator_handle(comm))
+        _session += 1
+        _init_pid = os.getpid()
+        _name_counters.clear()
+        if not _atexit_registered:
+            atexit.register(_shutdown_at_exit)
+            _atexit_registered = True
+
+
+def _communicator_handle(comm: Any) -> int:
+    """The Fortran handle of the communicator to duplicate (-1: MPI_COMM_WORLD)."""
+    if comm is None:
+        return -1
+    try:
+        from mpi4py import MPI
+    except ImportError as error:
+        raise TypeError("init(comm=...) needs mpi4py (pip install mpi4py)") from error
+    if isinstance(comm, (list, tuple, range)):
+        ranks = [int(r) for r in comm]
+        world = MPI.COMM_WORLD
+        group = world.Get_group().Incl(ranks)
+        sub = world.Create_group(group)
+        if sub == MPI.COMM_NULL:
+            raise ValueError(f"this rank ({world.Get_rank()}) is not in init(comm={ranks})")
+        return sub.py2f()
+    if isinstance(comm, MPI.Comm):
+        return comm.py2f()
+    raise TypeError(f"comm must be an mpi4py communicator or a list of ranks, got {type(comm).__name__}")
+
+
+def shutdown() -> None:
+    """Stops dist_sync on every rank (the first rank to call it stops them all; operations still
+    pending anywhere fail with a message naming that rank). Safe to call more than once."""
+    with _state_lock:
+        if _init_pid is not None and os.getpid() != _init_pid:
+            return
+        _core.shutdown(False)
+
+
+def _shutdown_at_exit() -> None:
+    if _init_pid is not None and os.getpid() != _init_pid:
+        return
+    _core.shutdown(True)
+
+
+def is_initialized() -> bool:
+    """True while this rank's engine is running."""
+    return bool(_core.is_initialized())
