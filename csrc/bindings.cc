@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <memory>
 
 #include "collectives/allreduce.h"
@@ -225,6 +226,65 @@ std::vector<py::bytes> thread_collective(const std::string& kind, int size,
   return result;
 }
 
+// Times one collective algorithm directly over a fresh duplicate of MPI_COMM_WORLD, bypassing
+// the engine (whose negotiation is measured separately). Only allowed while no engine runs, so
+// the calling thread is the only one using MPI. Returns, per timed iteration, the slowest rank's
+// seconds; iterations start together (a small allreduce aligns the ranks first).
+std::vector<double> bench_collective(const std::string& kind, size_t bytes, int dtype_code,
+                                     int iterations, int warmup, const py::dict& settings) {
+  Session& s = session();
+  if (s.engine && s.engine->running()) {
+    throw UsageError("_bench_collective needs the engine stopped: call dist_sync.shutdown() first");
+  }
+  const EngineConfig config = engine_config(settings);
+  const DataType dtype = static_cast<DataType>(dtype_code);
+  const size_t element_bytes = dtype_size(dtype);
+  const size_t count = bytes / element_bytes;
+  py::gil_scoped_release release;
+  mpi_initialize();
+  std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(-1);
+  Workspace workspace;
+  // Buffers allocated the way the engine's own are (Note [Huge pages]), filled like np.ones.
+  const size_t buffer_bytes = count * element_bytes;
+  HostBuffer input = allocate_host(buffer_bytes), output = allocate_host(buffer_bytes),
+             scratch = allocate_host(buffer_bytes);
+  std::memset(input.get(), 0, buffer_bytes);
+  std::memset(output.get(), 0, buffer_bytes);
+  std::vector<double> times;
+  double token = 0;
+  double token_scratch = 0;
+  for (int i = 0; i < warmup + iterations; ++i) {
+    recursive_doubling_allreduce(*comm, &token, 1, DataType::kFloat64, ReduceOp::kSum,
+                                 reinterpret_cast<std::byte*>(&token_scratch), kTagNegotiation);
+    const auto start = std::chrono::steady_clock::now();
+    if (kind == "allreduce" || kind == "allreduce_inplace") {
+      SpanList spans(kind == "allreduce" ? input.get() : output.get(), output.get(), buffer_bytes);
+      allreduce(*comm, spans, dtype, ReduceOp::kSum, Scaling{}, config.collectives, workspace);
+    } else if (kind == "ring") {
+      SpanList spans(input.get(), output.get(), buffer_bytes);
+      ring_collective(*comm, spans, even_chunk_bounds(count, comm->size(), element_bytes),
+                      RingPhases::kBoth, dtype, ReduceOp::kSum, Scaling{}, config.collectives,
+                      workspace, kTagAllreduce);
+    } else if (kind == "recursive_doubling") {
+      std::memcpy(output.get(), input.get(), buffer_bytes);
+      recursive_doubling_allreduce(*comm, output.get(), count, dtype, ReduceOp::kSum,
+                                   scratch.get(), kTagAllreduce);
+    } else if (kind == "broadcast") {
+      SpanList spans(output.get(), output.get(), buffer_bytes);
+      broadcast(*comm, spans, 0, config.collectives, workspace);
+    } else {
+      throw UsageError("unknown benchmark kind " + kind);
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (i >= warmup) times.push_back(seconds);
+  }
+  // The slowest rank defines each iteration's time.
+  std::vector<double> slowest_scratch(times.size());
+  recursive_doubling_allreduce(*comm, times.data(), times.size(), DataType::kFloat64, ReduceOp::kMax,
+                               reinterpret_cast<std::byte*>(slowest_scratch.data()), kTagNegotiation);
+  return times;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -322,6 +382,10 @@ PYBIND11_MODULE(_core, m) {
     if (e.rank() == 0) e.timeline().start(path);
   });
   m.def("stop_timeline", [] { engine().timeline().stop(); });
+
+  m.def("_bench_collective", &bench_collective, py::arg("kind"), py::arg("bytes"),
+        py::arg("dtype") = 7, py::arg("iterations") = 10, py::arg("warmup") = 2,
+        py::arg("settings") = py::dict());
 
   // Test hooks (underscore: not API).
   m.def("_thread_collective", &thread_collective);

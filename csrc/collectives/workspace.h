@@ -4,7 +4,8 @@
 
 #include <array>
 #include <cstddef>
-#include <memory>
+
+#include "common/host_buffer.h"
 
 namespace dist_sync {
 
@@ -15,8 +16,7 @@ class Workspace {
   std::byte* get(Purpose purpose, size_t bytes) {
     Buffer& buffer = buffers_[purpose];
     if (buffer.capacity < bytes) {
-      // 64-byte aligned so every dtype and every SIMD width is happy.
-      buffer.data.reset(static_cast<std::byte*>(::operator new[](bytes, std::align_val_t{64})));
+      buffer.data = allocate_host(bytes);
       buffer.capacity = bytes;
     }
     return buffer.data.get();
@@ -29,11 +29,8 @@ class Workspace {
   }
 
  private:
-  struct AlignedDelete {
-    void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{64}); }
-  };
   struct Buffer {
-    std::unique_ptr<std::byte[], AlignedDelete> data;
+    HostBuffer data;
     size_t capacity = 0;
   };
   std::array<Buffer, kCount> buffers_;

@@ -313,9 +313,12 @@ std::vector<Response> Engine::fuse(std::vector<Response> responses) const {
 }
 
 std::byte* Engine::zeros(size_t bytes) {
-  if (join_zeros_.size() < bytes) join_zeros_.resize(bytes);
-  std::memset(join_zeros_.data(), 0, bytes);
-  return join_zeros_.data();
+  if (join_zeros_bytes_ < bytes) {
+    join_zeros_ = allocate_host(bytes);
+    join_zeros_bytes_ = bytes;
+  }
+  std::memset(join_zeros_.get(), 0, bytes);
+  return join_zeros_.get();
 }
 
 void Engine::execute(const Response& response) {

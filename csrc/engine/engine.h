@@ -110,7 +110,8 @@ class Engine {
   ResponseCache cache_;
   std::unique_ptr<Coordinator> coordinator_;
   Workspace workspace_;
-  std::vector<std::byte> join_zeros_;
+  HostBuffer join_zeros_;
+  size_t join_zeros_bytes_ = 0;
 
   std::thread thread_;
 };

@@ -8,13 +8,7 @@
 
 namespace dist_sync {
 
-OutputBuffer::OutputBuffer(size_t bytes)
-    : data_(static_cast<std::byte*>(::operator new[](bytes == 0 ? 1 : bytes, std::align_val_t{64}))),
-      bytes_(bytes) {}
-
-void OutputBuffer::Free::operator()(std::byte* p) const {
-  ::operator delete[](p, std::align_val_t{64});
-}
+OutputBuffer::OutputBuffer(size_t bytes) : data_(allocate_host(bytes)), bytes_(bytes) {}
 
 uint64_t HandleTable::create() {
   std::lock_guard<std::mutex> lock(mutex_);

@@ -10,6 +10,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/host_buffer.h"
+
 namespace dist_sync {
 
 // Memory the engine allocates for results whose size only negotiation reveals (allgather,
@@ -22,10 +24,7 @@ class OutputBuffer {
   size_t bytes() const { return bytes_; }
 
  private:
-  struct Free {
-    void operator()(std::byte* p) const;
-  };
-  std::unique_ptr<std::byte[], Free> data_;
+  HostBuffer data_;
   size_t bytes_ = 0;
 };
 

