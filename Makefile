@@ -1,0 +1,62 @@
+# dist_sync developer entry points. `make demo` and `make test` work on a fresh clone: they
+# create the virtual environments, install every dependency (MPI included) and build.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VENV_MPICH := .venv-mpich
+BIN := $(abspath $(VENV))/bin
+BIN_MPICH := $(abspath $(VENV_MPICH))/bin
+SOURCES := $(shell find csrc -name '*.cc' -o -name '*.h') CMakeLists.txt setup.py pyproject.toml tools/*.py
+
+# Open MPI as root, more ranks than cores, no slow network probe at start-up (README: "Open MPI").
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+export OMPI_MCA_btl := ^ofi
+export OMPI_MCA_mtl := ^ofi
+export PRTE_MCA_rmaps_default_mapping_policy := :oversubscribe
+MPIRUN := $(BIN)/mpirun -np 2 --bind-to none
+
+.PHONY: demo test test-unit test-mpich test-multihost install install-mpich bench clean
+
+# Environment with the Open MPI wheel, torch (CPU) and the test tools; the extension built in place.
+$(VENV)/.deps: requirements/build.txt requirements/dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements/dev.txt
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+	PATH=$(BIN):$$PATH $(BIN)/pip install --disable-pip-version-check -q --no-build-isolation --no-deps -e .
+	touch $@
+
+install: $(VENV)/.built
+
+# Second environment: the same sources built against MPICH (installed, not in place, so the two
+# builds never overwrite each other's extension).
+$(VENV_MPICH)/.deps: requirements/build.txt requirements/mpich.txt
+	$(PYTHON) -m venv $(VENV_MPICH)
+	$(BIN_MPICH)/pip install --disable-pip-version-check -q -r requirements/mpich.txt
+	touch $@
+
+$(VENV_MPICH)/.built: $(VENV_MPICH)/.deps $(SOURCES) $(shell find dist_sync -name '*.py')
+	PATH=$(BIN_MPICH):$$PATH DIST_SYNC_MPICXX=$(BIN_MPICH)/mpicxx \
+	  $(BIN_MPICH)/pip install --disable-pip-version-check -q --no-build-isolation --no-deps --force-reinstall .
+	touch $@
+
+install-mpich: $(VENV_MPICH)/.built
+
+demo: install
+	$(MPIRUN) $(BIN)/python examples/allreduce_demo.py
+
+test: test-unit test-mpich
+
+test-unit: install
+	$(BIN)/python -m pytest -q tests
+
+# The engine's MPI tests again, against MPICH (pytest, not `python -m pytest`, so the installed
+# MPICH build is imported rather than the in-place Open MPI one).
+test-mpich: install-mpich
+	cd tests && DIST_SYNC_TEST_MPIRUN=$(BIN_MPICH)/mpirun $(BIN_MPICH)/pytest -q -p no:cacheprovider \
+	  test_allreduce_mpi.py test_engine_mpi.py test_ring_threads.py
+
+clean:
+	rm -rf build $(VENV) $(VENV_MPICH) dist_sync/_core*.so *.egg-info

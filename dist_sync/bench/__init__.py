@@ -1,0 +1,13 @@
+"""Benchmarks of dist_sync, run as ``mpirun -np N python -m dist_sync.bench <benchmark>``.
+
+* ``allreduce``: the nccl-tests table (size, count, type, redop, time, algbw, busbw, #wrong) for
+  dist_sync, with MPI_Allreduce, torch.distributed gloo and MPI_Sendrecv interleaved in the same
+  run, ``--json`` and ``--plot``.
+* ``fusion``: ResNet-50's 161 gradient tensors reduced asynchronously through the engine, as one
+  buffer, one by one, and in DDP-style buckets.
+* ``tune``: sweeps of the tunables (ring segment size and depth, the recursive-doubling
+  threshold, cycle time, fusion threshold) with the defaults they suggest.
+* ``scaling``: multi-host ring against a parameter server (dist_sync.bench.scaling).
+
+docs/benchmarks.md explains how each is measured and how to reproduce the published numbers.
+"""
