@@ -98,7 +98,7 @@ void init(const py::dict& config, int64_t comm_f2c) {
                                       [raw] { raw->abort_job(1); });
 }
 
-void shutdown(bool finalize_mpi) {
+void shutdown(bool finalize_mpi, const std::string& reason) {
   Session& s = session();
   if (getpid() != holder().owner) return;
   bool failed = false;
@@ -106,7 +106,7 @@ void shutdown(bool finalize_mpi) {
     failed = s.engine->failed();
     {
       py::gil_scoped_release release;
-      s.engine->shutdown();
+      s.engine->shutdown(reason);
     }
     s.last_stop_reason = s.engine->stop_reason();
     if (s.last_stop_reason.empty()) s.last_stop_reason = "dist_sync.shutdown() was called";
@@ -317,7 +317,7 @@ PYBIND11_MODULE(_core, m) {
       });
 
   m.def("init", &init, py::arg("config"), py::arg("comm_f2c") = -1);
-  m.def("shutdown", &shutdown, py::arg("finalize_mpi") = true);
+  m.def("shutdown", &shutdown, py::arg("finalize_mpi") = true, py::arg("reason") = "");
   m.def("is_initialized", [] {
     Session& s = session();
     return s.engine != nullptr && s.engine->running();

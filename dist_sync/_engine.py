@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
+import sys
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -158,6 +159,7 @@ def init(comm: Any = None, **settings: Any) -> None:
         if not _atexit_registered:
             atexit.register(_shutdown_at_exit)
             _atexit_registered = True
+        _install_excepthook()
 
 
 def _communicator_handle(comm: Any) -> int:
@@ -193,7 +195,32 @@ def shutdown() -> None:
 def _shutdown_at_exit() -> None:
     if _init_pid is not None and os.getpid() != _init_pid:
         return
-    _core.shutdown(True)
+    _core.shutdown(True, _uncaught or "exited")
+
+
+# Note [Telling peers why a rank left]
+# A rank that dies of an uncaught exception shuts its engine down from atexit; the reason goes
+# through negotiation, so every other rank's pending operations fail with "rank 1 exited with an
+# uncaught ValueError: bad batch" instead of a bare "rank 1 shut down" or a hang.
+_uncaught = ""
+_previous_excepthook = None
+
+
+def _record_uncaught(kind, value, traceback) -> None:
+    global _uncaught
+    if not issubclass(kind, KeyboardInterrupt):
+        text = f"{kind.__name__}: {value}".splitlines()[0] if str(value) else kind.__name__
+        _uncaught = f"exited with an uncaught {text[:300]}"
+    else:
+        _uncaught = "was interrupted (KeyboardInterrupt)"
+    (_previous_excepthook or sys.__excepthook__)(kind, value, traceback)
+
+
+def _install_excepthook() -> None:
+    global _previous_excepthook
+    if sys.excepthook is not _record_uncaught:
+        _previous_excepthook = sys.excepthook
+        sys.excepthook = _record_uncaught
 
 
 def is_initialized() -> bool:

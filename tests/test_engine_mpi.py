@@ -95,3 +95,14 @@ def test_idle_engine_is_cheap():
     results = harness.run_ok("engine_misc", 2, {"case": "idle", "seconds": 4.0}, timeout=60)
     for rank, out in enumerate(results):
         assert out["cpu_fraction"] < 0.03, f"rank {rank} used {out['cpu_fraction']:.1%} of a core idle"
+
+
+def test_exception_on_one_rank_reaches_the_others():
+    run = harness.run("engine_exception", 2, timeout=60)
+    assert not run.timed_out, run.describe()
+    assert run.returncode != 0  # rank 1 died of the exception
+    assert 0 in run.ranks, run.describe()
+    error = run.ranks[0].value["error"]
+    assert error is not None, run.describe()
+    assert "rank 1 exited with an uncaught ValueError: bad batch 17" in error, error
+    assert "grad.fc" in error

@@ -231,7 +231,21 @@ ResponseList Coordinator::full_round(const std::vector<RankMessage>& messages,
   }
   if (!shutdown_ranks.empty()) {
     list.shutdown = true;
-    list.shutdown_reason = format_ranks(shutdown_ranks) + " called dist_sync.shutdown() (or exited)";
+    std::ostringstream reason;
+    std::vector<int> plain;
+    for (const int r : shutdown_ranks) {
+      const std::string& why = messages[static_cast<size_t>(r)].shutdown_reason;
+      if (why.empty()) {
+        plain.push_back(r);
+      } else {
+        reason << (reason.tellp() > 0 ? "; " : "") << "rank " << r << " " << why;
+      }
+    }
+    if (!plain.empty()) {
+      reason << (reason.tellp() > 0 ? "; " : "") << format_ranks(plain)
+             << " called dist_sync.shutdown() (or exited)";
+    }
+    list.shutdown_reason = reason.str();
     return list;
   }
 

@@ -128,9 +128,10 @@ uint64_t Engine::submit(Request request) {
   return handle;
 }
 
-void Engine::shutdown() {
+void Engine::shutdown(const std::string& reason) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (!shutdown_requested_) shutdown_reason_ = reason;
     shutdown_requested_ = true;
   }
   wake_.notify_all();
@@ -295,6 +296,7 @@ ResponseList Engine::full_round(bool stall_report, Clock::time_point now) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     message.shutdown = shutdown_requested_;
+    message.shutdown_reason = shutdown_reason_;
   }
   message.stall_report = stall_report;
   if (stall_report) {

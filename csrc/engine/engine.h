@@ -52,7 +52,7 @@ class Engine {
 
   // Collective: this rank's engine asks every rank's engine to stop after the current cycle, and
   // waits for its own thread. Pending operations anywhere fail with a message naming this rank.
-  void shutdown();
+  void shutdown(const std::string& reason = "");
   bool running() const;
   // Why the engine stopped (empty while running).
   std::string stop_reason() const;
@@ -108,6 +108,7 @@ class Engine {
   std::deque<Request> queue_;
   std::unordered_set<std::string> in_flight_;
   bool shutdown_requested_ = false;
+  std::string shutdown_reason_;
   bool stopped_ = false;
   bool failed_ = false;
   std::string stop_reason_;

@@ -124,6 +124,7 @@ std::vector<uint8_t> encode(const RankMessage& message) {
   w.put<uint64_t>(message.requests.size());
   for (const RequestMeta& meta : message.requests) put_meta(w, meta);
   w.put<uint8_t>(message.shutdown ? 1 : 0);
+  w.put(message.shutdown_reason);
   w.put<uint8_t>(message.stall_report ? 1 : 0);
   w.put(message.pending_cache_bits);
   return w.take();
@@ -135,6 +136,7 @@ RankMessage decode_rank_message(const std::vector<uint8_t>& bytes) {
   const uint64_t count = r.get_count();
   for (uint64_t i = 0; i < count; ++i) message.requests.push_back(get_meta(r));
   message.shutdown = r.get<uint8_t>() != 0;
+  message.shutdown_reason = r.get_string();
   message.stall_report = r.get<uint8_t>() != 0;
   message.pending_cache_bits = r.get_vector<uint32_t>();
   DS_ASSERT(r.at_end(), "trailing bytes in a negotiation message");

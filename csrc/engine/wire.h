@@ -14,6 +14,7 @@ namespace dist_sync {
 struct RankMessage {
   std::vector<RequestMeta> requests;          // requests not answered from the cache
   bool shutdown = false;                      // this rank asked to shut down
+  std::string shutdown_reason;                // why (e.g. the uncaught exception), may be empty
   bool stall_report = false;                  // the fields below are filled
   std::vector<uint32_t> pending_cache_bits;   // cached requests this rank has pending
 };
