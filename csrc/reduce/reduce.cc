@@ -140,7 +140,7 @@ struct Scaler {
 // (no scaling) is a plain load-combine-store loop that the compiler vectorises. Kept out of line
 // so the build's vectorisation report (tests/test_vectorized.py) can name each instantiation.
 template <typename Codec, typename Op, bool kPre, bool kPost>
-__attribute__((noinline)) void reduce_loop(typename Codec::Storage* dst, const typename Codec::Storage* own,
+__attribute__((noinline, noclone)) void reduce_loop(typename Codec::Storage* dst, const typename Codec::Storage* own,
                  const typename Codec::Storage* other, size_t count,
                  const Scaler<typename Codec::Acc>& scaler) {
   using Acc = typename Codec::Acc;
@@ -193,7 +193,7 @@ void reduce_codec(void* dst, const void* own, const void* other, size_t count, R
 }
 
 template <typename Codec>
-__attribute__((noinline)) void scale_loop(typename Codec::Storage* dst, const typename Codec::Storage* src, size_t count,
+__attribute__((noinline, noclone)) void scale_loop(typename Codec::Storage* dst, const typename Codec::Storage* src, size_t count,
                 const Scaler<typename Codec::Acc>& scaler) {
   for (size_t i = 0; i < count; ++i) {
     dst[i] = Codec::store(scaler.post(Codec::load(src[i])));
