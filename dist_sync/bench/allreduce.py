@@ -11,9 +11,12 @@ iteration, the same buffers through
   bandwidth a rank can push to its neighbour while receiving from the other, which is the
   physical ceiling of a ring's busbw.
 
-Timing: Note [How a benchmark iteration is timed] (common.py). Interleaving the tools within
-each iteration (rotating which goes first) means load from other processes on a shared machine
-slows all of them alike instead of whichever happened to run at the time.
+Timing: Note [How a benchmark iteration is timed] (common.py). The tools take turns size by
+size (all of one size's iterations through each tool, rotating which tool goes first), not
+all sizes of one tool then the next, so load from other processes on a shared machine slows
+all of them alike instead of whichever happened to run at the time. Turns are not finer than
+that because each tool leaves threads behind that are still winding down when its call
+returns (gloo's worker and transport threads); the next tool's warm-up iterations absorb that.
 """
 from __future__ import annotations
 
@@ -40,6 +43,8 @@ LABELS = {
     SENDRECV: "MPI_Sendrecv (ring link)",
 }
 SKIPPABLE = (RAW, MPI_ALLREDUCE, GLOO, SENDRECV)
+# Short names accepted by --skip.
+SKIP_NAMES = {"raw": RAW, "mpi": MPI_ALLREDUCE, "gloo": GLOO, "sendrecv": SENDRECV}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-w", "--warmup_iters", type=int, default=5,
                         help="untimed iterations first (default 5)")
     parser.add_argument("--skip", default="",
-                        help=f"comma-separated references to leave out: {', '.join(SKIPPABLE)}")
+                        help=f"comma-separated references to leave out: {', '.join(SKIP_NAMES)}")
     parser.add_argument("--json", metavar="FILE", help="write every number to FILE (rank 0)")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="draw busbw against size for every tool (needs matplotlib)")
@@ -261,10 +266,11 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from dist_sync import _core, _dtypes
     from dist_sync import config as ds_config
 
-    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    unknown = skip - set(SKIPPABLE)
+    names = {s.strip() for s in args.skip.split(",") if s.strip()}
+    unknown = names - set(SKIP_NAMES)
     if unknown:
-        raise SystemExit(f"--skip: unknown {sorted(unknown)}; choose from {', '.join(SKIPPABLE)}")
+        raise SystemExit(f"--skip: unknown {sorted(unknown)}; choose from {', '.join(SKIP_NAMES)}")
+    skip = {SKIP_NAMES[name] for name in names}
     if args.iters < 1 or args.warmup_iters < 0:
         raise SystemExit("-n must be >= 1 and -w >= 0")
     comm = MPI.COMM_WORLD
@@ -309,18 +315,16 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             contenders.append(_sendrecv_contender(buffers, comm))
         progress.start(f"{common.format_bytes(buffers.nbytes)}")
         total = args.warmup_iters + args.iters
-        for iteration in range(total):
-            timed = iteration >= args.warmup_iters
-            last = iteration == total - 1
-            shift = iteration % len(contenders)  # rotate who goes first
-            for contender in contenders[shift:] + contenders[:shift]:
+        shift = len(rows) % len(contenders)  # rotate who goes first from size to size
+        for contender in contenders[shift:] + contenders[:shift]:
+            for iteration in range(total):
                 progress.update(f"{LABELS[contender.key]}, iteration {iteration + 1}/{total}")
                 np.copyto(buffers.work, buffers.source)
                 comm.Barrier()
                 seconds = common.timed(contender.run)
-                if timed:
+                if iteration >= args.warmup_iters:
                     contender.times.append(seconds)
-                contender.wrong += contender.check(last)
+                contender.wrong += contender.check(iteration == total - 1)
         row: Dict[str, Any] = {"bytes": buffers.nbytes, "count": count, "dtype": args.datatype,
                                "op": "sum"}
         for contender in contenders:
