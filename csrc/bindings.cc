@@ -10,6 +10,7 @@
 
 #include "collectives/allreduce.h"
 #include "collectives/data_movement.h"
+#include "collectives/hierarchical.h"
 #include "collectives/ring.h"
 #include "comm/mpi_comm.h"
 #include "comm/thread_comm.h"
@@ -78,6 +79,7 @@ EngineConfig engine_config(const py::dict& c) {
   config.collectives.in_flight = get_or<int>(c, "ring_in_flight", config.collectives.in_flight);
   config.log_level = static_cast<LogLevel>(get_or<int>(c, "log_level", static_cast<int>(config.log_level)));
   config.timeline_path = get_or<std::string>(c, "timeline", "");
+  config.hierarchical_allreduce = get_or<bool>(c, "hierarchical_allreduce", false);
   return config;
 }
 
@@ -93,9 +95,13 @@ void init(const py::dict& config, int64_t comm_f2c) {
   mpi_initialize();
   std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(comm_f2c);
   s.topology = comm->topology();
+  // Host-level communicators for the hierarchical allreduce; created on every rank whatever its
+  // settings, since creating them is collective (Note [Settings every rank must share]).
+  std::unique_ptr<Communicator> local = comm->split_local();
+  std::unique_ptr<Communicator> cross = comm->split_cross();
   const MpiCommunicator* raw = comm.get();
   s.engine = std::make_unique<Engine>(engine_settings, std::move(comm),
-                                      [raw] { raw->abort_job(1); });
+                                      [raw] { raw->abort_job(1); }, std::move(local), std::move(cross));
 }
 
 void shutdown(bool finalize_mpi, const std::string& reason) {
@@ -291,6 +297,65 @@ std::vector<double> bench_collective(const std::string& kind, size_t bytes, int 
   return times;
 }
 
+// Hierarchical allreduce over hosts x per_host thread ranks: each "host" is a thread fabric of
+// its own, and the ranks with the same local rank share a cross fabric.
+std::vector<py::bytes> thread_hierarchical(int hosts, int per_host, const std::vector<std::string>& inputs,
+                                           int dtype_code, int op_code, double prescale,
+                                           double postscale, int64_t divisor, size_t segment_bytes,
+                                           size_t small_bytes) {
+  const DataType dtype = static_cast<DataType>(dtype_code);
+  CollectiveConfig config;
+  config.segment_bytes = segment_bytes;
+  config.small_allreduce_bytes = small_bytes;
+  Scaling scaling;
+  scaling.prescale = prescale;
+  scaling.postscale = postscale;
+  scaling.divisor = divisor;
+  const int size = hosts * per_host;
+  std::vector<std::shared_ptr<ThreadFabric>> local_fabrics, cross_fabrics;
+  for (int h = 0; h < hosts; ++h) local_fabrics.push_back(std::make_shared<ThreadFabric>(per_host));
+  for (int l = 0; l < per_host; ++l) cross_fabrics.push_back(std::make_shared<ThreadFabric>(hosts));
+  std::vector<std::string> outputs(static_cast<size_t>(size));
+  std::vector<std::string> errors(static_cast<size_t>(size));
+  {
+    py::gil_scoped_release release;
+    std::vector<std::thread> threads;
+    for (int r = 0; r < size; ++r) {
+      threads.emplace_back([&, r] {
+        const int host = r / per_host, local_rank = r % per_host;
+        try {
+          ThreadCommunicator local(local_fabrics[static_cast<size_t>(host)], local_rank);
+          ThreadCommunicator cross(cross_fabrics[static_cast<size_t>(local_rank)], host);
+          WaitConfig wait;
+          wait.timeout = std::chrono::seconds(60);
+          local.set_wait_config(wait);
+          cross.set_wait_config(wait);
+          Workspace workspace;
+          const std::string& in = inputs[static_cast<size_t>(r)];
+          std::string& out = outputs[static_cast<size_t>(r)];
+          out.assign(in.size(), '\0');
+          SpanList spans(in.data(), out.data(), in.size());
+          hierarchical_allreduce(local, cross, spans, dtype, static_cast<ReduceOp>(op_code), scaling,
+                                 config, workspace);
+        } catch (const std::exception& e) {
+          errors[static_cast<size_t>(r)] = e.what();
+          local_fabrics[static_cast<size_t>(host)]->kill_rank(local_rank);
+          cross_fabrics[static_cast<size_t>(local_rank)]->kill_rank(host);
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  for (int r = 0; r < size; ++r) {
+    if (!errors[static_cast<size_t>(r)].empty()) {
+      throw Error(detail::concat("rank ", r, ": ", errors[static_cast<size_t>(r)]));
+    }
+  }
+  std::vector<py::bytes> result;
+  for (const auto& out : outputs) result.emplace_back(out);
+  return result;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -405,6 +470,7 @@ PYBIND11_MODULE(_core, m) {
     return out;
   });
   m.def("_thread_collective", &thread_collective);
+  m.def("_thread_hierarchical", &thread_hierarchical);
   m.def("_reduce", [](py::bytes dst_own, py::bytes other, int dtype, int op, double prescale,
                       double postscale, int64_t divisor, bool finalize) {
     std::string own = dst_own;

@@ -29,6 +29,15 @@ def _parse_level(text: str) -> int:
     return level
 
 
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (1/0, true/false, yes/no, on/off)")
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -76,6 +85,9 @@ SETTINGS = [
     Setting("small_allreduce_bytes", "DIST_SYNC_SMALL_ALLREDUCE_BYTES", 64 << 10, parse_bytes,
             "Allreduces up to this size use recursive doubling (fewer, latency-bound messages) "
             "instead of the ring."),
+    Setting("hierarchical_allreduce", "DIST_SYNC_HIERARCHICAL_ALLREDUCE", False, _parse_bool,
+            "Allreduce large buffers hierarchically: reduce-scatter within each host, allreduce "
+            "across hosts, allgather within each host (needs the same number of ranks per host)."),
     Setting("log_level", "DIST_SYNC_LOG_LEVEL", _LOG_LEVELS["warning"], _parse_level,
             "debug, info, warning, error or off (messages from the C++ engine, on stderr)."),
     Setting("timeline", "DIST_SYNC_TIMELINE", "", str,

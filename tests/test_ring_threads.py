@@ -149,3 +149,17 @@ def test_bfloat16_rounding():
     got = np.array([_core._float_to_bfloat16(float(f)) for f in floats], dtype=np.uint16)
     np.testing.assert_array_equal(got, [int(b) for b in __import__("reference").to_bfloat16_bits(floats)])
 
+
+
+@pytest.mark.parametrize("hosts,per_host", [(1, 3), (2, 1), (2, 2), (2, 3), (3, 2), (4, 4)])
+def test_hierarchical_allreduce(hosts, per_host):
+    n = hosts * per_host
+    for dtype, op in (("float32", "sum"), ("float64", "average"), ("int32", "max"), ("float16", "sum")):
+        for count in (1, n - 1, n + 1, 1001):
+            inputs = [make_input(SEED, r, count, dtype, op) for r in range(n)]
+            for small in (0, 1 << 20):
+                outputs = _core._thread_hierarchical(
+                    hosts, per_host, [x.tobytes() for x in inputs], DTYPE_CODE[dtype], OP_CODE[op],
+                    1.0, 1.0, n if op == "average" else 1, 64, small)
+                check_all_ranks([np.frombuffer(o, dtype=storage_dtype(dtype)) for o in outputs],
+                                inputs, dtype, op)

@@ -37,6 +37,21 @@ class SpanList {
   }
 
   size_t bytes() const { return total_; }
+
+  // The same buffer with every span's result side as its input too: for a later stage that
+  // continues from results already in out.
+  SpanList results_in_place() const {
+    SpanList view;
+    for (const Span& span : spans_) view.add(span.out, span.out, span.bytes);
+    return view;
+  }
+
+  // [offset, offset + length) of this buffer as a list of its own.
+  SpanList slice(size_t offset, size_t length) const {
+    SpanList view;
+    for_each(offset, length, [&](const std::byte* in, std::byte* out, size_t n) { view.add(in, out, n); });
+    return view;
+  }
   const std::vector<Span>& spans() const { return spans_; }
 
   // Calls fn(in, out, bytes) for each piece of [offset, offset + length), in order.

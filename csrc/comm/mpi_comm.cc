@@ -130,51 +130,73 @@ MpiCommunicator::~MpiCommunicator() {
   if (handle_->comm != MPI_COMM_NULL && !mpi_is_finalized()) MPI_Comm_free(&handle_->comm);
 }
 
-std::unique_ptr<MpiCommunicator> MpiCommunicator::create(int64_t parent_f2c) {
-  const MPI_Comm parent =
-      parent_f2c < 0 ? MPI_COMM_WORLD : MPI_Comm_f2c(static_cast<MPI_Fint>(parent_f2c));
-  auto handle = std::make_unique<Handle>();
-  check_mpi(MPI_Comm_dup(parent, &handle->comm), "MPI_Comm_dup");
+std::unique_ptr<MpiCommunicator> MpiCommunicator::adopt(std::unique_ptr<Handle> handle) {
   // Errors come back as codes we turn into exceptions naming the peer, instead of aborting.
   MPI_Comm_set_errhandler(handle->comm, MPI_ERRORS_RETURN);
   std::unique_ptr<MpiCommunicator> comm(new MpiCommunicator(std::move(handle)));
-  MPI_Comm world = comm->handle_->comm;
-  MPI_Comm_rank(world, &comm->rank_);
-  MPI_Comm_size(world, &comm->size_);
-
-  MPI_Comm local = MPI_COMM_NULL;
-  check_mpi(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comm->rank_, MPI_INFO_NULL, &local),
-            "MPI_Comm_split_type");
-  Topology& topo = comm->topology_;
-  MPI_Comm_rank(local, &topo.local_rank);
-  MPI_Comm_size(local, &topo.local_size);
-  MPI_Comm cross = MPI_COMM_NULL;
-  check_mpi(MPI_Comm_split(world, topo.local_rank, comm->rank_, &cross), "MPI_Comm_split");
-  MPI_Comm_rank(cross, &topo.cross_rank);
-  MPI_Comm_size(cross, &topo.cross_size);
-  int min_local = 0, max_local = 0;
-  MPI_Allreduce(&topo.local_size, &min_local, 1, MPI_INT, MPI_MIN, world);
-  MPI_Allreduce(&topo.local_size, &max_local, 1, MPI_INT, MPI_MAX, world);
-  topo.homogeneous = min_local == max_local;
-  MPI_Comm_free(&local);
-  MPI_Comm_free(&cross);
-
+  const MPI_Comm mpi = comm->handle_->comm;
+  MPI_Comm_rank(mpi, &comm->rank_);
+  MPI_Comm_size(mpi, &comm->size_);
   // pid and host of every rank, so errors can say which process is gone and check_peer can
   // notice a dead local peer.
   const int32_t my_pid = static_cast<int32_t>(getpid());
   comm->pids_.resize(static_cast<size_t>(comm->size_));
-  MPI_Allgather(&my_pid, 1, MPI_INT32_T, comm->pids_.data(), 1, MPI_INT32_T, world);
+  check_mpi(MPI_Allgather(&my_pid, 1, MPI_INT32_T, comm->pids_.data(), 1, MPI_INT32_T, mpi),
+            "MPI_Allgather");
   char host[MPI_MAX_PROCESSOR_NAME] = {};
   int host_length = 0;
   MPI_Get_processor_name(host, &host_length);
   std::vector<char> all_hosts(static_cast<size_t>(comm->size_) * MPI_MAX_PROCESSOR_NAME);
-  MPI_Allgather(host, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all_hosts.data(), MPI_MAX_PROCESSOR_NAME,
-                MPI_CHAR, world);
+  check_mpi(MPI_Allgather(host, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all_hosts.data(),
+                          MPI_MAX_PROCESSOR_NAME, MPI_CHAR, mpi),
+            "MPI_Allgather");
   for (int r = 0; r < comm->size_; ++r) {
     const char* name = all_hosts.data() + static_cast<size_t>(r) * MPI_MAX_PROCESSOR_NAME;
     comm->hosts_.emplace_back(name, strnlen(name, MPI_MAX_PROCESSOR_NAME));
   }
   return comm;
+}
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::create(int64_t parent_f2c) {
+  const MPI_Comm parent =
+      parent_f2c < 0 ? MPI_COMM_WORLD : MPI_Comm_f2c(static_cast<MPI_Fint>(parent_f2c));
+  auto handle = std::make_unique<Handle>();
+  check_mpi(MPI_Comm_dup(parent, &handle->comm), "MPI_Comm_dup");
+  std::unique_ptr<MpiCommunicator> comm = adopt(std::move(handle));
+  std::unique_ptr<MpiCommunicator> local = comm->split_local();
+  std::unique_ptr<MpiCommunicator> cross = comm->split_cross();
+  Topology& topo = comm->topology_;
+  topo.local_rank = local->rank();
+  topo.local_size = local->size();
+  topo.cross_rank = cross->rank();
+  topo.cross_size = cross->size();
+  int min_local = 0, max_local = 0;
+  MPI_Allreduce(&topo.local_size, &min_local, 1, MPI_INT, MPI_MIN, comm->handle_->comm);
+  MPI_Allreduce(&topo.local_size, &max_local, 1, MPI_INT, MPI_MAX, comm->handle_->comm);
+  topo.homogeneous = min_local == max_local;
+  return comm;
+}
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::split_local() const {
+  auto handle = std::make_unique<Handle>();
+  check_mpi(MPI_Comm_split_type(handle_->comm, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL,
+                                &handle->comm),
+            "MPI_Comm_split_type");
+  return adopt(std::move(handle));
+}
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::split_cross() const {
+  int local_rank = 0;
+  {
+    MPI_Comm local = MPI_COMM_NULL;
+    check_mpi(MPI_Comm_split_type(handle_->comm, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local),
+              "MPI_Comm_split_type");
+    MPI_Comm_rank(local, &local_rank);
+    MPI_Comm_free(&local);
+  }
+  auto handle = std::make_unique<Handle>();
+  check_mpi(MPI_Comm_split(handle_->comm, local_rank, rank_, &handle->comm), "MPI_Comm_split");
+  return adopt(std::move(handle));
 }
 
 TransferPtr MpiCommunicator::isend(const void* data, size_t bytes, int peer, int tag) {

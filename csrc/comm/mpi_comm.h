@@ -45,12 +45,18 @@ class MpiCommunicator : public Communicator {
   std::string describe_rank(int peer) const override;
 
   const Topology& topology() const { return topology_; }
+  // The ranks on this host, and the ranks with this rank's local rank (one per host), for the
+  // hierarchical allreduce. Collective over this communicator.
+  std::unique_ptr<MpiCommunicator> split_local() const;
+  std::unique_ptr<MpiCommunicator> split_cross() const;
   // Ends the job: MPI_Abort on this communicator.
   [[noreturn]] void abort_job(int exit_code) const;
 
  private:
   struct Handle;
   explicit MpiCommunicator(std::unique_ptr<Handle> handle);
+  // Takes ownership of an MPI communicator: error handler, rank, size, pids and hosts.
+  static std::unique_ptr<MpiCommunicator> adopt(std::unique_ptr<Handle> handle);
 
   std::unique_ptr<Handle> handle_;
   int rank_ = 0;

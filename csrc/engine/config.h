@@ -19,6 +19,7 @@ struct EngineConfig {
   double stall_warning_seconds = 60.0;
   double stall_timeout_seconds = 1800.0;             // 0: never
   double fatal_grace_seconds = 10.0;  // after a fatal error, time for Python to exit by itself
+  bool hierarchical_allreduce = false;  // Note [Hierarchical allreduce]
   LogLevel log_level = LogLevel::kWarning;
   std::string timeline_path;          // empty: no timeline
 };

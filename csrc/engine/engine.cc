@@ -8,6 +8,7 @@
 
 #include "collectives/allreduce.h"
 #include "collectives/data_movement.h"
+#include "collectives/hierarchical.h"
 #include "collectives/ring.h"
 #include "common/errors.h"
 #include "common/logging.h"
@@ -73,9 +74,12 @@ size_t response_bytes(const Response& response) {
 
 }  // namespace
 
-Engine::Engine(const EngineConfig& config, std::unique_ptr<Communicator> comm, AbortJob abort_job)
+Engine::Engine(const EngineConfig& config, std::unique_ptr<Communicator> comm, AbortJob abort_job,
+               std::unique_ptr<Communicator> local, std::unique_ptr<Communicator> cross)
     : config_(config),
       comm_(std::move(comm)),
+      local_comm_(std::move(local)),
+      cross_comm_(std::move(cross)),
       abort_job_(std::move(abort_job)),
       rank_(comm_->rank()),
       size_(comm_->size()),
@@ -98,6 +102,9 @@ Engine::Engine(const EngineConfig& config, std::unique_ptr<Communicator> comm, A
   idle_negotiation_wait_ = negotiation_wait_;
   idle_negotiation_wait_.spin = std::chrono::microseconds(0);
   idle_negotiation_wait_.max_sleep = kBusyPoll;  // a submission may arrive mid-wait
+  for (Communicator* c : {local_comm_.get(), cross_comm_.get()}) {
+    if (c != nullptr) c->set_wait_config(data_wait_);
+  }
   if (rank_ == 0) coordinator_ = std::make_unique<Coordinator>(size_, config_);
   if (rank_ == 0 && !config.timeline_path.empty()) timeline_.start(config.timeline_path);
   thread_ = std::thread([this] { loop(); });
@@ -158,6 +165,7 @@ void Engine::loop() {
   // in step and the cycle's short sleeps mean what they say.
   prctl(PR_SET_TIMERSLACK, 10000UL, 0, 0, 0);
   try {
+    agree_on_settings();
     // Idle waits are measured from the end of the previous cycle: the cycle's allreduce ends at
     // nearly the same moment on every rank, so idle ranks wake together and a cycle costs one
     // quick exchange instead of the earliest rank polling for the latest one.
@@ -186,6 +194,49 @@ void Engine::loop() {
   } catch (const std::exception& error) {
     fatal(error.what());
   }
+}
+
+// Note [Settings every rank must share]
+// Segment size, the small-message threshold, the fusion threshold, the cache capacity and the
+// hierarchical switch decide message sizes, algorithms and bit positions; ranks that disagreed
+// would hang or mis-pair messages. Rank 0's values win, and a rank whose own differ says so.
+void Engine::agree_on_settings() {
+  comm_->set_wait_config(data_wait_);
+  std::vector<uint64_t> mine = {config_.collectives.segment_bytes,
+                                config_.collectives.small_allreduce_bytes,
+                                config_.fusion_threshold_bytes, config_.cache_capacity,
+                                config_.hierarchical_allreduce ? 1u : 0u};
+  std::vector<uint8_t> bytes(mine.size() * sizeof(uint64_t));
+  std::memcpy(bytes.data(), mine.data(), bytes.size());
+  broadcast_bytes(*comm_, bytes, 0, kTagNegotiation);
+  std::vector<uint64_t> agreed(mine.size());
+  std::memcpy(agreed.data(), bytes.data(), bytes.size());
+  static const char* const names[] = {"DIST_SYNC_RING_SEGMENT_BYTES", "DIST_SYNC_SMALL_ALLREDUCE_BYTES",
+                                      "DIST_SYNC_FUSION_THRESHOLD", "DIST_SYNC_CACHE_CAPACITY",
+                                      "DIST_SYNC_HIERARCHICAL_ALLREDUCE"};
+  for (size_t i = 0; i < mine.size(); ++i) {
+    if (mine[i] != agreed[i]) {
+      log_message(LogLevel::kWarning, detail::concat(names[i], " is ", mine[i], " on this rank but ",
+                                                     agreed[i], " on rank 0; using rank 0's"));
+    }
+  }
+  config_.collectives.segment_bytes = agreed[0];
+  config_.collectives.small_allreduce_bytes = agreed[1];
+  config_.fusion_threshold_bytes = agreed[2];
+  if (agreed[3] != cache_.capacity()) cache_ = ResponseCache(agreed[3]);
+  config_.hierarchical_allreduce = agreed[4] != 0;
+  if (config_.hierarchical_allreduce && rank_ == 0) {
+    const bool usable = local_comm_ && cross_comm_ && local_comm_->size() > 1 && cross_comm_->size() > 1;
+    log_message(LogLevel::kInfo, usable ? "hierarchical allreduce enabled"
+                                        : "hierarchical allreduce requested but there is only one "
+                                          "host or one rank per host; using the flat ring");
+  }
+}
+
+bool Engine::use_hierarchical(size_t bytes) const {
+  return config_.hierarchical_allreduce && local_comm_ && cross_comm_ &&
+         local_comm_->size() > 1 && cross_comm_->size() > 1 &&
+         bytes > config_.collectives.small_allreduce_bytes;
 }
 
 void Engine::intake() {
@@ -429,7 +480,12 @@ void Engine::execute_allreduce(const Response& response, const std::vector<Reque
     }
   }
   for (const auto& [dtype, spans] : by_dtype) {
-    allreduce(*comm_, spans, dtype, first.reduce_op, scaling, config_.collectives, workspace_);
+    if (use_hierarchical(spans.bytes())) {
+      hierarchical_allreduce(*local_comm_, *cross_comm_, spans, dtype, first.reduce_op, scaling,
+                             config_.collectives, workspace_);
+    } else {
+      allreduce(*comm_, spans, dtype, first.reduce_op, scaling, config_.collectives, workspace_);
+    }
   }
 }
 

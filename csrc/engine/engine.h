@@ -34,7 +34,10 @@ class Engine {
   // within the grace period: it must end the job (MPI_Abort for the MPI communicator).
   using AbortJob = std::function<void()>;
 
-  Engine(const EngineConfig& config, std::unique_ptr<Communicator> comm, AbortJob abort_job);
+  // `local` and `cross` (the ranks on this host; one rank per host) may be null; they are used
+  // for the hierarchical allreduce when it is enabled.
+  Engine(const EngineConfig& config, std::unique_ptr<Communicator> comm, AbortJob abort_job,
+         std::unique_ptr<Communicator> local = nullptr, std::unique_ptr<Communicator> cross = nullptr);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -72,6 +75,8 @@ class Engine {
 
  private:
   void loop();
+  void agree_on_settings();
+  bool use_hierarchical(size_t bytes) const;
   bool cycle();  // false: stop
   void intake();
   ResponseList full_round(bool stall_report, Clock::time_point now);
@@ -89,8 +94,10 @@ class Engine {
   void fatal(const std::string& message);
   std::byte* zeros(size_t bytes);
 
-  const EngineConfig config_;
+  EngineConfig config_;  // settings every rank must share are replaced by rank 0's at start
   const std::unique_ptr<Communicator> comm_;
+  const std::unique_ptr<Communicator> local_comm_;
+  const std::unique_ptr<Communicator> cross_comm_;
   const AbortJob abort_job_;
   const int rank_;
   const int size_;

@@ -1,0 +1,36 @@
+#include "collectives/hierarchical.h"
+
+#include "collectives/allreduce.h"
+#include "collectives/ring.h"
+
+namespace dist_sync {
+
+void hierarchical_allreduce(Communicator& local, Communicator& cross, const SpanList& buffer,
+                            DataType dtype, ReduceOp op, const Scaling& scaling,
+                            const CollectiveConfig& config, Workspace& workspace) {
+  const size_t element_bytes = dtype_size(dtype);
+  const size_t count = buffer.bytes() / element_bytes;
+  if (count == 0) return;
+  const std::vector<size_t> bounds = even_chunk_bounds(count, local.size(), element_bytes);
+  const size_t mine = static_cast<size_t>(local.rank());
+
+  // (1) Within the host: this rank ends with chunk `mine` of the host's sum (prescaled).
+  Scaling prescale_only;
+  prescale_only.prescale = scaling.prescale;
+  ring_collective(local, buffer, bounds, RingPhases::kReduceScatter, dtype, op, prescale_only,
+                  config, workspace, kTagAllreduce);
+  const SpanList results = buffer.results_in_place();
+
+  // (2) Across hosts, on that chunk; the final scaling happens here, once per element.
+  Scaling finish;
+  finish.postscale = scaling.postscale;
+  finish.divisor = scaling.divisor;
+  allreduce(cross, results.slice(bounds[mine], bounds[mine + 1] - bounds[mine]), dtype, op, finish,
+            config, workspace);
+
+  // (3) Within the host: everyone gets every chunk.
+  ring_collective(local, results, bounds, RingPhases::kAllgather, dtype, op, Scaling{}, config,
+                  workspace, kTagAllgather);
+}
+
+}  // namespace dist_sync
