@@ -229,7 +229,8 @@ def fmt_str(value: Any) -> str:
 def render_table(columns: Sequence[Column], rows: Iterable[Sequence[Any]],
                  groups: Sequence[Tuple[str, int]] = ()) -> List[str]:
     """Right-aligned fixed-width lines; ``groups`` are (title, number of columns) headers above
-    the column titles, like nccl-tests' out-of-place/in-place header."""
+    the column titles, like nccl-tests' out-of-place/in-place header. Header lines start with
+    ``#`` and data lines with a space, so ``grep -v '^#'`` leaves the data."""
     lines = []
     if groups:
         parts, index = [], 0
@@ -237,20 +238,20 @@ def render_table(columns: Sequence[Column], rows: Iterable[Sequence[Any]],
             width = sum(c.width for c in columns[index:index + span]) + span - 1
             parts.append(title.center(width) if title else " " * width)
             index += span
-        lines.append("#" + " ".join(parts)[1:])
-    header = " ".join(c.title.rjust(c.width) for c in columns)
-    lines.append("#" + header[1:])
+        lines.append(("#" + " ".join(parts)).rstrip())
+    lines.append("#" + " ".join(c.title.rjust(c.width) for c in columns))
     for row in rows:
-        lines.append(" ".join(c.fmt(v).rjust(c.width) for c, v in zip(columns, row)))
+        lines.append(" " + " ".join(c.fmt(v).rjust(c.width) for c, v in zip(columns, row)))
     return lines
 
 
 def environment(comm: Any, argv: Sequence[str], engine_config: Optional[Dict[str, Any]] = None
                 ) -> Dict[str, Any]:
     """Where and how the numbers were taken (collective: every rank must call it)."""
-    from .. import _core
+    from .. import __version__, _core
     hosts = comm.allgather(socket.gethostname())
     info: Dict[str, Any] = {
+        "dist_sync_version": __version__,
         "ranks": comm.Get_size(),
         "hosts": sorted(set(hosts)),
         "hostname": hosts[0],

@@ -1,0 +1,146 @@
+"""Smoke tests of ``python -m dist_sync.bench``: every subcommand runs under mpirun on tiny sizes
+and its JSON holds every size/variant with no wrong values. No timing assertions: this box is
+shared and the numbers are the benchmark's business, not the test's."""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import harness
+
+REPO = Path(__file__).resolve().parents[1]
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+def run_bench(np_, args, timeout=180):
+    """Runs the bench CLI on np_ ranks; returns (exit code, combined output)."""
+    command = harness.launch_command(np_) + [sys.executable, "-m", "dist_sync.bench", *args]
+    env = harness.mpi_env({"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=env, cwd=REPO, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"bench timed out:\n{output[-5000:]}")
+    return process.returncode, output
+
+
+def test_allreduce_table_and_json(tmp_path):
+    out, plot = tmp_path / "out.json", tmp_path / "busbw.png"
+    args = ["allreduce", "-b", "4K", "-e", "64K", "-f", "4", "-n", "3", "-w", "1",
+            "--json", str(out)]
+    if HAS_MATPLOTLIB:
+        args += ["--plot", str(plot)]
+    code, output = run_bench(2, args)
+    assert code == 0, output
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "allreduce"
+    env = data["environment"]
+    assert env["ranks"] == 2 and env["dist_sync_mpi_library"] and env["command"].endswith(
+        " ".join(args))
+    assert env["dist_sync_config"]["ring_segment_bytes"] > 0
+    tools = ["dist_sync", "dist_sync_raw", "mpi_allreduce", "mpi_sendrecv"] + (
+        ["gloo"] if HAS_TORCH else [])
+    assert set(tools) <= set(data["settings"]["tools"])
+    results = data["results"]
+    assert [r["bytes"] for r in results] == [4096, 16384, 65536]
+    for row in results:
+        assert row["count"] == row["bytes"] // 4 and row["dtype"] == "float32"
+        for tool in tools:
+            numbers = row[tool]
+            assert numbers["wrong"] == 0, (row["bytes"], tool)
+            assert len(numbers["times_s"]) == 3 and all(t > 0 for t in numbers["times_s"])
+            assert numbers["time_us"] > 0 and numbers["busbw_GBps"] > 0
+            # busbw = algbw * 2(N-1)/N, which is 1 for two ranks (1 for sendrecv by definition)
+            assert numbers["busbw_GBps"] == pytest.approx(numbers["algbw_GBps"])
+        ratios = row["ratios"]
+        assert ratios["dist_sync_speedup_vs_mpi_allreduce"] == pytest.approx(
+            row["mpi_allreduce"]["time_us"] / row["dist_sync"]["time_us"])
+    # The table: a header and one line per size, then the check summary.
+    lines = [line for line in output.splitlines() if line.strip().startswith(("4096 ", "16384 ", "65536 "))]
+    assert len(lines) == 3, output
+    assert "Out of bounds values : 0 OK" in output
+    if HAS_MATPLOTLIB:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_allreduce_other_dtype_and_skips(tmp_path):
+    out = tmp_path / "out.json"
+    code, output = run_bench(3, ["allreduce", "-b", "1000", "-e", "1000", "-f", "2", "-d", "int8",
+                                 "-n", "2", "-w", "0", "--skip", "gloo,raw", "--json", str(out)])
+    assert code == 0, output
+    data = json.loads(out.read_text())
+    (row,) = data["results"]
+    assert row["count"] == 1000 and row["dtype"] == "int8"
+    assert "gloo" not in row and "dist_sync_raw" not in row
+    assert row["dist_sync"]["wrong"] == 0 and row["mpi_allreduce"]["wrong"] == 0
+    # three ranks: busbw = algbw * 4/3
+    assert row["dist_sync"]["busbw_GBps"] == pytest.approx(row["dist_sync"]["algbw_GBps"] * 4 / 3)
+
+
+def test_fusion_reduced_scale(tmp_path):
+    out = tmp_path / "fusion.json"
+    code, output = run_bench(2, ["fusion", "--scale", "0.01", "-n", "2", "-w", "1",
+                                 "--json", str(out)])
+    assert code == 0, output
+    data = json.loads(out.read_text())
+    settings = data["settings"]
+    assert settings["tensors"] == 161 and len(settings["tensor_counts"]) == 161
+    assert sum(settings["bucket_sizes_bytes"]) == settings["total_bytes"] == settings["elements"] * 4
+    variants = data["variants"]
+    expected = {"async", "one_buffer", "one_by_one", "buckets"} | ({"gloo_buckets"} if HAS_TORCH else set())
+    assert set(variants) == expected
+    for name, numbers in variants.items():
+        assert numbers["wrong"] == 0, name
+        assert len(numbers["times_s"]) == 2 and numbers["time_ms"] > 0
+    assert data["ratios"]["async_over_one_buffer"] == pytest.approx(
+        variants["async"]["time_ms"] / variants["one_buffer"]["time_ms"])
+    assert "(a)/(b) =" in output
+
+
+def test_tune_small_sweeps(tmp_path):
+    out = tmp_path / "tune.json"
+    code, output = run_bench(2, ["tune", "-n", "2", "-w", "1", "--rounds", "2",
+                                 "--sizes", "256K", "--segments", "32K,128K", "--in-flight", "1,2",
+                                 "--small-sizes", "1K,8K", "--cycle-times", "0.5,2",
+                                 "--fusion-thresholds", "0,1M", "--scale", "0.002",
+                                 "--idle-seconds", "0.2", "--json", str(out)], timeout=300)
+    assert code == 0, output
+    data = json.loads(out.read_text())
+    sweeps = data["sweeps"]
+    assert len(sweeps["segments"]["results"]) == 4
+    assert all(len(r["times_s"]) == 4 for r in sweeps["segments"]["results"])  # 2 x 2 rounds
+    assert [r["bytes"] for r in sweeps["small"]["results"]] == [1024, 8192]
+    assert [r["cycle_time_ms"] for r in sweeps["cycle"]["results"]] == [0.5, 2.0]
+    assert all(0 <= r["idle_cpu_fraction"] < 2 for r in sweeps["cycle"]["results"])
+    assert [r["fusion_threshold_bytes"] for r in sweeps["fusion"]["results"]] == [0, 1 << 20]
+    suggested = data["suggested"]
+    assert suggested["ring_segment_bytes"] in (32 << 10, 128 << 10)
+    assert suggested["ring_in_flight"] in (1, 2)
+    assert suggested["small_allreduce_bytes"] in (0, 1024, 8192)
+    assert suggested["cycle_time_ms"] in (0.5, 2.0)
+    assert suggested["fusion_threshold_bytes"] in (0, 1 << 20)
+    assert "suggested defaults" in output
+
+
+@pytest.mark.skipif((REPO / "dist_sync" / "bench" / "scaling.py").exists(),
+                    reason="the scaling benchmark is installed")
+def test_scaling_missing_is_explained():
+    result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "scaling", "--hosts", "2"],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 2
+    assert "dist_sync/bench/scaling.py" in result.stderr and "not part of" in result.stderr
+
+
+def test_bad_arguments_are_refused():
+    result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "allreduce", "-b", "lots"],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 2 and "lots" in result.stderr
