@@ -79,13 +79,14 @@ void recursive_doubling_allreduce(Communicator& comm, void* data, size_t count, 
 }
 
 void allreduce(Communicator& comm, const SpanList& buffer, DataType dtype, ReduceOp op,
-               const Scaling& scaling, const CollectiveConfig& config, Workspace& workspace) {
+               const Scaling& scaling, const CollectiveConfig& config, Workspace& workspace,
+               PhaseLog* phases) {
   const size_t element_bytes = dtype_size(dtype);
   const size_t bytes = buffer.bytes();
   if (bytes == 0) return;
   if (comm.size() > 1 && bytes > config.small_allreduce_bytes) {
     ring_collective(comm, buffer, even_chunk_bounds(bytes / element_bytes, comm.size(), element_bytes),
-                    RingPhases::kBoth, dtype, op, scaling, config, workspace, kTagAllreduce);
+                    RingPhases::kBoth, dtype, op, scaling, config, workspace, kTagAllreduce, phases);
     return;
   }
   // Small: pack (applying the prescale) into the fusion buffer, exchange whole buffers, unpack
@@ -96,14 +97,17 @@ void allreduce(Communicator& comm, const SpanList& buffer, DataType dtype, Reduc
     scale_copy(cursor, span.in, span.bytes / element_bytes, dtype, scaling.prescale, 1);
     cursor += span.bytes;
   }
+  end_phase(phases, "FUSION_COPY_IN");
   recursive_doubling_allreduce(comm, fused, bytes / element_bytes, dtype, op,
                                workspace.get(Workspace::kFusionPeer, bytes), kTagAllreduce);
+  end_phase(phases, "RECURSIVE_DOUBLING");
   cursor = fused;
   for (const Span& span : buffer.spans()) {
     scale_copy(span.out, cursor, span.bytes / element_bytes, dtype, scaling.postscale,
                scaling.divisor);
     cursor += span.bytes;
   }
+  end_phase(phases, "FUSION_COPY_OUT");
 }
 
 }  // namespace dist_sync

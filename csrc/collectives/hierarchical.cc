@@ -7,7 +7,8 @@ namespace dist_sync {
 
 void hierarchical_allreduce(Communicator& local, Communicator& cross, const SpanList& buffer,
                             DataType dtype, ReduceOp op, const Scaling& scaling,
-                            const CollectiveConfig& config, Workspace& workspace) {
+                            const CollectiveConfig& config, Workspace& workspace,
+                            PhaseLog* phases) {
   const size_t element_bytes = dtype_size(dtype);
   const size_t count = buffer.bytes() / element_bytes;
   if (count == 0) return;
@@ -19,6 +20,7 @@ void hierarchical_allreduce(Communicator& local, Communicator& cross, const Span
   prescale_only.prescale = scaling.prescale;
   ring_collective(local, buffer, bounds, RingPhases::kReduceScatter, dtype, op, prescale_only,
                   config, workspace, kTagAllreduce);
+  end_phase(phases, "HOST_REDUCE_SCATTER");
   const SpanList results = buffer.results_in_place();
 
   // (2) Across hosts, on that chunk; the final scaling happens here, once per element.
@@ -27,10 +29,12 @@ void hierarchical_allreduce(Communicator& local, Communicator& cross, const Span
   finish.divisor = scaling.divisor;
   allreduce(cross, results.slice(bounds[mine], bounds[mine + 1] - bounds[mine]), dtype, op, finish,
             config, workspace);
+  end_phase(phases, "CROSS_HOST_ALLREDUCE");
 
   // (3) Within the host: everyone gets every chunk.
   ring_collective(local, results, bounds, RingPhases::kAllgather, dtype, op, Scaling{}, config,
                   workspace, kTagAllgather);
+  end_phase(phases, "HOST_ALLGATHER");
 }
 
 }  // namespace dist_sync

@@ -12,6 +12,7 @@
 #pragma once
 
 #include "collectives/config.h"
+#include "collectives/phase_log.h"
 #include "collectives/span_list.h"
 #include "collectives/workspace.h"
 #include "comm/communicator.h"
@@ -23,6 +24,7 @@ namespace dist_sync {
 // Every host must have the same number of ranks.
 void hierarchical_allreduce(Communicator& local, Communicator& cross, const SpanList& buffer,
                             DataType dtype, ReduceOp op, const Scaling& scaling,
-                            const CollectiveConfig& config, Workspace& workspace);
+                            const CollectiveConfig& config, Workspace& workspace,
+                            PhaseLog* phases = nullptr);
 
 }  // namespace dist_sync

@@ -18,15 +18,15 @@ struct SegmentOp {
 class RingRun {
  public:
   RingRun(Communicator& comm, const SpanList& buffer, const std::vector<size_t>& bounds,
-          RingPhases phases, DataType dtype, ReduceOp op, const Scaling& scaling,
-          const CollectiveConfig& config, Workspace& workspace, int tag)
-      : comm_(comm), buffer_(buffer), bounds_(bounds), dtype_(dtype), op_(op), scaling_(scaling),
+          RingPhases ring_phases, DataType dtype, ReduceOp op, const Scaling& scaling,
+          const CollectiveConfig& config, Workspace& workspace, int tag, PhaseLog* phases)
+      : comm_(comm), phases_(phases), buffer_(buffer), bounds_(bounds), dtype_(dtype), op_(op), scaling_(scaling),
         tag_(tag), rank_(comm.rank()), size_(comm.size()),
         element_bytes_(dtype_size(dtype)),
         window_(static_cast<size_t>(std::max(1, config.in_flight))),
-        has_reduce_scatter_(phases != RingPhases::kAllgather),
-        first_step_(phases == RingPhases::kAllgather ? size_ - 1 : 0),
-        last_step_(phases == RingPhases::kReduceScatter ? size_ - 2 : 2 * size_ - 3) {
+        has_reduce_scatter_(ring_phases != RingPhases::kAllgather),
+        first_step_(ring_phases == RingPhases::kAllgather ? size_ - 1 : 0),
+        last_step_(ring_phases == RingPhases::kReduceScatter ? size_ - 2 : 2 * size_ - 3) {
     segment_bytes_ = std::max(element_bytes_, config.segment_bytes / element_bytes_ * element_bytes_);
     recv_slots_ = workspace.get(Workspace::kRingRecvSlots, window_ * segment_bytes_);
     send_slots_ = workspace.get(Workspace::kRingSendSlots, window_ * segment_bytes_);
@@ -35,10 +35,14 @@ class RingRun {
       free_send_slots_.push_back(slot);
     }
     build_schedule();
+    for (const SegmentOp& op : recvs_) {
+      if (has_reduce_scatter_ && reduces_at(op.step)) ++reduce_scatter_recvs_left_;
+    }
   }
 
   void run() {
     if (!has_reduce_scatter_) copy_own_chunk();
+    if (has_reduce_scatter_ && reduce_scatter_recvs_left_ == 0) end_phase(phases_, "RING_REDUCE_SCATTER");
     const int left = (rank_ - 1 + size_) % size_;
     const int right = (rank_ + 1) % size_;
     Waiter waiter(comm_, has_reduce_scatter_ ? "ring allreduce" : "ring allgather");
@@ -80,6 +84,7 @@ class RingRun {
         waiter.idle(active_recvs.empty() ? right : left);
       }
     }
+    if (last_step_ >= size_ - 1) end_phase(phases_, "RING_ALLGATHER");
   }
 
  private:
@@ -161,6 +166,7 @@ class RingRun {
         reduce(out, in, data, n / element_bytes_, dtype_, op_, scaling_, finalize);
         data += n;
       });
+      if (--reduce_scatter_recvs_left_ == 0) end_phase(phases_, "RING_REDUCE_SCATTER");
     } else {
       buffer_.scatter_out(op.offset, op.bytes, data);
     }
@@ -214,6 +220,8 @@ class RingRun {
   }
 
   Communicator& comm_;
+  PhaseLog* const phases_;
+  size_t reduce_scatter_recvs_left_ = 0;
   const SpanList& buffer_;
   const std::vector<size_t>& bounds_;
   const DataType dtype_;
@@ -268,16 +276,17 @@ std::vector<size_t> even_chunk_bounds(size_t count, int size, size_t element_byt
 }
 
 void ring_collective(Communicator& comm, const SpanList& buffer,
-                     const std::vector<size_t>& chunk_bounds, RingPhases phases, DataType dtype,
+                     const std::vector<size_t>& chunk_bounds, RingPhases ring_phases, DataType dtype,
                      ReduceOp op, const Scaling& scaling, const CollectiveConfig& config,
-                     Workspace& workspace, int tag) {
+                     Workspace& workspace, int tag, PhaseLog* phases) {
   DS_ASSERT(chunk_bounds.size() == static_cast<size_t>(comm.size()) + 1, "need N+1 chunk bounds");
   DS_ASSERT(chunk_bounds.back() == buffer.bytes(), "chunks must cover the buffer");
   if (comm.size() == 1) {
-    single_rank(buffer, phases, dtype, scaling);
+    single_rank(buffer, ring_phases, dtype, scaling);
+    end_phase(phases, "SINGLE_RANK_COPY");
     return;
   }
-  RingRun(comm, buffer, chunk_bounds, phases, dtype, op, scaling, config, workspace, tag).run();
+  RingRun(comm, buffer, chunk_bounds, ring_phases, dtype, op, scaling, config, workspace, tag, phases).run();
 }
 
 }  // namespace dist_sync

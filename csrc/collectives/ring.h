@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "collectives/config.h"
+#include "collectives/phase_log.h"
 #include "collectives/span_list.h"
 #include "collectives/workspace.h"
 #include "comm/communicator.h"
@@ -32,9 +33,9 @@ enum class RingPhases { kReduceScatter, kAllgather, kBoth };
 //   kReduceScatter: rank r ends with chunk r reduced in out; other chunks' out is scratch.
 //   kAllgather:     rank r's contribution is chunk r of the in side; everyone gets all of out.
 void ring_collective(Communicator& comm, const SpanList& buffer,
-                     const std::vector<size_t>& chunk_bounds, RingPhases phases, DataType dtype,
+                     const std::vector<size_t>& chunk_bounds, RingPhases ring_phases, DataType dtype,
                      ReduceOp op, const Scaling& scaling, const CollectiveConfig& config,
-                     Workspace& workspace, int tag);
+                     Workspace& workspace, int tag, PhaseLog* phases = nullptr);
 
 // Chunk boundaries (bytes) that split `count` elements as evenly as possible, the first
 // count % N chunks one element longer.

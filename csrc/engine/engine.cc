@@ -245,7 +245,9 @@ void Engine::intake() {
     std::lock_guard<std::mutex> lock(mutex_);
     incoming.swap(queue_);
   }
+  const auto taken = Clock::now();
   for (Request& request : incoming) {
+    request.taken = taken;
     const std::string name = request.meta.name;
     if (request.meta.type == OpType::kJoin) joined_ = true;
     uint32_t bit = 0;
@@ -417,16 +419,11 @@ void Engine::execute(const Response& response) {
     log_message(LogLevel::kDebug, response.error);
     return;
   }
-  if (timeline_.enabled()) {
-    for (size_t i = 0; i < locals.size(); ++i) {
-      if (locals[i] != nullptr) {
-        timeline_.span(response.requests[i].name, "NEGOTIATE", locals[i]->submitted, started);
-      }
-    }
-  }
+  PhaseLog phases;
+  PhaseLog* const phase_log = timeline_.enabled() ? &phases : nullptr;
   OpResult result;
   switch (response.type) {
-    case OpType::kAllreduce: execute_allreduce(response, locals); break;
+    case OpType::kAllreduce: execute_allreduce(response, locals, phase_log); break;
     case OpType::kBroadcast: execute_broadcast(response, locals); break;
     case OpType::kAllgather: execute_allgather(response, locals.front(), result); break;
     case OpType::kAlltoall: execute_alltoall(response, locals.front(), result); break;
@@ -437,23 +434,39 @@ void Engine::execute(const Response& response) {
       joined_ = false;
       break;
   }
-  const auto finished = Clock::now();
-  if (timeline_.enabled()) {
-    const std::string args = detail::concat("\"fused_requests\": ", response.requests.size(),
-                                            ", \"bytes\": ", response_bytes(response));
-    for (size_t i = 0; i < locals.size(); ++i) {
-      if (locals[i] != nullptr) {
-        timeline_.span(response.requests[i].name, op_type_name(response.type), started, finished, args);
-      }
-    }
-  }
+  if (timeline_.enabled()) record_timeline(response, locals, started, phases);
   update_cache(response);
   for (size_t i = 0; i < locals.size(); ++i) {
     if (locals[i] != nullptr) finish(response.requests[i].name, i + 1 == locals.size() ? std::move(result) : result);
   }
 }
 
-void Engine::execute_allreduce(const Response& response, const std::vector<Request*>& locals) {
+// Per tensor: QUEUE (submitted until the engine thread took it), NEGOTIATE (until every rank had
+// it and its response ran), then the collective's phases, or one span named after the op.
+void Engine::record_timeline(const Response& response, const std::vector<Request*>& locals,
+                             Clock::time_point started, const PhaseLog& phases) {
+  const auto finished = Clock::now();
+  const std::string args = detail::concat("\"fused_requests\": ", response.requests.size(),
+                                          ", \"bytes\": ", response_bytes(response));
+  for (size_t i = 0; i < locals.size(); ++i) {
+    if (locals[i] == nullptr) continue;
+    const std::string& name = response.requests[i].name;
+    timeline_.span(name, "QUEUE", locals[i]->submitted, locals[i]->taken);
+    timeline_.span(name, "NEGOTIATE", locals[i]->taken, started);
+    if (phases.ends.empty()) {
+      timeline_.span(name, op_type_name(response.type), started, finished, args);
+      continue;
+    }
+    auto begin = started;
+    for (const auto& [phase, end] : phases.ends) {
+      timeline_.span(name, phase, begin, end, args);
+      begin = end;
+    }
+  }
+}
+
+void Engine::execute_allreduce(const Response& response, const std::vector<Request*>& locals,
+                               PhaseLog* phases) {
   const RequestMeta& first = response.requests.front();
   Scaling scaling;
   scaling.prescale = first.prescale;
@@ -482,9 +495,10 @@ void Engine::execute_allreduce(const Response& response, const std::vector<Reque
   for (const auto& [dtype, spans] : by_dtype) {
     if (use_hierarchical(spans.bytes())) {
       hierarchical_allreduce(*local_comm_, *cross_comm_, spans, dtype, first.reduce_op, scaling,
-                             config_.collectives, workspace_);
+                             config_.collectives, workspace_, phases);
     } else {
-      allreduce(*comm_, spans, dtype, first.reduce_op, scaling, config_.collectives, workspace_);
+      allreduce(*comm_, spans, dtype, first.reduce_op, scaling, config_.collectives, workspace_,
+                phases);
     }
   }
 }

@@ -16,6 +16,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "collectives/phase_log.h"
 #include "collectives/workspace.h"
 #include "comm/communicator.h"
 #include "engine/config.h"
@@ -82,7 +83,10 @@ class Engine {
   ResponseList full_round(bool stall_report, Clock::time_point now);
   std::vector<Response> fuse(std::vector<Response> responses) const;
   void execute(const Response& response);
-  void execute_allreduce(const Response& response, const std::vector<Request*>& locals);
+  void execute_allreduce(const Response& response, const std::vector<Request*>& locals,
+                         PhaseLog* phases);
+  void record_timeline(const Response& response, const std::vector<Request*>& locals,
+                       Clock::time_point started, const PhaseLog& phases);
   void execute_broadcast(const Response& response, const std::vector<Request*>& locals);
   void execute_allgather(const Response& response, Request* local, OpResult& result);
   void execute_alltoall(const Response& response, Request* local, OpResult& result);

@@ -68,6 +68,7 @@ struct Request {
   std::vector<const void*> inputs;  // one per tensor
   std::vector<void*> outputs;       // one per tensor (allreduce, broadcast); else unused
   std::chrono::steady_clock::time_point submitted;
+  std::chrono::steady_clock::time_point taken;  // when the engine thread picked it up
 };
 
 // One unit of work every rank executes in the same order.
