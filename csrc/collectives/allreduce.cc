@@ -7,23 +7,6 @@
 namespace dist_sync {
 namespace {
 
-void exchange(Communicator& comm, const void* send, void* recv, size_t bytes, int peer, int tag) {
-  TransferPtr receiving = comm.irecv(recv, bytes, peer, tag);
-  TransferPtr sending = comm.isend(send, bytes, peer, tag);
-  Waiter waiter(comm, "recursive-doubling allreduce");
-  bool received = false, sent = false;
-  while (!(received && sent)) {
-    bool progressed = false;
-    if (!received && receiving->test()) received = progressed = true;
-    if (!sent && sending->test()) sent = progressed = true;
-    if (progressed) {
-      waiter.progressed();
-    } else {
-      waiter.idle(peer);
-    }
-  }
-}
-
 }  // namespace
 
 // Note [Deterministic pairing]
@@ -69,7 +52,7 @@ void recursive_doubling_allreduce(Communicator& comm, void* data, size_t count, 
   for (int mask = 1; mask < pow2; mask <<= 1) {
     const int partner_group = group_rank ^ mask;
     const int partner = partner_group < extra ? partner_group * 2 + 1 : partner_group + extra;
-    exchange(comm, data, scratch, bytes, partner, tag);
+    comm.sendrecv(data, scratch, bytes, partner, tag, "recursive-doubling allreduce");
     combine(group_rank < partner_group);
   }
   if (rank < 2 * extra) {

@@ -33,6 +33,27 @@ class Communicator {
   virtual TransferPtr isend(const void* data, size_t bytes, int peer, int tag) = 0;
   virtual TransferPtr irecv(void* data, size_t bytes, int peer, int tag) = 0;
 
+  // Sends `send` to `peer` while receiving as many bytes from it into `recv`, and waits for both.
+  // The latency-bound building block of recursive doubling; implementations may test both
+  // halves in one call (each MPI test runs the library's whole progress engine).
+  virtual void sendrecv(const void* send, void* recv, size_t bytes, int peer, int tag,
+                        const char* what) {
+    TransferPtr receiving = irecv(recv, bytes, peer, tag);
+    TransferPtr sending = isend(send, bytes, peer, tag);
+    Waiter waiter(*this, what);
+    bool received = false, sent = false;
+    while (!(received && sent)) {
+      bool progressed = false;
+      if (!received && receiving->test()) received = progressed = true;
+      if (!sent && sending->test()) sent = progressed = true;
+      if (progressed) {
+        waiter.progressed();
+      } else {
+        waiter.idle(peer);
+      }
+    }
+  }
+
   // Throws CommError if `peer` is known to be gone. Called by Waiter during long waits, so a
   // dead rank is reported by name instead of waiting forever.
   virtual void check_peer(int peer) const = 0;

@@ -233,6 +233,34 @@ TransferPtr MpiCommunicator::irecv(void* data, size_t bytes, int peer, int tag) 
   return transfer;
 }
 
+void MpiCommunicator::sendrecv(const void* send, void* recv, size_t bytes, int peer, int tag,
+                               const char* what) {
+  if (bytes > kMaxPieceBytes) {  // rare: keep the piecewise path of the base class
+    Communicator::sendrecv(send, recv, bytes, peer, tag, what);
+    return;
+  }
+  MPI_Request requests[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+  int code = MPI_Irecv(recv, static_cast<int>(bytes), MPI_BYTE, peer, tag, handle_->comm, &requests[0]);
+  if (code == MPI_SUCCESS) {
+    code = MPI_Isend(send, static_cast<int>(bytes), MPI_BYTE, peer, tag, handle_->comm, &requests[1]);
+  }
+  Waiter waiter(*this, what);
+  int done = 0;
+  while (code == MPI_SUCCESS) {
+    code = MPI_Testall(2, requests, &done, MPI_STATUSES_IGNORE);
+    if (code != MPI_SUCCESS || done) break;
+    waiter.idle(peer);
+  }
+  if (code != MPI_SUCCESS) {
+    for (MPI_Request& request : requests) {
+      if (request != MPI_REQUEST_NULL) MPI_Request_free(&request);
+    }
+    throw CommError(detail::concat("exchanging with ", describe_rank(peer), " failed: ",
+                                   mpi_error_string(code)),
+                    peer);
+  }
+}
+
 void MpiCommunicator::check_peer(int peer) const {
   if (peer < 0 || peer >= size_ || peer == rank_) return;
   // Only a peer on this host can be checked cheaply; a remote peer's death reaches us through
