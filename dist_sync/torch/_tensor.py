@@ -115,3 +115,9 @@ def mark_written(tensor: torch.Tensor) -> None:
     """Bumps the version counter of a tensor the engine wrote in place, so autograd notices if
     the tensor was saved for a backward pass (as it would after any in-place torch op)."""
     torch.autograd.graph.increment_version(tensor)
+
+
+def new_output(source: torch.Tensor) -> torch.Tensor:
+    """A fresh row-major tensor shaped like ``source`` for an out-of-place result (empty_like
+    would copy odd strides of size-1 dimensions)."""
+    return torch.empty(source.shape, dtype=source.dtype, device=source.device)

@@ -87,7 +87,7 @@ def allreduce_async(tensor: torch.Tensor, average: Optional[bool] = None,
     """
     op = resolve_op(op, average)
     source = _tensor.contiguous_input(_tensor.require_tensor(tensor, "allreduce"), "allreduce")
-    target = torch.empty_like(source)
+    target = _tensor.new_output(source)
     return _allreduce(source, target, op, name, prescale_factor, postscale_factor,
                       lambda raw: target)
 
@@ -133,7 +133,7 @@ def _grouped(tensors: Sequence[torch.Tensor], in_place: bool, op: ReduceOp, name
             source = target = tensor.detach()
         else:
             source = _tensor.contiguous_input(tensor, item)
-            target = torch.empty_like(source)
+            target = _tensor.new_output(source)
         sources.append(source)
         targets.append(target)
         specs.append(_tensor.spec(f"{name or 'group'}.{index}", source, target, item))
@@ -186,7 +186,7 @@ def broadcast_async(tensor: torch.Tensor, root_rank: int, name: Optional[str] = 
     """Starts broadcasting ``root_rank``'s ``tensor`` into a new tensor on every rank."""
     source = _tensor.contiguous_input(_tensor.require_tensor(tensor, "broadcast"), "broadcast")
     root = _check_root(root_rank)
-    target = torch.empty_like(source)
+    target = _tensor.new_output(source)
     return submit(BROADCAST, name, [_tensor.spec(name or "", source, target, "broadcast")],
                   (source, target), lambda raw: target, root=root,
                   device=_tensor.device_kind([source, target], "broadcast"))

@@ -1,0 +1,196 @@
+"""Making ranks agree at start-up: broadcasting parameters, optimizer state and Python objects.
+
+Differences from Horovod (each fixes a trap):
+
+- ``broadcast_object`` names its collectives deterministically (by call order) when no name is
+  given. Horovod names them after ``type(obj).__name__``, so the common pattern of non-root ranks
+  passing ``None`` negotiates a different name on the root and waits forever.
+- ``broadcast_optimizer_state`` sends the root's ``state_dict()`` as it is (structure, scalar
+  state and hyperparameters pickled; tensors broadcast) and loads it on the other ranks. It
+  works for every optimizer including LBFGS, and for an optimizer without state. Horovod
+  instead runs a step with zero gradients to create missing state, which moves parameters for
+  optimizers with weight decay, and it refuses LBFGS.
+- ``broadcast_parameters`` also accepts an iterator such as ``model.named_parameters()`` and
+  non-contiguous tensors.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass
+from typing import Any, Iterable, List, Optional, Tuple
+
+import torch
+
+from .. import _core
+from .._engine import synchronize
+from ..ops import _check_root
+from . import ops
+from ._tensor import TORCH_TO_CODE
+
+try:  # Horovod pickles with cloudpickle, which also handles lambdas and local classes.
+    import cloudpickle as _pickler
+except ImportError:  # pragma: no cover - cloudpickle is optional
+    _pickler = pickle
+
+
+def _dumps(obj: Any) -> torch.Tensor:
+    buffer = io.BytesIO()
+    _pickler.dump(obj, buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    data = bytearray(buffer.getbuffer())
+    return torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+
+
+def _loads(payload: torch.Tensor) -> Any:
+    return pickle.loads(payload.numpy().tobytes())
+
+
+def broadcast_object(obj: Any = None, root_rank: int = 0, name: Optional[str] = None) -> Any:
+    """Returns ``root_rank``'s ``obj`` on every rank (other ranks may pass None; their value is
+    ignored). Serialized with cloudpickle when available, else pickle. The root gets its own
+    object back."""
+    root = _check_root(root_rank)
+    is_root = _core.rank() == root
+    payload = _dumps(obj) if is_root else torch.empty(0, dtype=torch.uint8)
+    length = torch.tensor([payload.numel()], dtype=torch.int64)
+    ops.broadcast_(length, root, name=f"{name}.length" if name else None)
+    if not is_root:
+        payload = torch.empty(int(length.item()), dtype=torch.uint8)
+    ops.broadcast_(payload, root, name=f"{name}.payload" if name else None)
+    return obj if is_root else _loads(payload)
+
+
+def allgather_object(obj: Any, name: Optional[str] = None) -> List[Any]:
+    """Returns the list of every rank's ``obj``, in rank order."""
+    payload = _dumps(obj)
+    lengths = synchronize(ops.allgather_async(torch.tensor([payload.numel()], dtype=torch.int64),
+                                              name=f"{name}.lengths" if name else None))
+    gathered = synchronize(ops.allgather_async(payload, name=f"{name}.payload" if name else None))
+    objects, offset = [], 0
+    for length in lengths.tolist():
+        objects.append(_loads(gathered[offset:offset + length]))
+        offset += length
+    return objects
+
+
+def _named_tensors(params: Any) -> List[Tuple[Optional[str], torch.Tensor]]:
+    if isinstance(params, dict):
+        items: Iterable[Any] = sorted(params.items())
+    elif not isinstance(params, (torch.Tensor, str, bytes)) and hasattr(params, "__iter__"):
+        items = [p if isinstance(p, tuple) else (None, p) for p in params]
+    else:
+        raise ValueError(f"broadcast_parameters expects a state_dict, a list of tensors or of "
+                         f"(name, tensor) pairs, got {type(params).__name__}")
+    result = []
+    for item in items:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], torch.Tensor)):
+            raise ValueError(f"broadcast_parameters expects tensors or (name, tensor) pairs, "
+                             f"found {type(item).__name__}")
+        result.append(item)
+    return result
+
+
+def broadcast_parameters(params: Any, root_rank: int, prefix: Optional[str] = None) -> None:
+    """Overwrites ``params`` on every rank with ``root_rank``'s values, in place.
+
+    ``params``: ``model.state_dict()`` (parameters and buffers), ``model.named_parameters()``
+    (list or iterator) or a list of tensors. Every rank must pass the same structure.
+    """
+    root = _check_root(root_rank)
+    pending = []
+    seen = set()
+    for name, tensor in _named_tensors(params):
+        # A state_dict lists tied weights under every name; broadcast the memory once.
+        key = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
+        if tensor.numel() > 0 and key in seen:
+            continue
+        seen.add(key)
+        op_name = None if name is None else f"broadcast_parameters.{prefix or ''}{name}"
+        if tensor.is_contiguous():
+            pending.append((None, ops.broadcast_async_(tensor, root, name=op_name)))
+        else:
+            pending.append((tensor, ops.broadcast_async(tensor, root, name=op_name)))
+    for target, handle in pending:
+        result = synchronize(handle)
+        if target is not None:
+            with torch.no_grad():
+                target.copy_(result)
+
+
+@dataclass(frozen=True)
+class _TensorSlot:
+    """Stands in for a tensor of the root's optimizer state while the structure travels."""
+    index: int
+    shape: Tuple[int, ...]
+    dtype: torch.dtype
+
+
+def _strip(value: Any, tensors: List[torch.Tensor]) -> Any:
+    """``value`` with every engine-compatible tensor replaced by a _TensorSlot (collected in
+    ``tensors``)."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype in TORCH_TO_CODE and value.layout == torch.strided and \
+                value.device.type == "cpu":
+            tensors.append(value.detach().contiguous())
+            return _TensorSlot(len(tensors) - 1, tuple(value.shape), value.dtype)
+        return value  # pickled with the structure (complex, sparse, ...)
+    if isinstance(value, dict):
+        return type(value)((k, _strip(v, tensors)) for k, v in value.items())
+    if isinstance(value, list):
+        return [_strip(v, tensors) for v in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_strip(v, tensors) for v in value)
+    return value
+
+
+def _fill(value: Any, tensors: List[torch.Tensor]) -> Any:
+    if isinstance(value, _TensorSlot):
+        return tensors[value.index]
+    if isinstance(value, dict):
+        return type(value)((k, _fill(v, tensors)) for k, v in value.items())
+    if isinstance(value, list):
+        return [_fill(v, tensors) for v in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_fill(v, tensors) for v in value)
+    return value
+
+
+def broadcast_optimizer_state(optimizer: torch.optim.Optimizer, root_rank: int) -> None:
+    """Makes every rank's optimizer state (per-parameter state, scalar or tensor, and the
+    param-group hyperparameters such as the learning rate) equal to ``root_rank``'s.
+
+    Works with any ``torch.optim`` optimizer, wrapped by DistributedOptimizer or not, with or
+    without state yet. Every rank's optimizer must manage the same parameters.
+    """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"broadcast_optimizer_state expects a torch.optim.Optimizer, got "
+                        f"{type(optimizer).__name__}")
+    root = _check_root(root_rank)
+    is_root = _core.rank() == root
+    tensors: List[torch.Tensor] = []
+    skeleton = _strip(optimizer.state_dict(), tensors) if is_root else None
+    skeleton = broadcast_object(skeleton, root)
+    if not is_root:
+        slots: List[_TensorSlot] = []
+        _collect_slots(skeleton, slots)
+        tensors = [torch.empty(s.shape, dtype=s.dtype) for s in sorted(slots, key=lambda s: s.index)]
+    handles = [ops.broadcast_async_(t, root) for t in tensors]
+    for handle in handles:
+        synchronize(handle)
+    if not is_root:
+        optimizer.load_state_dict(_fill(skeleton, tensors))
+
+
+def _collect_slots(value: Any, slots: List[_TensorSlot]) -> None:
+    if isinstance(value, _TensorSlot):
+        slots.append(value)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_slots(v, slots)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _collect_slots(v, slots)
+
+
+__all__ = ["broadcast_parameters", "broadcast_optimizer_state", "broadcast_object",
+           "allgather_object"]

@@ -1,0 +1,92 @@
+"""Shared by the torch_* workers: a registry of named checks run in one mpirun launch, and
+conversions between torch tensors and tests/reference.py's numpy storage (bfloat16 as uint16
+bit patterns)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import traceback
+from typing import Any, Callable, Dict, List
+
+import numpy as np
+import torch
+
+TORCH_DTYPES = {"uint8": torch.uint8, "int8": torch.int8, "int16": torch.int16,
+                "int32": torch.int32, "int64": torch.int64, "float16": torch.float16,
+                "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+
+
+class Registry:
+    """Named checks. Each runs on every rank, in registration order; it returns a JSON-able
+    value (a dict with "digest" when results must be bit-identical across ranks) or raises."""
+
+    def __init__(self) -> None:
+        self.checks: Dict[str, Callable[[], Any]] = {}
+
+    def __call__(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        assert fn.__name__ not in self.checks, fn.__name__
+        self.checks[fn.__name__] = fn
+        return fn
+
+    def run(self, args: dict) -> Dict[str, Any]:
+        import dist_sync.torch as hvd
+        torch.manual_seed(0)
+        hvd.init()
+        only = set(args.get("only") or [])
+        results: Dict[str, Any] = {}
+        for name, fn in self.checks.items():
+            if only and name not in only:
+                continue
+            try:
+                results[name] = {"ok": True, "value": fn()}
+            except Exception:  # noqa: BLE001 - reported per check
+                results[name] = {"ok": False, "error": traceback.format_exc()}
+        hvd.shutdown()
+        return results
+
+
+def to_torch(storage: np.ndarray, dtype: str) -> torch.Tensor:
+    """reference.make_input's storage array as a torch tensor of `dtype`."""
+    if dtype == "bfloat16":
+        return torch.from_numpy(storage.view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(storage.copy())
+
+
+def to_storage(tensor: torch.Tensor, dtype: str) -> np.ndarray:
+    """A torch tensor as reference.py's storage array (bfloat16 -> uint16 bits)."""
+    tensor = tensor.detach().contiguous()
+    if dtype == "bfloat16":
+        return tensor.view(torch.int16).numpy().view(np.uint16).copy()
+    return tensor.numpy().copy()
+
+
+def digest(tensors: List[torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().reshape(-1).clone()
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def close(got: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float, what: str) -> None:
+    got64, exp64 = got.detach().double(), expected.detach().double()
+    if got64.shape != exp64.shape:
+        raise AssertionError(f"{what}: shape {tuple(got64.shape)} != {tuple(exp64.shape)}")
+    if not torch.allclose(got64, exp64, rtol=rtol, atol=atol):
+        diff = (got64 - exp64).abs().max().item()
+        raise AssertionError(f"{what}: max abs difference {diff:.3g} (rtol {rtol}, atol {atol})"
+                             f"\n got {got64.flatten()[:6].tolist()}\n expected "
+                             f"{exp64.flatten()[:6].tolist()}")
+
+
+def raises(exception: type, fragment: str, fn: Callable[[], Any]) -> str:
+    """Runs fn, requires it to raise `exception` whose message contains `fragment`."""
+    try:
+        fn()
+    except exception as error:
+        message = str(error)
+        if fragment not in message:
+            raise AssertionError(f"{exception.__name__} raised but message lacks {fragment!r}: "
+                                 f"{message!r}") from error
+        return message
+    raise AssertionError(f"expected {exception.__name__} containing {fragment!r}; nothing raised")
