@@ -1,15 +1,26 @@
 """The Chrome-trace / Perfetto timeline (DIST_SYNC_TIMELINE, start_timeline/stop_timeline):
-rank 0's file is valid JSON with, per tensor, its negotiation and its execution span, and it
-stays loadable when the job is killed."""
+rank 0's file is valid JSON with, per tensor, its queue, negotiation and execution phases, and
+it stays loadable when the job is killed."""
 import json
 from collections import defaultdict
 
 import harness
 
 NP = 2
-# Execution spans are named after the operation (csrc/engine/request.cc op_type_name).
-OP_OF_PREFIX = {"allreduce": "allreduce", "async": "allreduce", "broadcast": "broadcast",
-                "allgather": "allgather"}
+# Spans each execution of a tensor leaves, in order (csrc/engine/engine.cc record_timeline):
+# QUEUE (submitted until the engine thread took it), NEGOTIATE (until every rank had it and its
+# response ran), then the collective's phases, or one span named after the op. Keyed by the
+# second part of the worker's names.
+QUEUED = ["QUEUE", "NEGOTIATE"]
+PHASES_OF_KIND = {
+    "allreduce": QUEUED + ["FUSION_COPY_IN", "RECURSIVE_DOUBLING", "FUSION_COPY_OUT"],  # small
+    "async": QUEUED + ["FUSION_COPY_IN", "RECURSIVE_DOUBLING", "FUSION_COPY_OUT"],
+    "ring": QUEUED + ["RING_REDUCE_SCATTER", "RING_ALLGATHER"],
+    "broadcast": QUEUED + ["broadcast"],
+    "allgather": QUEUED + ["allgather"],
+}
+# Timestamps are written with 3 decimals (ns), so adjacent spans may differ by that rounding.
+ROUNDING_US = 0.002
 
 
 def load_events(path):
@@ -41,17 +52,20 @@ def spans_by_tensor(events):
 
 
 def assert_phases(spans, names):
+    """Every execution of every named tensor left its phases, back to back and in order."""
     for name in names:
         assert name in spans, f"{name} has no events; tensors seen: {sorted(spans)[:20]}"
-        op = OP_OF_PREFIX[name.split(".")[1]]
+        expected = PHASES_OF_KIND[name.split(".")[1]]
         phases = spans[name]
-        assert set(phases) == {"NEGOTIATE", op}, (name, dict(phases))
-        # Every submission is negotiated once and executed once, in that order.
-        assert len(phases["NEGOTIATE"]) == len(phases[op]), (name, dict(phases))
-        for (n_ts, n_dur, _), (x_ts, x_dur, args) in zip(sorted(phases["NEGOTIATE"]),
-                                                         sorted(phases[op])):
-            assert n_ts + n_dur <= x_ts + 0.01, (name, n_ts, n_dur, x_ts)
-            assert args["bytes"] > 0 and args["fused_requests"] >= 1, args
+        assert set(phases) == set(expected), (name, sorted(phases))
+        executions = len(phases["QUEUE"])
+        assert all(len(phases[p]) == executions for p in expected), (name, dict(phases))
+        for execution in range(executions):
+            chain = [sorted(phases[p])[execution] for p in expected]
+            for (ts, dur, _), (next_ts, _, _) in zip(chain, chain[1:]):
+                assert abs(ts + dur - next_ts) <= ROUNDING_US, (name, execution, chain)
+            for _, _, args in chain[2:]:
+                assert args["bytes"] > 0 and args["fused_requests"] >= 1, args
 
 
 def test_timeline_from_environment(tmp_path):
@@ -60,15 +74,16 @@ def test_timeline_from_environment(tmp_path):
                              env={"DIST_SYNC_TIMELINE": str(path)})
     spans = spans_by_tensor(load_events(path))
     names = results[0]["names"]
-    assert len(names) == 3 + 4 + 1 + 2
+    assert len(names) == 3 + 1 + 4 + 1 + 2
     assert_phases(spans, names)
     assert set(spans) == set(names)
     # Two rounds of each cached name: both executions recorded.
-    assert len(spans["env.allreduce.0"]["allreduce"]) == 2
+    assert len(spans["env.allreduce.0"]["QUEUE"]) == 2
+    assert spans["env.ring.0"]["RING_ALLGATHER"][0][2]["bytes"] == 4 << 20
     # The four async allreduces of a round were submitted together; each is recorded on its
-    # own row even when they share a fused ring pass.
+    # own row even when they share a fused pass.
     fused = max(args["fused_requests"] for name in names if ".async." in name
-                for _, _, args in spans[name]["allreduce"])
+                for _, _, args in spans[name]["RECURSIVE_DOUBLING"])
     assert 1 <= fused <= 4
 
 
@@ -95,6 +110,6 @@ def test_timeline_survives_a_killed_job(tmp_path):
     spans = spans_by_tensor(load_events(path))
     # Everything before the flush point made it to disk with both phases.
     flushed = [f"kill.allreduce.{i}" for i in range(3)] + [f"kill.async.{i}" for i in range(4)] \
-        + ["kill.broadcast", "kill.allgather.0", "kill.allgather.1"]
+        + ["kill.ring.0", "kill.broadcast", "kill.allgather.0", "kill.allgather.1"]
     assert_phases(spans, flushed)
-    assert "NEGOTIATE" in spans["kill.flush"]
+    assert "QUEUE" in spans["kill.flush"]  # the span whose arrival flushed the rest

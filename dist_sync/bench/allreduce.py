@@ -331,6 +331,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             contender.times = list(common.slowest_per_iteration(comm, contender.times))
             contender.wrong = common.sum_over_ranks(comm, contender.wrong)
             row[contender.key] = summarize(contender, buffers.nbytes)
+            log.debug("%d B %s: median %.1f us, %d wrong", buffers.nbytes, contender.key,
+                      row[contender.key]["time_us"] or float("nan"), contender.wrong)
         if RAW in present:
             progress.update("algorithm only")
             row[RAW] = _raw(ds, _core, buffers.nbytes, dtype_code, args, settings)

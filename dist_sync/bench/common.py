@@ -327,6 +327,7 @@ def init_gloo(comm: Any) -> Tuple[Any, str]:
     else:
         reason = "" if available else "torch.distributed is not available in this torch build"
     if not all(comm.allgather(available)):
+        log.info("no gloo reference: %s", reason or "torch.distributed is unavailable on some rank")
         return None, reason or "torch.distributed is unavailable on some rank"
     if dist.is_initialized():
         return dist, ""

@@ -313,6 +313,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             notes.append(f"gloo buckets skipped: {reason}")
     env = common.environment(comm, argv, settings)
     workload = Workload(scaled_counts(args.scale), rank, size)
+    log.debug("DDP buckets (tensor indices): %s", workload.buckets)
     variants = variants_for(workload, ds, dist, [v for v in VARIANTS if v not in skip])
     progress = common.Progress(rank == 0 and not args.no_progress)
     progress.start("fusion")

@@ -25,6 +25,11 @@ def collectives(prefix: str, rounds: int = 2) -> list:
                                op=ds.Sum, name=name)
             assert out[0] == ds.size() * (ds.size() + 1) / 2, out[0]
             names.append(name)
+        # Large enough for the ring (above DIST_SYNC_SMALL_ALLREDUCE_BYTES).
+        name = f"{prefix}.ring.0"
+        big = ds.allreduce(np.full(1 << 20, ds.rank() + 1, dtype=np.float32), op=ds.Sum, name=name)
+        assert big[-1] == ds.size() * (ds.size() + 1) / 2, big[-1]
+        names.append(name)
         handles = [ds.allreduce_async_(np.ones(64, dtype=np.float32), op=ds.Sum,
                                        name=f"{prefix}.async.{i}") for i in range(4)]
         for handle in handles:
