@@ -77,7 +77,8 @@ def _named_tensors(params: Any) -> List[Tuple[Optional[str], torch.Tensor]]:
     if isinstance(params, dict):
         items: Iterable[Any] = sorted(params.items())
     elif not isinstance(params, (torch.Tensor, str, bytes)) and hasattr(params, "__iter__"):
-        items = [p if isinstance(p, tuple) else (None, p) for p in params]
+        # model.parameters() gives bare tensors, named_parameters() (name, tensor) pairs.
+        items = [(None, p) if isinstance(p, torch.Tensor) else p for p in params]
     else:
         raise ValueError(f"broadcast_parameters expects a state_dict, a list of tensors or of "
                          f"(name, tensor) pairs, got {type(params).__name__}")

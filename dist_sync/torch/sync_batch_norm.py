@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .. import _core
+from .. import _core, _engine
 from .._engine import synchronize
 from ..ops import Sum
 from . import ops
@@ -113,7 +113,8 @@ class SyncBatchNorm(_BatchNorm):
     matching a single-process BatchNorm over the concatenated batch (Note [SyncBatchNorm
     statistics]). Works for any input of shape (N, C, ...); ranks may hold different batch
     sizes. In eval mode, or when dist_sync is not initialized or runs one rank, it is plain
-    BatchNorm.
+    BatchNorm; so is it when dist_sync was never initialized in this process (after init(), a
+    stopped engine raises rather than silently using local statistics).
 
     Every rank must run the same SyncBatchNorm layers in the same order (each training forward
     is a collective). Layers are named by construction order, so build models in the same order
@@ -141,7 +142,10 @@ class SyncBatchNorm(_BatchNorm):
         track = not self.training or self.track_running_stats
         running_mean = self.running_mean if track else None
         running_var = self.running_var if track else None
-        if not use_batch_stats or not _core.is_initialized() or _core.size() == 1:
+        # Plain BatchNorm when dist_sync was never started in this process (a model used
+        # outside a distributed job); once started, a stopped engine raises instead of
+        # silently normalizing over the local batch only.
+        if not use_batch_stats or _engine._init_pid is None or _core.size() == 1:
             return F.batch_norm(input, running_mean, running_var, self.weight, self.bias,
                                 use_batch_stats, factor, self.eps)
         return _SyncBatchNormFunction.apply(input, self.weight, self.bias, running_mean,

@@ -202,7 +202,6 @@ def reducescatter_ops():
     rank, size = rank_size()
     rows = 2 * size + 1
     counts, starts = reducescatter_rows(rows, size)
-    outputs = []
     for dtype in ("float32", "float64", "int32", "bfloat16"):
         for op in OPS:
             inputs = [make_input(17, r, rows * 2, dtype, op) for r in range(size)]
@@ -216,8 +215,7 @@ def reducescatter_ops():
                 piece = [x[starts[rank] * 2:(starts[rank] + counts[rank]) * 2] for x in inputs]
                 problem = compare(to_storage(out, dtype).reshape(-1), piece, dtype, op)
                 assert not problem, f"{dtype}/{op}/{form}: {problem}"
-                outputs.append(out)
-    return {"digest": digest(outputs)}
+    return None  # each rank holds different rows: nothing to compare across ranks
 
 
 # --- autograd against single-process torch ---------------------------------------------------
