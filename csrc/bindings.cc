@@ -15,6 +15,7 @@
 #include "comm/mpi_comm.h"
 #include "comm/thread_comm.h"
 #include "common/errors.h"
+#include "common/termination_report.h"
 #include "engine/engine.h"
 #include "reduce/half.h"
 #include "reduce/reduce.h"
@@ -100,8 +101,14 @@ void init(const py::dict& config, int64_t comm_f2c) {
   std::unique_ptr<Communicator> local = comm->split_local();
   std::unique_ptr<Communicator> cross = comm->split_cross();
   const MpiCommunicator* raw = comm.get();
+  std::vector<PeerProcess> peers;
+  for (const auto& [peer_rank, pid] : comm->same_host_peers()) {
+    peers.push_back(PeerProcess{pid, comm->describe_rank(peer_rank)});
+  }
+  const int rank = comm->rank();
   s.engine = std::make_unique<Engine>(engine_settings, std::move(comm),
                                       [raw] { raw->abort_job(1); }, std::move(local), std::move(cross));
+  install_termination_report(rank, peers);  // Note [Saying why mpirun ended a rank]
 }
 
 void shutdown(bool finalize_mpi, const std::string& reason) {
@@ -118,6 +125,7 @@ void shutdown(bool finalize_mpi, const std::string& reason) {
     if (s.last_stop_reason.empty()) s.last_stop_reason = "dist_sync.shutdown() was called";
     py::gil_scoped_release release;
     s.engine.reset();
+    uninstall_termination_report();
   }
   // After a fatal error the peers may never reach MPI_Finalize; waiting for them would hang.
   if (finalize_mpi && !failed) mpi_finalize_if_owned();

@@ -262,13 +262,33 @@ void MpiCommunicator::sendrecv(const void* send, void* recv, size_t bytes, int p
 }
 
 void MpiCommunicator::check_peer(int peer) const {
-  if (peer < 0 || peer >= size_ || peer == rank_) return;
   // Only a peer on this host can be checked cheaply; a remote peer's death reaches us through
   // mpirun, which ends the job.
-  if (hosts_[static_cast<size_t>(peer)] != hosts_[static_cast<size_t>(rank_)]) return;
-  if (kill(static_cast<pid_t>(pids_[static_cast<size_t>(peer)]), 0) != 0 && errno == ESRCH) {
-    throw CommError(describe_rank(peer) + " has exited or been killed", peer);
+  const auto check = [this](int r) {
+    if (r < 0 || r >= size_ || r == rank_) return;
+    if (hosts_[static_cast<size_t>(r)] != hosts_[static_cast<size_t>(rank_)]) return;
+    if (kill(static_cast<pid_t>(pids_[static_cast<size_t>(r)]), 0) != 0 && errno == ESRCH) {
+      throw CommError(describe_rank(r) + " has exited or been killed", r);
+    }
+  };
+  check(peer);
+  // Then every other rank on this host: the awaited peer may be alive but itself stuck waiting
+  // for the dead one (a ring of 3: rank 0 waits for rank 2, which waits for a dead rank 1), and
+  // every collective needs every rank, so any lost rank ends the job. The error should name the
+  // rank that died, not the neighbour that stopped sending. One kill(2) per rank per check
+  // (about once a second of waiting) costs nothing.
+  for (int r = 0; r < size_; ++r) {
+    if (r != peer) check(r);
   }
+}
+
+std::vector<std::pair<int, int32_t>> MpiCommunicator::same_host_peers() const {
+  std::vector<std::pair<int, int32_t>> peers;
+  for (int r = 0; r < size_; ++r) {
+    const auto index = static_cast<size_t>(r);
+    if (r != rank_ && hosts_[index] == hosts_[static_cast<size_t>(rank_)]) peers.emplace_back(r, pids_[index]);
+  }
+  return peers;
 }
 
 std::string MpiCommunicator::describe_rank(int peer) const {

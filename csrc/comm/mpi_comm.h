@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -47,6 +48,9 @@ class MpiCommunicator : public Communicator {
   std::string describe_rank(int peer) const override;
 
   const Topology& topology() const { return topology_; }
+  // (rank, pid) of every other rank on this host, for the SIGTERM report
+  // (Note [Saying why mpirun ended a rank]).
+  std::vector<std::pair<int, int32_t>> same_host_peers() const;
   // The ranks on this host, and the ranks with this rank's local rank (one per host), for the
   // hierarchical allreduce. Collective over this communicator.
   std::unique_ptr<MpiCommunicator> split_local() const;

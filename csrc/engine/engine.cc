@@ -12,6 +12,7 @@
 #include "collectives/ring.h"
 #include "common/errors.h"
 #include "common/logging.h"
+#include "common/termination_report.h"
 #include "engine/wire.h"
 
 namespace dist_sync {
@@ -625,6 +626,7 @@ void Engine::finish(const std::string& name, OpResult result) {
 }
 
 void Engine::stop(const std::string& reason, bool failed) {
+  record_termination_reason(reason);  // Note [Saying why mpirun ended a rank]
   std::deque<Request> queued;
   {
     std::lock_guard<std::mutex> lock(mutex_);

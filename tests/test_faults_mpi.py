@@ -1,0 +1,78 @@
+"""Nothing hangs, nothing is silently wrong: a rank that dies, raises or stalls ends the job on
+every rank with a message naming it, and the job leaves no process and no /dev/shm segment
+behind. Every run has a subprocess timeout: a hang fails the test instead of blocking it.
+
+Under Open MPI's mpirun a dying rank makes mpirun end the others with SIGTERM at once, so what
+the user sees there is each rank's SIGTERM report (Note [Saying why mpirun ended a rank]);
+with ``--enable-recovery`` mpirun lets them run on, and the engine's own liveness check
+(Waiter, kill(pid, 0)) must fail their operations with the lost rank's name.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+
+import faults
+import harness
+
+# MPICH's mpiexec (hydra) ends the other ranks with SIGKILL, which no process can report on,
+# and leaves its /dev/shm/mpich_shm_* segment behind; these tests describe Open MPI's behaviour.
+pytestmark = pytest.mark.skipif(harness.mpi_flavor(harness.mpirun_path()) != "openmpi",
+                                reason="fault reporting under mpirun is specified for Open MPI")
+
+# "Every other rank stops within 60 seconds": the whole job, start-up included.
+JOB_TIMEOUT = 60.0
+
+
+def run_dead_rank(tmp_path: Path, np_: int, how: str, during: str,
+                  mpirun_args: Optional[List[str]] = None):
+    job = faults.token()
+    victim = 1
+    run = harness.run("fault_dead_rank", np_,
+                      {"how": how, "during": during, "victim": victim,
+                       "info_dir": str(tmp_path), "token": job},
+                      timeout=JOB_TIMEOUT, mpirun_args=mpirun_args)
+    assert not run.timed_out, run.describe()
+    assert run.returncode != 0, run.describe()
+    records = faults.process_records(tmp_path)
+    assert sorted(records) == list(range(np_)), run.describe()
+    assert faults.leftover_processes(job) == []
+    assert faults.leftover_shm(records) == [], run.describe()
+    lost = f"rank {victim} (pid {records[victim]['pid']} on "
+    return run, lost, [r for r in range(np_) if r != victim]
+
+
+@pytest.mark.parametrize("np_,how,during", [
+    (2, "sigkill", "small"),
+    (3, "sigkill", "small"),
+    (3, "exit", "small"),
+    (2, "sigkill", "large"),
+    (3, "exit", "large"),
+])
+def test_dead_rank_is_named_by_every_other_rank(tmp_path, np_, how, during):
+    run, lost, survivors = run_dead_rank(tmp_path, np_, how, during)
+    lines = faults.sigterm_lines(run.output)
+    for rank in survivors:
+        # Either mpirun's SIGTERM came first (the usual case) and the rank's report names the
+        # lost rank, or the engine noticed first and the rank's error does.
+        if rank in lines:
+            assert "Ranks on this host that had exited or been killed: " + lost in lines[rank], \
+                run.describe()
+        else:
+            assert rank in run.ranks and lost in run.ranks[rank].value["error"], run.describe()
+    assert "process rank 1" in run.output or "[prterun" in run.output  # mpirun's own note
+
+
+@pytest.mark.parametrize("how,during", [("sigkill", "small"), ("exit", "large")])
+def test_dead_rank_detected_by_the_engine_when_mpirun_lets_the_job_run_on(tmp_path, how, during):
+    # --enable-recovery: mpirun does not end the job when a rank dies, so only dist_sync's own
+    # check stands between the survivors and a hang.
+    run, lost, survivors = run_dead_rank(tmp_path, 3, how, during,
+                                         mpirun_args=["--enable-recovery"])
+    for rank in survivors:
+        assert rank in run.ranks, run.describe()
+        error = run.ranks[rank].value["error"]
+        assert lost in error and "has exited or been killed" in error, run.describe()
+        assert f"[dist_sync rank {rank}] ERROR: " in run.output
