@@ -76,3 +76,73 @@ def test_dead_rank_detected_by_the_engine_when_mpirun_lets_the_job_run_on(tmp_pa
         error = run.ranks[rank].value["error"]
         assert lost in error and "has exited or been killed" in error, run.describe()
         assert f"[dist_sync rank {rank}] ERROR: " in run.output
+
+
+@pytest.mark.parametrize("framework,np_", [("numpy", 2), ("numpy", 3), ("torch", 2), ("torch", 3)])
+def test_exception_on_one_rank_names_it_on_every_rank(tmp_path, framework, np_):
+    job = faults.token()
+    run = harness.run("fault_exception", np_,
+                      {"framework": framework, "victim": 1, "step": 3,
+                       "info_dir": str(tmp_path), "token": job},
+                      timeout=120 if framework == "torch" else JOB_TIMEOUT)
+    assert not run.timed_out, run.describe()
+    assert run.returncode != 0, run.describe()
+    assert "ValueError: bad batch 3" in run.output  # the victim's own traceback
+    cause = "rank 1 exited with an uncaught ValueError: bad batch 3"
+    lines = faults.sigterm_lines(run.output)
+    for rank in (0, 2)[:np_ - 1]:
+        # The rank raised the error itself (and recorded it), or mpirun's SIGTERM came first
+        # and the rank's report carries the reason its engine had stopped.
+        if rank in run.ranks:
+            assert cause in run.ranks[rank].value["error"], run.describe()
+        else:
+            assert rank in lines and "dist_sync had stopped: " in lines[rank] \
+                and cause in lines[rank], run.describe()
+    assert faults.leftover_processes(job) == []
+    assert faults.leftover_shm(faults.process_records(tmp_path)) == [], run.describe()
+
+
+def missing(np_: int) -> str:
+    """How the stall inspector describes the stalled (last) rank and the others."""
+    waiting = ", ".join(str(r) for r in range(np_ - 1))
+    return f"submitted by {'rank' if np_ == 2 else 'ranks'} {waiting} but not by rank {np_ - 1}"
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["negotiated", "cached"])
+@pytest.mark.parametrize("np_", [2, 3])
+def test_stall_warning_names_tensor_and_missing_rank(tmp_path, np_, cached):
+    run = harness.run("fault_stall", np_, {"cached": cached, "sleep": 4,
+                                           "info_dir": str(tmp_path), "token": faults.token()},
+                      timeout=90, env={"DIST_SYNC_STALL_WARNING_SECONDS": "1"})
+    values = run.values(np_)
+    assert all(v["error"] is None for v in values), run.describe()
+    if cached:  # the stalled round really went through the cache
+        assert all(v["cache_hits"] >= 1 for v in values), values
+    assert "[dist_sync rank 0] WARNING: Stalled operations" in run.output, run.output
+    assert f"allreduce 'stalled.tensor' was {missing(np_)}" in run.output, run.output
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["negotiated", "cached"])
+@pytest.mark.parametrize("np_", [2, 3])
+def test_stall_timeout_fails_every_rank_with_tensor_and_missing_rank(tmp_path, np_, cached):
+    job = faults.token()
+    env = {"DIST_SYNC_STALL_WARNING_SECONDS": "1", "DIST_SYNC_STALL_TIMEOUT_SECONDS": "3",
+           "DIST_SYNC_FATAL_GRACE_SECONDS": "2"}
+    run = harness.run("fault_stall", np_, {"cached": cached, "sleep": 600,
+                                           "info_dir": str(tmp_path), "token": job},
+                      timeout=JOB_TIMEOUT, env=env)
+    assert not run.timed_out, run.describe()
+    assert run.returncode != 0, run.describe()  # the sleeping rank's engine ended the job
+    stall = f"allreduce 'stalled.tensor' was {missing(np_)}"
+    for rank in range(np_ - 1):  # the waiting ranks fail their allreduce with the message
+        assert rank in run.ranks, run.describe()
+        error = run.ranks[rank].value["error"]
+        assert "Stall timeout" in error and "DIST_SYNC_STALL_TIMEOUT_SECONDS" in error \
+            and stall in error, run.describe()
+    # Every engine, the stalled rank's included, logs it; the stalled rank, asleep in Python,
+    # then ends the job after DIST_SYNC_FATAL_GRACE_SECONDS.
+    for rank in range(np_):
+        assert f"[dist_sync rank {rank}] ERROR: Stall timeout" in run.output, run.describe()
+    assert f"[dist_sync rank {np_ - 1}] ERROR: ending the job after the error above" in run.output
+    assert faults.leftover_processes(job) == []
+    assert faults.leftover_shm(faults.process_records(tmp_path)) == [], run.describe()
