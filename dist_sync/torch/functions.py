@@ -34,7 +34,7 @@ from torch.autograd.function import once_differentiable
 from .. import _core
 from .._engine import synchronize
 from ..ops import ReduceOp, _check_root
-from . import ops
+from . import _tensor, ops
 from .compression import Compression, Compressor
 from .ops import Average, Max, Min, Product, Sum, resolve_op
 
@@ -256,6 +256,7 @@ class _Allgather(torch.autograd.Function):
 def allgather(tensor: torch.Tensor, name: Optional[str] = None) -> torch.Tensor:
     """Every rank's ``tensor`` concatenated along the first dimension, in rank order (first
     dimensions may differ between ranks; a 0-d tensor counts as one row). Differentiable."""
+    _tensor.require_tensor(tensor, "allgather")  # forward reads .shape before the op checks
     return _Allgather.apply(tensor, name)
 
 

@@ -26,6 +26,9 @@ Differences from ``horovod.torch.DistributedOptimizer`` (each fixes a trap):
 - Every wrapper gets its own name prefix (``DistributedOptimizer.``, ``DistributedOptimizer1.``,
   ...), so two optimizers over models with the same parameter names (a GAN) don't collide in the
   engine. Every rank must therefore create its DistributedOptimizers in the same order.
+- Parameters that become trainable after wrapping (``requires_grad_()`` on a frozen layer, or
+  ``add_param_group``) are reduced from the next ``synchronize()``/``step()`` on; Horovod only
+  hooks the parameters trainable at construction and silently leaves the others local.
 - Parameters whose gradient is None at ``synchronize()`` (unused this step) are reduced as
   zeros and get that result as their gradient, as in Horovod; the wrapped optimizer then
   updates them (momentum, weight decay) where a single process would have skipped them.
@@ -77,7 +80,6 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         self._ds_sparse_as_dense = bool(sparse_as_dense)
         self.backward_passes_per_step = backward_passes_per_step
         self._ds_names = {p: names[p] for p in all_params}
-        trainable = [p for p in all_params if p.requires_grad]
         self._ds_units, self._ds_unit_names, self._ds_unit_grouped = [], [], []
         grouped: Set[torch.Tensor] = set()
         for number, members in enumerate(_parameter_groups(groups, all_params)):
@@ -87,20 +89,37 @@ class _DistributedOptimizer(torch.optim.Optimizer):
                 self._ds_units.append(members)
                 self._ds_unit_names.append(f"{prefix}group.{number}")
                 self._ds_unit_grouped.append(True)
-        for p in trainable:
-            if p not in grouped:
-                self._ds_units.append([p])
-                self._ds_unit_names.append(prefix + self._ds_names[p])
-                self._ds_unit_grouped.append(False)
+        self._ds_prefix = prefix
         self._ds_unit_of = {p: u for u, members in enumerate(self._ds_units) for p in members}
-        self._ds_delay = {p: backward_passes_per_step for p in trainable}
+        self._ds_delay = {p: backward_passes_per_step for p in grouped}
         self._ds_ready: Dict[int, Set[torch.Tensor]] = {}
         self._ds_in_flight: Dict[int, Callable[[], None]] = {}
         self._ds_backward_seen = False
         self._ds_synchronized = False
         self._ds_should_synchronize = True
         self._ds_hooks = [p.register_post_accumulate_grad_hook(self._ds_on_gradient)
-                          for p in trainable]
+                          for p in grouped]
+        self._ds_given_names = dict(names)
+        self._ds_track_new_parameters()
+
+    def _ds_track_new_parameters(self) -> None:
+        """Starts reducing parameters that are trainable but not tracked yet: all of them at
+        construction, and later those unfrozen (``requires_grad_()``) or added with
+        ``add_param_group`` (Horovod silently leaves both unreduced). Every rank must make the
+        same change; units are created in param_groups order so names agree."""
+        for group_index, group in enumerate(self.param_groups):
+            for position, p in enumerate(group["params"]):
+                if not p.requires_grad or p in self._ds_unit_of:
+                    continue
+                name = self._ds_names.get(p) or self._ds_given_names.get(p) or \
+                    f"param_groups.{group_index}.{position}"
+                self._ds_names[p] = name
+                self._ds_unit_of[p] = len(self._ds_units)
+                self._ds_units.append([p])
+                self._ds_unit_names.append(self._ds_prefix + name)
+                self._ds_unit_grouped.append(False)
+                self._ds_delay[p] = self.backward_passes_per_step
+                self._ds_hooks.append(p.register_post_accumulate_grad_hook(self._ds_on_gradient))
 
     # --- hooks and reductions ----------------------------------------------------------------
 
@@ -174,7 +193,10 @@ class _DistributedOptimizer(torch.optim.Optimizer):
             all_indices, all_values = _wait(indices), _wait(values)
             if divisor != 1:
                 all_values = all_values / divisor
-            p.grad = torch.sparse_coo_tensor(all_indices.t(), all_values, grad.shape).coalesce()
+            # Indices come from every rank's coalesced gradient of the same shape: valid, so
+            # skip torch's invariant check.
+            p.grad = torch.sparse_coo_tensor(all_indices.t(), all_values, grad.shape,
+                                             check_invariants=False).coalesce()
         return complete
 
     # --- public API --------------------------------------------------------------------------
@@ -183,6 +205,7 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         """Finishes every gradient allreduce (starting those whose hooks did not fire) and
         installs the averaged gradients. Call it before modifying gradients (clipping), then
         call ``step()`` inside ``skip_synchronize()``."""
+        self._ds_track_new_parameters()
         try:
             for unit in range(len(self._ds_units)):
                 if unit not in self._ds_in_flight:
@@ -262,7 +285,7 @@ def _parameter_names(named_parameters: Optional[Iterable[Tuple[str, torch.Tensor
                          f"the optimizer are not named: {described} (positions in the "
                          f"optimizer's param_groups). Pass model.named_parameters() of the model "
                          f"the optimizer trains")
-    return {p: by_param[p] for p in params}
+    return by_param  # includes names of parameters added later with add_param_group
 
 
 def _parameter_groups(groups: Any, params: Sequence[torch.Tensor]) -> List[List[torch.Tensor]]:

@@ -325,6 +325,38 @@ def unnamed_parameters_across_param_groups():
 
 
 @check
+def late_trainable_parameters():
+    """A layer unfrozen after wrapping, and a param group added later, are reduced too."""
+    rank, size = rank_size()
+    model = mlp(19)
+    extra = init_(nn.Linear(3, 2), 20)
+    model[0].requires_grad_(False)
+    optimizer = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
+                                         named_parameters=model.named_parameters())
+    x, y = data(19 + rank, 4)
+    x, y = x.float(), y.float()
+
+    def loss():
+        return F.mse_loss(model(x), y) + extra(model(x)).pow(2).mean()
+    F.mse_loss(model(x), y).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    model[0].requires_grad_(True)
+    optimizer.add_param_group({"params": extra.parameters()})
+    params = list(model.parameters()) + list(extra.parameters())
+    expected = [gathered_mean(g) for g in torch.autograd.grad(loss(), params)]
+    loss().backward()
+    optimizer.synchronize()
+    for p, e in zip(params, expected):
+        close(p.grad, e, 1e-6, 1e-7, "late parameter gradient")
+    assert "DistributedOptimizer" in optimizer._ds_unit_names[-1] and \
+        optimizer._ds_unit_names[-1].endswith("param_groups.1.1"), optimizer._ds_unit_names
+    with optimizer.skip_synchronize():
+        optimizer.step()
+    return {"digest": digest(params)}
+
+
+@check
 def optimizer_argument_errors():
     model = mlp(16)
 
