@@ -33,6 +33,7 @@ _session = 0            # increments at every init(), so stale handles are recog
 _init_pid: Optional[int] = None
 _atexit_registered = False
 _name_counters: Dict[int, itertools.count] = {}
+_active_settings: Dict[str, Any] = {}  # this rank's resolved settings of the running session
 
 
 class Handle:
@@ -145,14 +146,21 @@ def init(comm: Any = None, **settings: Any) -> None:
         **settings: overrides for the DIST_SYNC_* settings (see dist_sync.config.SETTINGS), e.g.
             ``fusion_threshold_bytes=0``.
 
-    Calling it again while running does nothing.
+    Calling it again while running does nothing, unless it asks for settings different from
+    the running session's: that raises ValueError rather than silently ignoring them.
     """
-    global _session, _init_pid, _atexit_registered
+    global _session, _init_pid, _atexit_registered, _active_settings
     with _state_lock:
+        resolved = _config.load(settings)  # unknown or malformed settings raise even if running
         if _core.is_initialized():
+            changed = [f"{key}={resolved[key]!r} (running with {_active_settings.get(key)!r})"
+                       for key in settings if resolved[key] != _active_settings.get(key)]
+            if changed:
+                raise ValueError(f"dist_sync is already initialized; init() cannot change "
+                                 f"{', '.join(changed)}: call shutdown() first")
             return
-        resolved = _config.load(settings)
         _core.init(resolved, _communicator_handle(comm))
+        _active_settings = resolved
         _session += 1
         _init_pid = os.getpid()
         _name_counters.clear()

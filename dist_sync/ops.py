@@ -247,9 +247,14 @@ def _check_splits(splits: Any, rows: int, size: int) -> List[int]:
     if isinstance(splits, np.ndarray):
         splits = splits.tolist()
     try:
-        values = [int(s) for s in splits]
-    except (TypeError, ValueError):
+        items = list(splits)
+    except TypeError:
         raise TypeError(f"splits must be a sequence of ints, got {splits!r}") from None
+    # int() would truncate 1.5 to 1 and could make wrong splits add up: only integers pass.
+    if isinstance(splits, (str, bytes)) or not all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in items):
+        raise TypeError(f"splits must be a sequence of ints, got {splits!r}")
+    values = [int(s) for s in items]
     if len(values) != size:
         raise ValueError(f"splits has {len(values)} entries but there are {size} ranks")
     if any(v < 0 for v in values):
