@@ -1,0 +1,74 @@
+"""`python -m dist_sync.bench scaling` end to end on small buffers: it builds and removes its own
+hosts, checks every result, and the bytes it reports follow the theory (counted on eth0, so this
+is deterministic; the times are only reported, never asserted)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+import netns
+from dist_sync import config as ds_config
+
+REPO = Path(__file__).resolve().parents[2]
+S = 512 << 10
+
+
+def run_scaling(tmp_path: Path, *argv: str) -> List[Dict[str, Any]]:
+    """Runs the benchmark; its results, after checking that it removed the hosts it built."""
+    out = tmp_path / "out"
+    before = set(netns.list_namespaces())   # the session's own clusters may be up
+    result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "scaling", *argv,
+                             "-o", str(out)], capture_output=True, text=True, cwd=REPO, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    left = set(netns.list_namespaces()) - before
+    assert not left, f"the benchmark left namespaces behind: {sorted(left)}"
+    report = json.loads((out / "scaling.json").read_text())
+    assert (out / "scaling.md").read_text().count("\n|") >= 2
+    assert "# hosts" in result.stdout
+    return report["results"]
+
+
+def sent(record: Dict[str, Any]) -> List[float]:
+    """Median bytes sent per iteration by each host."""
+    return [sorted(v)[len(v) // 2] for v in record["tx"].values()]
+
+
+def test_ring_and_parameter_server_bytes_follow_the_theory(tmp_path: Path) -> None:
+    results = run_scaling(tmp_path, "--hosts", "2,3", "--size", str(S), "-n", "2", "-w", "1",
+                          "--rate", "1gbit")
+    assert [(r["hosts"], r["algorithm"]) for r in results] == [
+        (2, "ring"), (2, "ps"), (3, "ring"), (3, "ps")]
+    for record in results:
+        assert record["wrong"] == 0 and len(record["times"]) == 2
+        assert all(t > 0 for t in record["times"])
+        hosts = record["hosts"]
+        per_host = sent(record)
+        assert len(per_host) == hosts
+        if record["algorithm"] == "ring":   # every host 2(N-1)/N S, plus headers
+            expected = 2 * (hosts - 1) / hosts * S
+            assert all(expected <= b < 1.15 * expected for b in per_host), (record, expected)
+        else:                                # the root (N-1) S, every other host S
+            root, others = max(per_host), sorted(per_host)[:-1]
+            assert (hosts - 1) * S <= root < 1.15 * (hosts - 1) * S, record
+            assert all(S <= b < 1.15 * S for b in others), record
+    png = tmp_path / "out" / "scaling.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(not any(s.key == "hierarchical_allreduce" for s in ds_config.SETTINGS),
+                    reason="the engine has no DIST_SYNC_HIERARCHICAL_ALLREDUCE setting")
+def test_hierarchical_sends_fewer_bytes_per_host(tmp_path: Path) -> None:
+    """2 hosts x 2 ranks: the flat ring 1.5 S per host, the hierarchical one 1 S."""
+    results = run_scaling(tmp_path, "--hosts", "2", "--ranks-per-host", "2", "--size", str(S),
+                          "-n", "1", "-w", "1", "--rate", "none", "--algorithms",
+                          "ring,hierarchical", "--no-plot")
+    by_algorithm = {r["algorithm"]: r for r in results}
+    assert set(by_algorithm) == {"ring", "hierarchical"}
+    assert all(r["wrong"] == 0 for r in results)
+    assert all(1.5 * S <= b < 1.6 * S for b in sent(by_algorithm["ring"])), by_algorithm["ring"]
+    assert all(S <= b < 1.1 * S for b in sent(by_algorithm["hierarchical"])), by_algorithm
