@@ -114,7 +114,8 @@ def from_buffer(raw: RawResult, dtype: torch.dtype) -> torch.Tensor:
 def mark_written(tensor: torch.Tensor) -> None:
     """Bumps the version counter of a tensor the engine wrote in place, so autograd notices if
     the tensor was saved for a backward pass (as it would after any in-place torch op)."""
-    torch.autograd.graph.increment_version(tensor)
+    if not tensor.is_inference():  # inference tensors have no version counter
+        torch.autograd.graph.increment_version(tensor)
 
 
 def new_output(source: torch.Tensor) -> torch.Tensor:

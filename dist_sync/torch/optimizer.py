@@ -45,7 +45,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import torch
 
 from .. import _core
-from .._engine import DistSyncError, Handle, synchronize as _wait
+from .._engine import DistSyncError, synchronize as _wait
 from ..ops import Average, ReduceOp, Sum
 from . import ops
 from .compression import Compression, Compressor

@@ -4,7 +4,6 @@ bit patterns)."""
 from __future__ import annotations
 
 import hashlib
-import os
 import traceback
 from typing import Any, Callable, Dict, List
 

@@ -2,7 +2,6 @@
 every autograd-aware op against single-process torch autograd on all ranks' inputs."""
 import warnings
 
-import numpy as np
 import torch
 
 import dist_sync.torch as hvd
@@ -433,6 +432,20 @@ def barrier_and_basics():
     assert not hvd.gloo_enabled() and not hvd.gloo_built() and hvd.nccl_built() == 0
     assert not (hvd.ddl_built() or hvd.ccl_built() or hvd.cuda_built() or hvd.rocm_built())
     assert isinstance(hvd.mpi_threads_supported(), bool)
+
+
+@check
+def inplace_results_bump_the_version_counter():
+    rank, size = rank_size()
+    x = torch.ones(3, requires_grad=True)
+    y = x * 1.0
+    z = y * y  # saves y for backward
+    hvd.allreduce_(y.detach(), op=hvd.Sum)  # the engine writes y's memory behind autograd
+    raises(RuntimeError, "modified by an inplace operation", lambda: z.sum().backward())
+    with torch.inference_mode():
+        frozen = torch.ones(2)
+    assert hvd.allreduce_(frozen, op=hvd.Sum).tolist() == [size, size]
+    assert hvd.broadcast_(frozen, 0).tolist() == [size, size]
 
 
 # --- error paths -----------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """dist_sync.torch training pieces under mpirun: DistributedOptimizer against single-process
 training on the concatenated batch (float64), state broadcasting, sampler, model averaging
 and SyncBatchNorm against torch's own single-process modules."""
-import math
 
 import torch
 import torch.nn as nn
