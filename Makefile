@@ -44,8 +44,12 @@ $(VENV_MPICH)/.built: $(VENV_MPICH)/.deps $(SOURCES) $(shell find dist_sync -nam
 
 install-mpich: $(VENV_MPICH)/.built
 
+# The main job: data-parallel training on 2 ranks, then the speed of that training through
+# dist_sync against DistributedDataParallel (gloo) on a ResNet-18.
 demo: install
-	$(MPIRUN) $(BIN)/python examples/allreduce_demo.py
+	$(MPIRUN) $(BIN)/python examples/train_digits.py
+	$(MPIRUN) $(BIN)/python examples/synthetic_benchmark.py --model resnet18 --image-size 64 \
+	  --batch-size 16 --num-warmup-batches 2 --num-batches-per-iter 2 --num-iters 3 --compare
 
 test: test-unit test-mpich
 
