@@ -407,6 +407,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("cross_size", [] { return (engine(), session().topology.cross_size); });
   m.def("is_homogeneous", [] { return (engine(), session().topology.homogeneous); });
   m.def("mpi_library_version", &mpi_library_version);
+  m.def("mpi_thread_level", &mpi_thread_level);
 
   m.def(
       "submit",

@@ -113,6 +113,19 @@ bool mpi_is_finalized() {
   return finalized != 0;
 }
 
+int mpi_thread_level() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized || mpi_is_finalized()) return -1;
+  int provided = 0;
+  MPI_Query_thread(&provided);
+  // Normalise to the standard's order; implementations may use other numeric values.
+  if (provided == MPI_THREAD_MULTIPLE) return 3;
+  if (provided == MPI_THREAD_SERIALIZED) return 2;
+  if (provided == MPI_THREAD_FUNNELED) return 1;
+  return 0;
+}
+
 std::string mpi_library_version() {
   char text[MPI_MAX_LIBRARY_VERSION_STRING];
   int length = 0;

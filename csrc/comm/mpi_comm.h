@@ -26,6 +26,9 @@ void mpi_initialize();
 // Finalises MPI if mpi_initialize() was the one that initialised it.
 void mpi_finalize_if_owned();
 bool mpi_is_finalized();
+// The thread level MPI was initialised with (MPI_THREAD_SINGLE=0 .. MPI_THREAD_MULTIPLE=3), or
+// -1 before initialisation.
+int mpi_thread_level();
 // Library name and version, for logs and the benchmark header.
 std::string mpi_library_version();
 

@@ -548,6 +548,8 @@ void Engine::execute_allgather(const Response& response, Request* local, OpResul
   result.output = std::move(output);
   result.output_shape = tensor.shape.empty() ? std::vector<int64_t>{total_rows} : tensor.shape;
   result.output_shape[0] = total_rows;
+  // Each rank's row count, so callers can split the result (allgather's backward) for free.
+  result.received_splits = response.rows_by_rank.front();
 }
 
 void Engine::execute_alltoall(const Response& response, Request* local, OpResult& result) {

@@ -34,14 +34,9 @@ from .sync_batch_norm import SyncBatchNorm
 
 def mpi_threads_supported() -> bool:
     """True if the MPI library runs with MPI_THREAD_MULTIPLE (dist_sync itself needs only
-    MPI_THREAD_SERIALIZED: one engine thread talks to MPI). Needs init() and mpi4py."""
+    MPI_THREAD_SERIALIZED: one engine thread talks to MPI). Needs init()."""
     _core.rank()  # raises DistSyncError unless initialized
-    try:
-        from mpi4py import MPI
-    except ImportError as error:
-        raise DistSyncError("mpi_threads_supported() needs mpi4py to query the MPI library "
-                            "(pip install mpi4py)") from error
-    return MPI.Query_thread() == MPI.THREAD_MULTIPLE
+    return _core.mpi_thread_level() == 3
 
 
 def mpi_enabled() -> bool:
