@@ -55,7 +55,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 RANK_COMMAND = "_rank"          # argv[0] of the per-rank program that mpirun starts
 ALGORITHMS = ("ring", "ps", "hierarchical")
@@ -290,6 +290,13 @@ class Measurement:
                                                               self.ranks_per_host, self.size)
 
     @property
+    def label(self) -> str:
+        """The algorithm's name in tables and plots ("flat ring" beside the hierarchical one)."""
+        if self.algorithm == "ring" and self.ranks_per_host > 1:
+            return "flat ring"
+        return LABELS[self.algorithm]
+
+    @property
     def time(self) -> float:
         return _median(self.times)
 
@@ -381,7 +388,7 @@ def run_host_count(netns: ModuleType, hosts: int, args: argparse.Namespace, rate
                                                 args.size, rate_bps, record["times"], record["tx"],
                                                 record["rx"], record["wrong"]))
             print(f"scaling: {hosts} hosts: " + ", ".join(
-                f"{LABELS[m.algorithm]} {m.time:.3f} s" for m in measurements
+                f"{m.label} {m.time:.3f} s" for m in measurements
                 if m.algorithm in job) + f" ({time.monotonic() - started:.0f} s with start-up)",
                 file=sys.stderr, flush=True)
     return measurements, info
@@ -395,7 +402,7 @@ def table_rows(results: Sequence[Measurement]) -> List[List[str]]:
     for m in results:
         sent, received = m.host_bytes("tx"), m.host_bytes("rx")
         rows.append([
-            str(m.hosts), str(m.hosts * m.ranks_per_host), LABELS[m.algorithm],
+            str(m.hosts), str(m.hosts * m.ranks_per_host), m.label,
             f"{m.time:.3f}", "n/a" if math.isnan(m.theory_time) else f"{m.theory_time:.3f}",
             f"{max(sent.values()) / MIB:.2f}", f"{min(sent.values()) / MIB:.2f}",
             f"{max(received.values()) / MIB:.2f}",
@@ -438,14 +445,15 @@ def plot(results: Sequence[Measurement], path: Path, title: str) -> None:
             continue
         hosts = [m.hosts for m in ours]
         colour = colours[algorithm]
-        left.plot(hosts, [m.time for m in ours], "o-", color=colour, label=f"{LABELS[algorithm]} (measured)")
+        name = ours[0].label
+        left.plot(hosts, [m.time for m in ours], "o-", color=colour, label=f"{name} (measured)")
         if not any(math.isnan(m.theory_time) for m in ours):
             left.plot(hosts, [m.theory_time for m in ours], "--", color=colour, alpha=0.6,
-                      label=f"{LABELS[algorithm]} (theory)")
+                      label=f"{name} (theory)")
         right.plot(hosts, [max(m.host_bytes("tx").values()) / MIB for m in ours], "o-", color=colour,
-                   label=f"{LABELS[algorithm]}: busiest host (measured)")
+                   label=f"{name}: busiest host (measured)")
         right.plot(hosts, [m.theory_busiest * WIRE_FACTOR / MIB for m in ours], "--", color=colour,
-                   alpha=0.6, label=f"{LABELS[algorithm]}: theory (wire)")
+                   alpha=0.6, label=f"{name}: theory (wire)")
         if algorithm == "ps":
             right.plot(hosts, [min(m.host_bytes("tx").values()) / MIB for m in ours], "s:",
                        color=colour, label="parameter server: other hosts (measured)")
