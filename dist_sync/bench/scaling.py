@@ -258,7 +258,8 @@ def rank_main(spec: Dict[str, Any]) -> int:
                 "rx": {h: [r for _, r in per_host[h][algorithm]] for h in sorted(per_host)},
                 "wrong": wrong_total[algorithm],
             })
-        info = {"mpi_library": MPI.Get_library_version().strip().splitlines()[0],
+        library = MPI.Get_library_version().replace("\x00", "").strip()  # Open MPI pads with NUL
+        info = {"mpi_library": library.splitlines()[0] if library else "unknown",
                 "hostnames": sorted(per_host), "ranks": size}
         with open(spec["output"], "w") as handle:
             json.dump({"records": records, "info": info}, handle)
