@@ -226,18 +226,31 @@ void Engine::agree_on_settings() {
   config_.fusion_threshold_bytes = agreed[2];
   if (agreed[3] != cache_.capacity()) cache_ = ResponseCache(agreed[3]);
   config_.hierarchical_allreduce = agreed[4] != 0;
-  if (config_.hierarchical_allreduce && rank_ == 0) {
-    const bool usable = local_comm_ && cross_comm_ && local_comm_->size() > 1 && cross_comm_->size() > 1;
-    log_message(LogLevel::kInfo, usable ? "hierarchical allreduce enabled"
-                                        : "hierarchical allreduce requested but there is only one "
-                                          "host or one rank per host; using the flat ring");
+  if (!config_.hierarchical_allreduce) return;
+  // The hierarchy needs the same number of ranks on every host: chunk boundaries within a host
+  // must line up with the cross-host groups. Decided together, so every rank agrees.
+  int64_t extremes[2] = {local_comm_ ? local_comm_->size() : 0, local_comm_ ? -local_comm_->size() : 0};
+  int64_t scratch[2];
+  recursive_doubling_allreduce(*comm_, extremes, 2, DataType::kInt64, ReduceOp::kMax,
+                               reinterpret_cast<std::byte*>(scratch), kTagNegotiation);
+  const int64_t largest = extremes[0], smallest = -extremes[1];
+  std::string why_not;
+  if (smallest != largest) {
+    why_not = detail::concat("hosts run different numbers of ranks (", smallest, " to ", largest, ")");
+  } else if (largest <= 1 || !cross_comm_ || cross_comm_->size() <= 1) {
+    why_not = "there is only one host or one rank per host";
+  }
+  hierarchical_usable_ = why_not.empty();
+  if (rank_ == 0) {
+    log_message(hierarchical_usable_ ? LogLevel::kInfo : LogLevel::kWarning,
+                hierarchical_usable_ ? std::string("hierarchical allreduce enabled")
+                                     : "DIST_SYNC_HIERARCHICAL_ALLREDUCE is set but " + why_not +
+                                           "; using the flat ring");
   }
 }
 
 bool Engine::use_hierarchical(size_t bytes) const {
-  return config_.hierarchical_allreduce && local_comm_ && cross_comm_ &&
-         local_comm_->size() > 1 && cross_comm_->size() > 1 &&
-         bytes > config_.collectives.small_allreduce_bytes;
+  return hierarchical_usable_ && bytes > config_.collectives.small_allreduce_bytes;
 }
 
 void Engine::intake() {

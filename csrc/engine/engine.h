@@ -130,6 +130,7 @@ class Engine {
   std::vector<std::string> uncached_to_send_;
   std::vector<uint32_t> invalid_bits_;
   bool joined_ = false;
+  bool hierarchical_usable_ = false;  // enabled, and every host has the same number (> 1) of ranks
   size_t completed_ = 0;
   ResponseCache cache_;
   std::unique_ptr<Coordinator> coordinator_;
