@@ -209,15 +209,10 @@ def test_hierarchical_allreduce_sends_fewer_bytes_between_hosts(cluster2: Virtua
 
 
 @needs_hierarchical
-@pytest.mark.xfail(reason="engine bug: with different numbers of ranks per host each rank decides "
-                          "on its own whether to go hierarchical (Engine::use_hierarchical tests its "
-                          "local and cross communicator sizes), so ranks run different algorithms "
-                          "and wait for each other until the stall timeout; it should fall back to "
-                          "the flat ring on every rank (or fail at init) when the hosts are uneven",
-                   strict=False)
 def test_hierarchical_allreduce_on_uneven_hosts_falls_back(cluster3: VirtualCluster) -> None:
-    """2 + 1 + 1 ranks: hierarchical cannot split evenly; results must still be right and nothing
-    may hang (the stall timeout is short so that a hang fails in seconds)."""
+    """2 + 1 + 1 ranks: the hosts cannot be split evenly, so every rank must fall back to the
+    flat ring together. (Each rank used to decide alone and they hung until the stall timeout,
+    which is short here so that a regression fails in seconds.)"""
     run = ch.run(cluster3, "allreduce_sweep", [2, 1, 1], {"dtypes": ["float32"], "counts": [100000]},
                  timeout=120, env={**HIERARCHICAL, "DIST_SYNC_STALL_TIMEOUT_SECONDS": "15"})
     assert_no_processes_left(cluster3)
