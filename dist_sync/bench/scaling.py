@@ -48,6 +48,7 @@ import json
 import math
 import os
 import platform
+import signal
 import socket
 import sys
 import tempfile
@@ -472,6 +473,10 @@ def plot(results: Sequence[Measurement], path: Path, title: str) -> None:
     plt.close(figure)
 
 
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _finite(value: Any) -> Any:
     """JSON has no NaN: a value that does not exist (the theory without a rate limit) is null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -518,15 +523,24 @@ def main(argv: List[str]) -> int:
         return 2
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    # SIGTERM unwinds like Ctrl-C: the hosts' own handler (netns.py) tears them down first and
+    # then calls this one, so the scratch directory goes too.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     results: List[Measurement] = []
     info: Dict[str, Any] = {}
     started = time.time()
     load_start = list(os.getloadavg())
-    with tempfile.TemporaryDirectory(prefix="dist_sync_scaling_") as scratch:
-        os.chmod(scratch, 0o777)
-        for hosts in args.hosts:
-            measured, info = run_host_count(netns, hosts, args, rate_bps, Path(scratch))
-            results.extend(measured)
+    try:
+        with tempfile.TemporaryDirectory(prefix="dist_sync_scaling_") as scratch:
+            os.chmod(scratch, 0o777)
+            for hosts in args.hosts:
+                measured, info = run_host_count(netns, hosts, args, rate_bps, Path(scratch))
+                results.extend(measured)
+    except KeyboardInterrupt:
+        left = netns.leftovers(int(os.environ.get(netns.OWNER_ENV) or os.getpid()))
+        state = "removed" if not any(left.values()) else f"NOT all removed: {left}"
+        print(f"scaling: interrupted; the hosts were {state}", file=sys.stderr)
+        return 130
 
     command = "python -m dist_sync.bench scaling " + " ".join(argv)
     title = (f"{command}\nS = {args.size / MIB:g} MiB float32, {args.ranks_per_host} rank(s)/host, "

@@ -80,7 +80,9 @@ def unavailable_reason() -> Optional[str]:
     for tool in ("ip", "tc", "unshare", "mount"):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed"
-    probe = f"{TAG}probe{os.getpid()}"
+    # Named like a cluster's switch (letter z) so that, if this process dies between the two
+    # commands, the next start's cleanup() removes it with the other stale namespaces.
+    probe = f"{TAG}{os.getpid()}zsw"
     try:
         _run(["ip", "netns", "add", probe])
     except ClusterError as error:
