@@ -33,6 +33,14 @@ def run_bench(np_, args, timeout=180):
     return process.returncode, output
 
 
+def run_report(paths):
+    """``python -m dist_sync.bench report`` (no MPI); returns its Markdown."""
+    result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "report", *map(str, paths)],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_allreduce_table_and_json(tmp_path):
     out, plot = tmp_path / "out.json", tmp_path / "busbw.png"
     args = ["allreduce", "-b", "4K", "-e", "64K", "-f", "4", "-n", "3", "-w", "1",
@@ -70,6 +78,13 @@ def test_allreduce_table_and_json(tmp_path):
     assert "Out of bounds values : 0 OK" in output
     if HAS_MATPLOTLIB:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The same file twice, as repeated runs: Markdown rows per size, medians over the runs.
+    report = run_report([out, out])
+    assert "#### allreduce, 2 ranks" in report and "2 run(s)" in report
+    lines = report.replace("\u00a0", " ").splitlines()  # sizes are written "4<nbsp>KiB"
+    for size in ("| 4 KiB |", "| 16 KiB |", "| 64 KiB |"):
+        (line,) = [l for l in lines if l.startswith(size)]
+        assert line.endswith("| 0 |"), line  # #wrong
 
 
 def test_allreduce_other_dtype_and_skips(tmp_path):
@@ -96,7 +111,8 @@ def test_fusion_reduced_scale(tmp_path):
     assert settings["tensors"] == 161 and len(settings["tensor_counts"]) == 161
     assert sum(settings["bucket_sizes_bytes"]) == settings["total_bytes"] == settings["elements"] * 4
     variants = data["variants"]
-    expected = {"async", "one_buffer", "one_by_one", "buckets"} | ({"gloo_buckets"} if HAS_TORCH else set())
+    expected = {"async", "one_buffer", "one_by_one", "buckets", "async_views"} | (
+        {"gloo_buckets"} if HAS_TORCH else set())
     assert set(variants) == expected
     for name, numbers in variants.items():
         assert numbers["wrong"] == 0, name
@@ -104,6 +120,8 @@ def test_fusion_reduced_scale(tmp_path):
     assert data["ratios"]["async_over_one_buffer"] == pytest.approx(
         variants["async"]["time_ms"] / variants["one_buffer"]["time_ms"])
     assert "(a)/(b) =" in output
+    report = run_report([out])
+    assert "#### fusion, 2 ranks" in report and "| (a) 161 × allreduce_async_" in report
 
 
 def test_tune_small_sweeps(tmp_path):
@@ -129,15 +147,31 @@ def test_tune_small_sweeps(tmp_path):
     assert suggested["cycle_time_ms"] in (0.5, 2.0)
     assert suggested["fusion_threshold_bytes"] in (0, 1 << 20)
     assert "suggested defaults" in output
+    report = run_report([out])
+    assert "#### tune, 2 ranks" in report and "Suggested: `ring_segment_bytes`" in report
 
 
-@pytest.mark.skipif((REPO / "dist_sync" / "bench" / "scaling.py").exists(),
-                    reason="the scaling benchmark is installed")
-def test_scaling_missing_is_explained():
-    result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "scaling", "--hosts", "2"],
+def test_scaling_is_handed_its_arguments():
+    result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "scaling", "--help"],
                             capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert result.returncode == 2
-    assert "dist_sync/bench/scaling.py" in result.stderr and "not part of" in result.stderr
+    if (REPO / "dist_sync" / "bench" / "scaling.py").exists():
+        assert result.returncode == 0, result.stderr
+        assert "usage" in result.stdout.lower() and "scaling" in result.stdout
+    else:
+        assert result.returncode == 2
+        assert "dist_sync/bench/scaling.py" in result.stderr and "not part of" in result.stderr
+
+
+def test_scaling_missing_is_explained(monkeypatch, capsys):
+    from dist_sync.bench import __main__ as cli
+
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    monkeypatch.setattr(cli.importlib, "import_module", missing)
+    assert cli.main(["scaling", "--hosts", "2"]) == 2
+    error = capsys.readouterr().err
+    assert "dist_sync/bench/scaling.py" in error and "not part of" in error
 
 
 def test_bad_arguments_are_refused():

@@ -8,6 +8,7 @@
 * ``tune``: sweeps of the tunables (ring segment size and depth, the recursive-doubling
   threshold, cycle time, fusion threshold) with the defaults they suggest.
 * ``scaling``: multi-host ring against a parameter server (dist_sync.bench.scaling).
+* ``report``: Markdown tables from the JSON files of the others (how docs/benchmarks.md is made).
 
 docs/benchmarks.md explains how each is measured and how to reproduce the published numbers.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import List, Optional, Sequence
 
@@ -17,7 +18,7 @@ _DELEGATED = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand; imports nothing heavy (``--help`` stays fast)."""
-    from . import allreduce, fusion, tune
+    from . import allreduce, fusion, report, tune
 
     parser = argparse.ArgumentParser(
         prog="python -m dist_sync.bench",
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_arguments(sub.add_parser(
         "tune", help="sweep the tunables and suggest defaults",
         description=tune.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    report.add_arguments(sub.add_parser(
+        "report", help="Markdown tables from the JSON files of the benchmarks above (no MPI)",
+        description=report.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     for name, text in _DELEGATED.items():
         sub.add_parser(name, help=text, add_help=False)
     return parser
@@ -69,8 +73,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     runner = importlib.import_module(f"{__package__}.{args.benchmark}")
-    # The recorded command line is what followed "python -m dist_sync.bench".
-    return int(runner.run(args, argv))
+    try:
+        # The recorded command line is what followed "python -m dist_sync.bench".
+        return int(runner.run(args, argv))
+    except BrokenPipeError:
+        # The table was piped into something that stopped reading (`| head`): not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

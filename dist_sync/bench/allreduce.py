@@ -43,6 +43,7 @@ LABELS = {
     SENDRECV: "MPI_Sendrecv (ring link)",
 }
 SKIPPABLE = (RAW, MPI_ALLREDUCE, GLOO, SENDRECV)
+TOOLS = (DIST_SYNC,) + SKIPPABLE
 # Short names accepted by --skip.
 SKIP_NAMES = {"raw": RAW, "mpi": MPI_ALLREDUCE, "gloo": GLOO, "sendrecv": SENDRECV}
 
@@ -197,7 +198,7 @@ def table_lines(rows: Sequence[Dict[str, Any]], present: Sequence[str]) -> List[
     def field_of(key: str, name: str) -> Callable[[Dict[str, Any]], Any]:
         return lambda r: (r.get(key) or {}).get(name)
 
-    for key in (DIST_SYNC, RAW, MPI_ALLREDUCE, GLOO, SENDRECV):
+    for key in TOOLS:
         if key not in present:
             continue
         names = [("time", "time_us", 10, f1)]
@@ -239,7 +240,7 @@ def plot(rows: Sequence[Dict[str, Any]], present: Sequence[str], path: str, titl
 
     figure, axes = plt.subplots(figsize=(8, 5))
     styles = {DIST_SYNC: "-o", RAW: "--", MPI_ALLREDUCE: "-s", GLOO: "-^", SENDRECV: ":"}
-    for key in (DIST_SYNC, RAW, MPI_ALLREDUCE, GLOO, SENDRECV):
+    for key in TOOLS:
         if key not in present:
             continue
         points = [(r["bytes"], r[key]["busbw_GBps"]) for r in rows
@@ -249,7 +250,12 @@ def plot(rows: Sequence[Dict[str, Any]], present: Sequence[str], path: str, titl
             label = LABELS[key] + (" (bw)" if key == SENDRECV else "")
             axes.plot(xs, ys, styles[key], label=label, markersize=4)
     axes.set_xscale("log", base=2)
-    axes.set_xlabel("buffer size (bytes)")
+    sizes = sorted({r["bytes"] for r in rows})
+    if sizes:
+        # A labelled tick every factor of 16 (4 B, 64 B, 1 KiB, ...), in binary units.
+        ticks = [1 << e for e in range(2, 41, 4) if sizes[0] <= (1 << e) <= sizes[-1]]
+        axes.set_xticks(ticks, [common.format_bytes(t) for t in ticks])
+    axes.set_xlabel("buffer size")
     axes.set_ylabel("busbw (GB/s)")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
@@ -304,8 +310,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     rows: List[Dict[str, Any]] = []
     for nbytes in sizes:
-        count = max(1, nbytes // itemsize)
-        buffers = Buffers(args.datatype, count, rank, size)
+        buffers = Buffers(args.datatype, max(1, nbytes // itemsize), rank, size)
         contenders = [_dist_sync_contender(buffers, ds)]
         if MPI_ALLREDUCE in present:
             contenders.append(_mpi_contender(buffers, comm, MPI))
@@ -313,26 +318,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             contenders.append(_gloo_contender(buffers, dist))
         if SENDRECV in present:
             contenders.append(_sendrecv_contender(buffers, comm))
-        progress.start(f"{common.format_bytes(buffers.nbytes)}")
-        total = args.warmup_iters + args.iters
         shift = len(rows) % len(contenders)  # rotate who goes first from size to size
-        for contender in contenders[shift:] + contenders[:shift]:
-            for iteration in range(total):
-                progress.update(f"{LABELS[contender.key]}, iteration {iteration + 1}/{total}")
-                np.copyto(buffers.work, buffers.source)
-                comm.Barrier()
-                seconds = common.timed(contender.run)
-                if iteration >= args.warmup_iters:
-                    contender.times.append(seconds)
-                contender.wrong += contender.check(iteration == total - 1)
-        row: Dict[str, Any] = {"bytes": buffers.nbytes, "count": count, "dtype": args.datatype,
-                               "op": "sum"}
-        for contender in contenders:
-            contender.times = list(common.slowest_per_iteration(comm, contender.times))
-            contender.wrong = common.sum_over_ranks(comm, contender.wrong)
-            row[contender.key] = summarize(contender, buffers.nbytes)
-            log.debug("%d B %s: median %.1f us, %d wrong", buffers.nbytes, contender.key,
-                      row[contender.key]["time_us"] or float("nan"), contender.wrong)
+        row = _measure_size(comm, buffers, contenders[shift:] + contenders[:shift], args, progress)
         if RAW in present:
             progress.update("algorithm only")
             row[RAW] = _raw(ds, _core, buffers.nbytes, dtype_code, args, settings)
@@ -341,7 +328,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         progress.clear()
         if rank == 0:
             print(table_lines([row], present)[-1], file=out, flush=True)
-        del buffers, contenders
+        del buffers, contenders  # free this size's memory before the next size allocates
 
     wrong_total = sum(row[k]["wrong"] for row in rows for k in present if k != RAW)
     status = 0
@@ -367,6 +354,32 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if wrong_total:
         status = 1
     return int(comm.bcast(status, root=0))
+
+
+def _measure_size(comm: Any, buffers: Buffers, contenders: Sequence[Contender],
+                  args: argparse.Namespace, progress: common.Progress) -> Dict[str, Any]:
+    """Every contender's warm-up and timed iterations on one size, one contender after the
+    other; returns the size's JSON row (without the algorithm-only entry and the ratios)."""
+    total = args.warmup_iters + args.iters
+    progress.start(common.format_bytes(buffers.nbytes))
+    for contender in contenders:
+        for iteration in range(total):
+            progress.update(f"{LABELS[contender.key]}, iteration {iteration + 1}/{total}")
+            np.copyto(buffers.work, buffers.source)
+            comm.Barrier()
+            seconds = common.timed(contender.run)
+            if iteration >= args.warmup_iters:
+                contender.times.append(seconds)
+            contender.wrong += contender.check(iteration == total - 1)
+    row: Dict[str, Any] = {"bytes": buffers.nbytes, "count": buffers.count,
+                           "dtype": buffers.dtype, "op": "sum"}
+    for contender in sorted(contenders, key=lambda c: TOOLS.index(c.key)):
+        contender.times = list(common.slowest_per_iteration(comm, contender.times))
+        contender.wrong = common.sum_over_ranks(comm, contender.wrong)
+        row[contender.key] = summarize(contender, buffers.nbytes)
+        log.debug("%d B %s: median %.1f us, %d wrong", buffers.nbytes, contender.key,
+                  row[contender.key]["time_us"] or float("nan"), contender.wrong)
+    return row
 
 
 def _raw(ds: Any, core: Any, nbytes: int, dtype_code: int, args: argparse.Namespace,

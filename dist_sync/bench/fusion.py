@@ -14,7 +14,13 @@ follows the same one):
     25 MiB buckets after it (torch DDP's default caps), each bucket allreduced asynchronously,
     copied back;
 (e) ``gloo_buckets``: the same buckets through torch.distributed gloo (what DDP itself does on
-    CPU), if torch is importable.
+    CPU), if torch is importable;
+(f) ``async_views``: (a) again, but the 161 tensors are consecutive views of one large array.
+    (a) and (b) differ in two ways, the fusion machinery (161 requests, spans, negotiation) and
+    the memory: numpy puts arrays of 4 MiB and more on 2 MiB huge pages and smaller ones on
+    4 KiB pages, which makes MPI's shared-memory copies slower (Note [Huge pages] in
+    csrc/common/host_buffer.h). (f) has (a)'s machinery and (b)'s memory, so it tells the two
+    apart.
 
 Every variant is checked (exact integer sums, Note [Exact check values] in common.py). Timing
 follows Note [How a benchmark iteration is timed]: barrier, the variant, max over ranks,
@@ -40,16 +46,17 @@ RESNET50_PARAMETERS = 25_557_032
 FIRST_BUCKET_BYTES = 1 << 20   # torch DDP: dist._DEFAULT_FIRST_BUCKET_BYTES
 BUCKET_BYTES = 25 << 20        # torch DDP: bucket_cap_mb=25
 
-ASYNC, ONE_BUFFER, ONE_BY_ONE, BUCKETS, GLOO_BUCKETS = (
-    "async", "one_buffer", "one_by_one", "buckets", "gloo_buckets")
+ASYNC, ONE_BUFFER, ONE_BY_ONE, BUCKETS, GLOO_BUCKETS, ASYNC_VIEWS = (
+    "async", "one_buffer", "one_by_one", "buckets", "gloo_buckets", "async_views")
 LABELS = {
     ASYNC: "(a) 161 async + synchronize",
     ONE_BUFFER: "(b) one buffer, same total",
     ONE_BY_ONE: "(c) 161 one by one, sync",
     BUCKETS: "(d) DDP buckets, dist_sync",
     GLOO_BUCKETS: "(e) DDP buckets, gloo",
+    ASYNC_VIEWS: "(f) (a) on views of one array",
 }
-VARIANTS = (ASYNC, ONE_BUFFER, ONE_BY_ONE, BUCKETS, GLOO_BUCKETS)
+VARIANTS = (ASYNC, ONE_BUFFER, ONE_BY_ONE, BUCKETS, GLOO_BUCKETS, ASYNC_VIEWS)
 
 
 def resnet50_parameter_shapes() -> List[Tuple[int, ...]]:
@@ -103,13 +110,16 @@ def ddp_buckets(nbytes: Sequence[int], first_cap: int = FIRST_BUCKET_BYTES,
 @dataclass
 class Workload:
     """The 161 gradient tensors (separate allocations, as a model's are), a flat buffer of the
-    same total, DDP buckets, and the exact expected sums."""
+    same total, the 161 tensors again as views of one array, DDP buckets, and the exact
+    expected sums."""
     counts: List[int]
     rank: int
     size: int
     dtype: str = "float32"
     tensors: List[np.ndarray] = field(init=False)
     flat: np.ndarray = field(init=False)
+    views: List[np.ndarray] = field(init=False)
+    _carved: np.ndarray = field(init=False)
     offsets: List[int] = field(init=False)
     buckets: List[List[int]] = field(init=False)
     bucket_buffers: List[np.ndarray] = field(init=False)
@@ -123,6 +133,8 @@ class Workload:
         self.offsets = list(np.cumsum([0] + self.counts[:-1]))
         self.tensors = [np.empty(c, dtype=self.dtype) for c in self.counts]
         self.flat = np.empty(total, dtype=self.dtype)
+        self._carved = np.empty(total, dtype=self.dtype)
+        self.views = [self._view(self._carved, i) for i in range(len(self.counts))]
         itemsize = np.dtype(self.dtype).itemsize
         self.buckets = ddp_buckets([c * itemsize for c in self.counts])
         self.bucket_buffers = [np.empty(sum(self.counts[i] for i in b), dtype=self.dtype)
@@ -147,6 +159,10 @@ class Workload:
         """Puts this rank's input back into the flat buffer."""
         np.copyto(self.flat, self._source)
 
+    def refill_views(self) -> None:
+        """Puts this rank's input back into the array the views are carved from."""
+        np.copyto(self._carved, self._source)
+
     def wrong_in_tensors(self) -> int:
         return sum(common.count_wrong(t, self._view(self._expected, i))
                    for i, t in enumerate(self.tensors))
@@ -154,11 +170,15 @@ class Workload:
     def wrong_in_flat(self) -> int:
         return common.count_wrong(self.flat, self._expected)
 
+    def wrong_in_views(self) -> int:
+        return common.count_wrong(self._carved, self._expected)
+
     # --- the variants (each leaves its result where its checker looks) -------------------
 
-    def run_async(self, ds: Any) -> None:
-        handles = [ds.allreduce_async_(self.tensors[i], op=ds.Sum, name=f"resnet50.{i}")
-                   for i in reversed(range(len(self.tensors)))]
+    def run_async(self, ds: Any, views: bool = False) -> None:
+        tensors, prefix = (self.views, "resnet50.view") if views else (self.tensors, "resnet50")
+        handles = [ds.allreduce_async_(tensors[i], op=ds.Sum, name=f"{prefix}.{i}")
+                   for i in reversed(range(len(tensors)))]
         for handle in handles:
             ds.synchronize(handle)
 
@@ -216,6 +236,7 @@ def variants_for(workload: Workload, ds: Any, dist: Any, wanted: Sequence[str]) 
         ONE_BY_ONE: lambda: workload.run_one_by_one(ds),
         BUCKETS: lambda: workload.run_buckets(ds),
         GLOO_BUCKETS: lambda: workload.run_gloo_buckets(dist),
+        ASYNC_VIEWS: lambda: workload.run_async(ds, views=True),
     }
     variants = []
     for key in wanted:
@@ -223,6 +244,8 @@ def variants_for(workload: Workload, ds: Any, dist: Any, wanted: Sequence[str]) 
             continue
         if key == ONE_BUFFER:
             variants.append(Variant(key, runs[key], workload.refill_flat, workload.wrong_in_flat))
+        elif key == ASYNC_VIEWS:
+            variants.append(Variant(key, runs[key], workload.refill_views, workload.wrong_in_views))
         else:
             variants.append(Variant(key, runs[key], workload.refill_tensors,
                                     workload.wrong_in_tensors))
@@ -286,7 +309,8 @@ def summary(variants: Sequence[Variant], total_bytes: int, size: int) -> Dict[st
             "ratios": {"async_over_one_buffer": ratio(ASYNC, ONE_BUFFER),
                        "one_by_one_over_async": ratio(ONE_BY_ONE, ASYNC),
                        "buckets_over_async": ratio(BUCKETS, ASYNC),
-                       "gloo_buckets_over_async": ratio(GLOO_BUCKETS, ASYNC)}}
+                       "gloo_buckets_over_async": ratio(GLOO_BUCKETS, ASYNC),
+                       "async_views_over_one_buffer": ratio(ASYNC_VIEWS, ONE_BUFFER)}}
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:

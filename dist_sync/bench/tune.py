@@ -37,6 +37,9 @@ HUGE = 1 << 62       # a small_allreduce_bytes that makes every size "small"
 # Settings within this fraction of the best count as equally good; the suggestion then picks the
 # cheapest of them (see each sweep's rule).
 TOLERANCE = 0.10
+# A latency this close to the best counts as equal whatever the ratio (a few microseconds of
+# scheduling noise are 30 % of a 15 us allreduce).
+LATENCY_SLACK_MS = 0.010
 
 
 def _byte_list(text: str) -> List[int]:
@@ -250,24 +253,31 @@ def sweep_engine(comm: Any, ds: Any, key: str, values: Sequence[Any], workload: 
     return {"results": rows, "wrong": wrong}
 
 
+def _async_ratio(row: Dict[str, Any]) -> float:
+    """(a)/(b): the async time relative to the one-buffer time measured beside it. The two are
+    interleaved repetition by repetition, so the ratio cancels most of the drift of a shared
+    machine that the absolute times carry from one engine restart to the next."""
+    return row["async_ms"] / row["one_buffer_ms"]
+
+
 def suggest_cycle(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """The longest cycle time (least idle CPU) whose fusion and 4 KiB times are within the
-    tolerance of the best cycle time's."""
-    best_fusion = min(r["async_ms"] for r in rows)
+    """The longest cycle time (least idle CPU) whose (a)/(b) ratio is within the tolerance of
+    the best one and whose 4 KiB latency is within the tolerance (or 10 us) of the best."""
+    best_ratio = min(_async_ratio(r) for r in rows)
     best_latency = min(r["latency_4KiB_ms"] for r in rows)
-    good = [r for r in rows if _within(r["async_ms"], best_fusion)
-            and _within(r["latency_4KiB_ms"], best_latency)]
-    pool = good or rows
-    chosen = max(pool, key=lambda r: r["cycle_time_ms"])
+    good = [r for r in rows if _within(_async_ratio(r), best_ratio)
+            and (_within(r["latency_4KiB_ms"], best_latency)
+                 or r["latency_4KiB_ms"] - best_latency <= LATENCY_SLACK_MS)]
+    chosen = max(good or rows, key=lambda r: r["cycle_time_ms"])
     return {"cycle_time_ms": chosen["cycle_time_ms"]}
 
 
 def suggest_fusion(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """The smallest fusion threshold within the tolerance of the best async time (a smaller
-    threshold starts reducing the first gradients sooner in a real backward pass)."""
-    best = min(r["async_ms"] for r in rows)
-    good = [r for r in rows if _within(r["async_ms"], best)]
-    chosen = min(good, key=lambda r: r["fusion_threshold_bytes"])
+    """The smallest fusion threshold whose (a)/(b) ratio is within the tolerance of the best (a
+    smaller threshold starts reducing the first gradients sooner in a real backward pass)."""
+    best = min(_async_ratio(r) for r in rows)
+    chosen = min((r for r in rows if _within(_async_ratio(r), best)),
+                 key=lambda r: r["fusion_threshold_bytes"])
     return {"fusion_threshold_bytes": chosen["fusion_threshold_bytes"]}
 
 
