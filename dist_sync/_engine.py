@@ -39,25 +39,86 @@ _active_settings: Dict[str, Any] = {}  # this rank's resolved settings of the ru
 class Handle:
     """An operation in flight. Pass it to :func:`synchronize` (or :func:`poll`) exactly once.
 
-    Holds the operation's input and output memory alive until it completes.
+    Holds the operation's input and output memory alive until it completes. A handle made by
+    :func:`defer` has no engine id until its :class:`Deferred` submission has happened.
     """
 
-    __slots__ = ("_id", "_session", "_keepalive", "_finish", "_done", "_result", "kind", "name")
+    __slots__ = ("_id", "_session", "_keepalive", "_finish", "_done", "_result", "_deferred",
+                 "kind", "name")
 
-    def __init__(self, handle_id: int, keepalive: Any, finish: Callable[[RawResult], Any],
-                 kind: int, name: str) -> None:
+    def __init__(self, handle_id: Optional[int], keepalive: Any,
+                 finish: Callable[[RawResult], Any], kind: int, name: str,
+                 deferred: Optional["Deferred"] = None) -> None:
         self._id = handle_id
         self._session = _session
         self._keepalive = keepalive
         self._finish = finish
         self._done = False
         self._result: Any = None
+        self._deferred = deferred
         self.kind = kind
         self.name = name
 
     def __repr__(self) -> str:
         state = "synchronized" if self._done else "pending"
         return f"<dist_sync.Handle {KIND_NAMES[self.kind]} {self.name!r} {state}>"
+
+
+class Deferred:
+    """The engine submission of an operation whose name and options were fixed at the user's
+    call but whose tensors reach the engine later, from another thread, once their memory is
+    ready (host staging of CUDA tensors: Note [Host staging] in dist_sync/torch/_staging.py).
+
+    Exactly one of :meth:`submit` or :meth:`fail` is called. :meth:`wait` returns the engine's
+    handle id or raises what the submission raised, so an error the engine reports at submission
+    (a name already in flight, dist_sync stopped meanwhile) reaches the caller of synchronize().
+    """
+
+    __slots__ = ("_kind", "_name", "_cacheable", "_options", "_submitted", "_id", "_error")
+
+    def __init__(self, kind: int, name: str, cacheable: bool, options: Dict[str, Any]) -> None:
+        self._kind = kind
+        self._name = name
+        self._cacheable = cacheable
+        self._options = options
+        self._submitted = threading.Event()
+        self._id: Optional[int] = None
+        self._error: Optional[BaseException] = None
+
+    def submit(self, tensors: Sequence[TensorSpec]) -> None:
+        """Hands the operation to the engine (from any thread). Never raises: an error is kept
+        for :meth:`wait`."""
+        try:
+            o = self._options
+            self._id = _core.submit(self._kind, self._name, list(tensors), o["reduce_op"],
+                                    o["average"], float(o["prescale"]), float(o["postscale"]),
+                                    int(o["root"]), o["splits"], o["device"], self._cacheable)
+        except BaseException as error:  # noqa: BLE001 - re-raised by wait() on the user's thread
+            self._error = error
+        finally:
+            self._submitted.set()
+
+    def fail(self, error: BaseException) -> None:
+        """Records that the operation could not be submitted; :meth:`wait` raises ``error``."""
+        self._error = error
+        self._submitted.set()
+
+    def ready(self) -> bool:
+        """True once :meth:`submit` or :meth:`fail` has happened (wait() will not block)."""
+        return self._submitted.is_set()
+
+    def error(self) -> Optional[BaseException]:
+        """The submission's error, if it has happened and failed."""
+        return self._error if self._submitted.is_set() else None
+
+    def wait(self) -> int:
+        """The engine's handle id once submitted (the wait releases the GIL); raises the
+        submission's error."""
+        self._submitted.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._id is not None
+        return self._id
 
 
 def _check_handle(handle: Any) -> Handle:
@@ -75,6 +136,12 @@ def poll(handle: Handle) -> bool:
     if handle._done:
         return True
     _check_usable()
+    if handle._id is None:
+        if not handle._deferred.ready():
+            return False
+        if handle._deferred.error() is not None:
+            return True  # synchronize() raises the submission's error at once
+        handle._id = handle._deferred.wait()
     return bool(_core.poll(handle._id))
 
 
@@ -88,6 +155,8 @@ def synchronize(handle: Handle) -> Any:
         raise ValueError(f"{handle!r} was already synchronized; each handle is synchronized once")
     _check_usable()
     try:
+        if handle._id is None:
+            handle._id = handle._deferred.wait()
         raw = _core.wait(handle._id)
     finally:
         handle._done = True
@@ -121,6 +190,24 @@ def submit(kind: int, name: Optional[str], tensors: Sequence[TensorSpec], keepal
     handle_id = _core.submit(kind, name, list(tensors), reduce_op, average, float(prescale),
                              float(postscale), int(root), list(splits), device, cacheable)
     return Handle(handle_id, keepalive, finish, kind, name)
+
+
+def defer(kind: int, name: Optional[str], keepalive: Any, finish: Callable[[RawResult], Any], *,
+          reduce_op: int = 0, average: bool = False, prescale: float = 1.0,
+          postscale: float = 1.0, root: int = 0, splits: Sequence[int] = (),
+          device: int = DEVICE_CPU) -> Tuple[Handle, "Deferred"]:
+    """Like :func:`submit`, but the tensors are handed to the engine later, through the returned
+    :class:`Deferred` (from any thread). The name is fixed now: an unnamed operation is numbered
+    in the order of the user's calls, whatever order the submissions happen in."""
+    _check_usable()
+    check_name(name)
+    cacheable = name is not None
+    if name is None:
+        name = auto_name(kind)
+    deferred = Deferred(kind, name, cacheable, {
+        "reduce_op": reduce_op, "average": average, "prescale": prescale,
+        "postscale": postscale, "root": root, "splits": list(splits), "device": device})
+    return Handle(None, keepalive, finish, kind, name, deferred), deferred
 
 
 def _check_usable() -> None:

@@ -1,8 +1,9 @@
 """dist_sync for PyTorch: a drop-in for ``horovod.torch``.
 
 Change ``import horovod.torch as hvd`` to ``import dist_sync.torch as hvd`` and launch with
-``mpirun -np N python train.py``. Tensors must be on the CPU for now (CUDA tensors raise a
-clear error). Differences from Horovod are listed in the docstrings of the modules that
+``mpirun -np N python train.py``. Tensors may be on the CPU or on a CUDA device (staged through
+pinned host memory, Note [Host staging] in _staging.py; one rank per GPU: README, "GPUs").
+Differences from Horovod are listed in the docstrings of the modules that
 implement them (functions, optimizer, state) and in docs/torch.md; ``process_set`` arguments,
 elastic training and Adasum are not provided.
 
@@ -11,6 +12,8 @@ pages. PyTorch uses them for CPU allocations of 2 MiB and more when the environm
 ``THP_MEM_ALLOC_ENABLE=1`` is set before torch is imported; the examples set it.
 """
 from __future__ import annotations
+
+import torch
 
 from .. import (DistSyncError, Handle, cross_rank, cross_size, init, is_homogeneous,
                 is_initialized, local_rank, local_size, poll, rank, shutdown, size,
@@ -75,8 +78,10 @@ def ccl_built() -> bool:
 
 
 def cuda_built() -> bool:
-    """False: dist_sync reduces CPU tensors only (for now)."""
-    return False
+    """True if this torch is built with CUDA, so dist_sync accepts CUDA tensors (staged through
+    host memory; dist_sync itself needs no CUDA build). Horovod answers whether it was built with
+    CUDA support."""
+    return bool(torch.backends.cuda.is_built())
 
 
 def rocm_built() -> bool:

@@ -1,20 +1,25 @@
-"""Where torch tensors meet the engine: dtype codes, host memory, and results from engine buffers.
+"""Where torch tensors meet the engine: dtype codes, device checks, submission, and results from
+engine buffers.
 
 Note [One place for device memory]
-Every tensor handed to the engine goes through :func:`host_memory`, which is the only function
-that turns a tensor into a (pointer, device kind) pair. CPU tensors are handed over as they are.
-CUDA support (a later step) inserts its host staging here: copy to a pinned host buffer before
-submission, copy back in the completion callback. Nothing else in dist_sync.torch reads
-``data_ptr()`` or inspects ``tensor.device``.
+Every tensor handed to the engine goes through :func:`submit`, the only function that turns a
+tensor into an engine pointer. CPU tensors are handed over as they are (their own memory, device
+kind CPU). CUDA tensors are staged through pinned host memory by dist_sync/torch/_staging.py
+(Note [Host staging]) and handed over with device kind CUDA; :func:`from_buffer` puts the results
+the engine allocates back on the input's device. Nothing else in dist_sync.torch reads
+``data_ptr()`` to give it to the engine or decides how a device's memory reaches it.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 
 from .. import _dtypes
-from .._engine import DEVICE_CPU, DistSyncError, RawResult
+from .. import _engine
+from .._engine import DEVICE_CPU, DistSyncError, Handle, RawResult
+from . import _staging
 
 TORCH_TO_CODE: Dict[torch.dtype, int] = {
     torch.uint8: _dtypes.UINT8,
@@ -49,26 +54,67 @@ def dtype_code(tensor: torch.Tensor, what: str) -> int:
 
 
 def check_device(tensor: torch.Tensor, what: str) -> None:
-    """Rejects tensors whose memory the engine cannot read (see Note [One place for device
-    memory])."""
-    if tensor.device.type == "cuda":
-        raise DistSyncError(f"{what}: CUDA tensors are not supported yet; move the tensor to the "
-                            f"CPU with .cpu() first")
-    if tensor.device.type != "cpu":
-        raise DistSyncError(f"{what}: tensors on device {tensor.device} are not supported; "
-                            f"dist_sync works on CPU tensors")
+    """Rejects tensors whose memory cannot reach the engine, with what to do instead (see
+    Note [One place for device memory])."""
+    kind = tensor.device.type
+    if kind == "cpu":
+        return
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise DistSyncError(
+                f"{what}: got a tensor on {tensor.device}, but CUDA is not available to torch in "
+                f"this process (torch.cuda.is_available() is False: a torch build without CUDA, "
+                f"no GPU or driver visible, or CUDA_VISIBLE_DEVICES hides it); move the tensor "
+                f"to the CPU with .cpu(), or run where torch sees a GPU")
+        return
+    raise DistSyncError(f"{what}: tensors on device {tensor.device} are not supported; "
+                        f"dist_sync works on CPU and CUDA tensors")
 
 
-def host_memory(tensor: torch.Tensor, what: str) -> Tuple[int, int]:
-    """(address of the first element, engine device kind) of a contiguous tensor.
+@dataclass(frozen=True)
+class Entry:
+    """One tensor of an operation, as the ops hand it to :func:`submit`.
 
-    The one function where a device tensor would be staged through host memory
-    (Note [One place for device memory]).
+    ``source``: the contiguous input. ``target``: the tensor the engine's result is written to
+    (``source`` itself for in-place operations), or None when the engine allocates the result
+    (allgather, alltoall, reducescatter; see :func:`from_buffer`). ``copy_in``: False when the
+    engine ignores this rank's input (a broadcast's non-root ranks), so staging skips its copy.
     """
-    check_device(tensor, what)
-    if tensor.numel() == 0:
-        return 0, DEVICE_CPU
-    return tensor.data_ptr(), DEVICE_CPU
+    name: str
+    source: torch.Tensor
+    target: Optional[torch.Tensor] = None
+    copy_in: bool = True
+
+
+def submit(kind: int, name: Optional[str], what: str, entries: Sequence[Entry], keepalive: Any,
+           finish: Callable[[RawResult], Any], **options: Any) -> Handle:
+    """Hands an operation on ``entries`` to the engine and returns its handle.
+
+    CPU tensors go to the engine directly. Tensors of a staged device go through their stager
+    (Note [Host staging]); the engine then sees device kind CUDA. All tensors of one operation
+    must be on the same device.
+    """
+    codes = [dtype_code(entry.source, what) for entry in entries]
+    stager = _staging.stager_for(entries[0].source) if entries else None
+    if len(entries) > 1:
+        first = entries[0].source.device
+        for entry in entries[1:]:
+            if entry.source.device != first or _staging.stager_for(entry.source) is not stager:
+                raise ValueError(f"{what}: all tensors of one operation must be on the same "
+                                 f"device; got {first} and {entry.source.device}")
+    if stager is None:
+        specs = [(entry.name, _address(entry.source), _address(entry.target), code,
+                  list(entry.source.shape)) for entry, code in zip(entries, codes)]
+        return _engine.submit(kind, name, specs, keepalive, finish, device=DEVICE_CPU,
+                              **options)
+    return stager.submit(kind, name, entries, codes, keepalive, finish, **options)
+
+
+def _address(tensor: Optional[torch.Tensor]) -> int:
+    """A CPU tensor's first element (0 for None and empty tensors, which own no memory)."""
+    if tensor is None or tensor.numel() == 0:
+        return 0
+    return tensor.data_ptr()
 
 
 def contiguous_input(tensor: torch.Tensor, what: str) -> torch.Tensor:
@@ -87,28 +133,16 @@ def require_inplace(tensor: torch.Tensor, what: str) -> None:
                          f"out-of-place form, or call .contiguous() first and use its result)")
 
 
-def spec(name: str, source: torch.Tensor, target: torch.Tensor | None, what: str) -> tuple:
-    """The engine's tensor tuple (name, input address, output address, dtype code, shape)."""
-    code = dtype_code(source, what)
-    in_pointer, _ = host_memory(source, what)
-    out_pointer = host_memory(target, what)[0] if target is not None else 0
-    return (name, in_pointer, out_pointer, code, list(source.shape))
-
-
-def device_kind(tensors: Sequence[torch.Tensor], what: str) -> int:
-    """The engine device kind for an operation over ``tensors`` (all must agree)."""
-    kinds = {host_memory(t, what)[1] for t in tensors}
-    return kinds.pop() if kinds else DEVICE_CPU
-
-
-def from_buffer(raw: RawResult, dtype: torch.dtype) -> torch.Tensor:
-    """The engine's output buffer as a tensor, without a copy (the tensor keeps the buffer
-    object alive)."""
+def from_buffer(raw: RawResult, dtype: torch.dtype, like: torch.Tensor) -> torch.Tensor:
+    """The engine's output buffer as a tensor on ``like``'s device: without a copy for CPU
+    tensors (the tensor keeps the buffer object alive), copied back for staged ones."""
     buffer, shape = raw[0], list(raw[1])
     if buffer is None or len(memoryview(buffer)) == 0:
         # torch.frombuffer rejects empty buffers; an empty result owns no memory anyway.
-        return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(buffer, dtype=torch.uint8).view(dtype).reshape(shape)
+        return torch.empty(shape, dtype=dtype, device=like.device)
+    host = torch.frombuffer(buffer, dtype=torch.uint8).view(dtype).reshape(shape)
+    stager = _staging.stager_for(like)
+    return host if stager is None else stager.to_device(host, like.device)
 
 
 def mark_written(tensor: torch.Tensor) -> None:

@@ -68,10 +68,9 @@ def _allreduce(source: torch.Tensor, target: torch.Tensor, op: ReduceOp, name: O
     reduce_op, average = engine_op(op)
     pre, post = _scale_args(prescale_factor, postscale_factor)
     check_name(name)
-    what = "allreduce"
-    return submit(ALLREDUCE, name, [_tensor.spec(name or "", source, target, what)],
-                  (source, target), finish, reduce_op=reduce_op, average=average, prescale=pre,
-                  postscale=post, device=_tensor.device_kind([source, target], what))
+    return _tensor.submit(ALLREDUCE, name, "allreduce", [_tensor.Entry(name or "", source, target)],
+                          (source, target), finish, reduce_op=reduce_op, average=average,
+                          prescale=pre, postscale=post)
 
 
 def allreduce_async(tensor: torch.Tensor, average: Optional[bool] = None,
@@ -124,7 +123,7 @@ def _grouped(tensors: Sequence[torch.Tensor], in_place: bool, op: ReduceOp, name
     check_name(name)
     sources: List[torch.Tensor] = []
     targets: List[torch.Tensor] = []
-    specs = []
+    entries = []
     for index, tensor in enumerate(tensors):
         item = f"{what} (item {index})"
         _tensor.require_tensor(tensor, item)
@@ -136,7 +135,7 @@ def _grouped(tensors: Sequence[torch.Tensor], in_place: bool, op: ReduceOp, name
             target = _tensor.new_output(source)
         sources.append(source)
         targets.append(target)
-        specs.append(_tensor.spec(f"{name or 'group'}.{index}", source, target, item))
+        entries.append(_tensor.Entry(f"{name or 'group'}.{index}", source, target))
     if in_place:
         originals = list(tensors)
 
@@ -147,9 +146,8 @@ def _grouped(tensors: Sequence[torch.Tensor], in_place: bool, op: ReduceOp, name
     else:
         def finish(raw: Any) -> List[torch.Tensor]:
             return list(targets)
-    return submit(ALLREDUCE, name, specs, (sources, targets), finish, reduce_op=reduce_op,
-                  average=average, prescale=pre, postscale=post,
-                  device=_tensor.device_kind(sources, what))
+    return _tensor.submit(ALLREDUCE, name, what, entries, (sources, targets), finish,
+                          reduce_op=reduce_op, average=average, prescale=pre, postscale=post)
 
 
 def grouped_allreduce_async(tensors: Sequence[torch.Tensor], average: Optional[bool] = None,
@@ -187,9 +185,9 @@ def broadcast_async(tensor: torch.Tensor, root_rank: int, name: Optional[str] = 
     source = _tensor.contiguous_input(_tensor.require_tensor(tensor, "broadcast"), "broadcast")
     root = _check_root(root_rank)
     target = _tensor.new_output(source)
-    return submit(BROADCAST, name, [_tensor.spec(name or "", source, target, "broadcast")],
-                  (source, target), lambda raw: target, root=root,
-                  device=_tensor.device_kind([source, target], "broadcast"))
+    entry = _tensor.Entry(name or "", source, target, copy_in=_core.rank() == root)
+    return _tensor.submit(BROADCAST, name, "broadcast", [entry], (source, target),
+                          lambda raw: target, root=root)
 
 
 def broadcast_async_(tensor: torch.Tensor, root_rank: int, name: Optional[str] = None) -> Handle:
@@ -198,9 +196,9 @@ def broadcast_async_(tensor: torch.Tensor, root_rank: int, name: Optional[str] =
     _tensor.require_inplace(tensor, "broadcast_")
     root = _check_root(root_rank)
     data = tensor.detach()
-    return submit(BROADCAST, name, [_tensor.spec(name or "", data, data, "broadcast_")], data,
-                  _finish_inplace([tensor]), root=root,
-                  device=_tensor.device_kind([data], "broadcast_"))
+    entry = _tensor.Entry(name or "", data, data, copy_in=_core.rank() == root)
+    return _tensor.submit(BROADCAST, name, "broadcast_", [entry], data,
+                          _finish_inplace([tensor]), root=root)
 
 
 def broadcast_(tensor: torch.Tensor, root_rank: int, name: Optional[str] = None) -> torch.Tensor:
@@ -217,9 +215,8 @@ def allgather_async(tensor: torch.Tensor, name: Optional[str] = None) -> Handle:
     if source.dim() == 0:
         source = source.reshape(1)
     dtype = source.dtype
-    return submit(ALLGATHER, name, [_tensor.spec(name or "", source, None, "allgather")], source,
-                  lambda raw: _tensor.from_buffer(raw, dtype),
-                  device=_tensor.device_kind([source], "allgather"))
+    return _tensor.submit(ALLGATHER, name, "allgather", [_tensor.Entry(name or "", source)],
+                          source, lambda raw: _tensor.from_buffer(raw, dtype, source))
 
 
 # --- alltoall --------------------------------------------------------------------------------
@@ -244,9 +241,10 @@ def alltoall_async(tensor: torch.Tensor, splits: Optional[Any] = None,
     dtype = source.dtype
 
     def finish(raw: Any) -> Tuple[torch.Tensor, torch.Tensor]:
-        return _tensor.from_buffer(raw, dtype), torch.tensor(list(raw[2]), dtype=torch.int32)
-    return submit(ALLTOALL, name, [_tensor.spec(name or "", source, None, "alltoall")], source,
-                  finish, splits=values, device=_tensor.device_kind([source], "alltoall"))
+        return (_tensor.from_buffer(raw, dtype, source),
+                torch.tensor(list(raw[2]), dtype=torch.int32))
+    return _tensor.submit(ALLTOALL, name, "alltoall", [_tensor.Entry(name or "", source)],
+                          source, finish, splits=values)
 
 
 # --- reducescatter ---------------------------------------------------------------------------
@@ -265,10 +263,10 @@ def reducescatter_async(tensor: torch.Tensor, name: Optional[str] = None,
     reduce_op, average = engine_op(op)
     pre, post = _scale_args(prescale_factor, postscale_factor)
     dtype = source.dtype
-    return submit(REDUCESCATTER, name, [_tensor.spec(name or "", source, None, "reducescatter")],
-                  source, lambda raw: _tensor.from_buffer(raw, dtype), reduce_op=reduce_op,
-                  average=average, prescale=pre, postscale=post,
-                  device=_tensor.device_kind([source], "reducescatter"))
+    return _tensor.submit(REDUCESCATTER, name, "reducescatter",
+                          [_tensor.Entry(name or "", source)], source,
+                          lambda raw: _tensor.from_buffer(raw, dtype, source),
+                          reduce_op=reduce_op, average=average, prescale=pre, postscale=post)
 
 
 def reducescatter_rows(rows: int, size: int) -> List[int]:

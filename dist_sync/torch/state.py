@@ -131,8 +131,10 @@ def _strip(value: Any, tensors: List[torch.Tensor]) -> Any:
     ``tensors``)."""
     if isinstance(value, torch.Tensor):
         if value.dtype in TORCH_TO_CODE and value.layout == torch.strided and \
-                value.device.type == "cpu":
-            tensors.append(value.detach().contiguous())
+                value.device.type in ("cpu", "cuda"):
+            # Sent from host memory: the other ranks receive into CPU tensors before they know
+            # the device, and load_state_dict moves state to each parameter's device.
+            tensors.append(value.detach().to("cpu").contiguous())
             return _TensorSlot(len(tensors) - 1, tuple(value.shape), value.dtype)
         return value  # pickled with the structure (complex, sparse, ...)
     if isinstance(value, dict):

@@ -47,9 +47,9 @@ class _SyncBatchNormFunction(torch.autograd.Function):
             var, mean = torch.var_mean(xc, dim=dims, correction=0)
             m2 = var * local_count
         else:
-            mean = torch.zeros(channels, dtype=compute)
-            m2 = torch.zeros(channels, dtype=compute)
-        mine = torch.cat([torch.tensor([float(local_count)], dtype=torch.float64),
+            mean = torch.zeros(channels, dtype=compute, device=x.device)
+            m2 = torch.zeros(channels, dtype=compute, device=x.device)
+        mine = torch.cat([torch.tensor([float(local_count)], dtype=torch.float64, device=x.device),
                           mean.to(torch.float64), m2.to(torch.float64)]).reshape(1, -1)
         gathered = synchronize(ops.allgather_async(mine, name=f"{name}.stats"))
         counts = gathered[:, :1]

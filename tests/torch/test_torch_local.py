@@ -1,8 +1,6 @@
 """dist_sync.torch pieces that need no running engine: the sampler against torch's, the
-compressors, the device check and the public names."""
+compressors, dtype codes and the public names (device checks: test_staging_local.py)."""
 from __future__ import annotations
-
-import types
 
 import pytest
 import torch
@@ -101,13 +99,6 @@ def test_none_compressor_is_identity():
     x = torch.ones(3)
     sent, context = hvd.Compression.none.compress(x)
     assert sent is x and hvd.Compression.none.decompress(sent, context) is x
-
-
-def test_cuda_tensors_are_refused_clearly():
-    fake = types.SimpleNamespace(device=torch.device("cuda", 0))
-    with pytest.raises(dist_sync.DistSyncError,
-                       match="allreduce: CUDA tensors are not supported yet; move the tensor"):
-        _tensor.check_device(fake, "allreduce")
 
 
 def test_dtype_codes_cover_the_engine():

@@ -1,0 +1,58 @@
+"""Host staging of CUDA tensors through the real engine, without a GPU: tests/workers/
+torch_staged.py runs on a simulated device (tests/fake_device.py) under mpirun with 2 and 3
+ranks, in one launch per rank count; every named check is reported as its own test."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from functools import lru_cache
+from typing import Any, Dict, List
+
+import pytest
+
+import harness
+
+WORKER = "torch_staged"
+RANKS = [2, 3]
+# A mismatch between ranks fails in a minute with the engine's message instead of hanging.
+ENV = {"DIST_SYNC_STALL_TIMEOUT_SECONDS": "60"}
+
+
+def _check_names() -> List[str]:
+    sys.path.insert(0, str(harness.WORKERS))
+    sys.path.insert(0, str(harness.TESTS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"_names_{WORKER}",
+                                                      harness.WORKERS / f"{WORKER}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(harness.WORKERS))
+        sys.path.remove(str(harness.TESTS))
+    return list(module.check.checks)
+
+
+@lru_cache(maxsize=None)
+def _launch(np_: int) -> Dict[str, Any]:
+    """Every rank's results, or the launch's failure (one launch per rank count)."""
+    run = harness.run(WORKER, np_, timeout=400, env=ENV)
+    try:
+        return {"ranks": run.values(np_)}
+    except AssertionError as failure:
+        return {"failure": str(failure)}
+
+
+CASES = [(np_, name) for np_ in RANKS for name in _check_names()]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("np_,name", CASES, ids=[f"np{n}-{c}" for n, c in CASES])
+def test_staged_check(np_: int, name: str) -> None:
+    launch = _launch(np_)
+    assert "failure" not in launch, launch.get("failure")
+    results = [ranks[name] for ranks in launch["ranks"]]
+    for rank, result in enumerate(results):
+        assert result["ok"], f"rank {rank}:\n{result['error']}"
+    values = [r["value"] for r in results]
+    if isinstance(values[0], dict) and "digest" in values[0]:
+        assert len({v["digest"] for v in values}) == 1, "ranks got different bits"
