@@ -1,0 +1,60 @@
+"""dist_sync.torch on CUDA tensors under mpirun, 2 ranks sharing the GPU(s): the checks of
+tests/workers/torch_cuda.py (correctness sweep, streams, device kinds, training equivalence),
+each reported as its own test. Skipped where torch sees no GPU; tests/gpu/run_on_gpu.sh runs it
+on a GPU machine."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from functools import lru_cache
+from typing import Any, Dict, List
+
+import pytest
+import torch
+
+import harness
+
+pytestmark = [pytest.mark.mpi, pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA GPU (torch.cuda.is_available() is False); run tests/gpu/run_on_gpu.sh "
+           "on a GPU machine")]
+
+WORKER = "torch_cuda"
+NP = 2
+ENV = {"DIST_SYNC_STALL_TIMEOUT_SECONDS": "60"}
+
+
+def _check_names() -> List[str]:
+    sys.path.insert(0, str(harness.WORKERS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"_names_{WORKER}",
+                                                      harness.WORKERS / f"{WORKER}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(harness.WORKERS))
+    return list(module.check.checks)
+
+
+@lru_cache(maxsize=None)
+def _launch() -> Dict[str, Any]:
+    run = harness.run(WORKER, NP, timeout=400, env=ENV)
+    try:
+        return {"ranks": run.values(NP)}
+    except AssertionError as failure:
+        return {"failure": str(failure)}
+
+
+@pytest.mark.parametrize("name", _check_names())
+def test_cuda_check(name: str) -> None:
+    launch = _launch()
+    assert "failure" not in launch, launch.get("failure")
+    results = [ranks[name] for ranks in launch["ranks"]]
+    for rank, result in enumerate(results):
+        assert result["ok"], f"rank {rank}:\n{result['error']}"
+    values = [r["value"] for r in results]
+    if isinstance(values[0], dict) and "digest" in values[0]:
+        assert len({v["digest"] for v in values}) == 1, "ranks got different bits"
+    if name == "producer_still_running_and_other_streams":
+        # The user's call enqueued the copy and returned while the producer kernel still ran.
+        assert all(v["call_returned_while_producer_ran"] for v in values), values
