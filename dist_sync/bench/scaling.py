@@ -193,11 +193,18 @@ def parameter_server_allreduce(comm: Any, MPI: Any, send: Any, out: Any, scratch
         _wait([comm.Isend(send, dest=0, tag=TAG_UP), comm.Irecv(out, source=0, tag=TAG_DOWN)], MPI)
 
 
-def _read_counters(interface: str) -> Tuple[int, int]:
-    """Bytes sent and received so far by this host's interface (the rank runs in the host's
-    network namespace, where /sys/class/net is the host's)."""
+def _read_counters(interface: str) -> Tuple[int, int, int]:
+    """Bytes sent and received so far by this host's interface, and TCP segments it
+    retransmitted (the rank runs in the host's network namespace, where /sys/class/net and
+    /proc/net are the host's). Retransmissions are bytes on the wire beyond the algorithm's."""
     base = Path("/sys/class/net") / interface / "statistics"
-    return int((base / "tx_bytes").read_text()), int((base / "rx_bytes").read_text())
+    retransmitted = 0
+    with open("/proc/net/snmp") as handle:
+        rows = [line.split() for line in handle if line.startswith("Tcp:")]
+    if len(rows) == 2 and "RetransSegs" in rows[0]:
+        retransmitted = int(rows[1][rows[0].index("RetransSegs")])
+    return (int((base / "tx_bytes").read_text()), int((base / "rx_bytes").read_text()),
+            retransmitted)
 
 
 def rank_main(spec: Dict[str, Any]) -> int:
@@ -220,7 +227,7 @@ def rank_main(spec: Dict[str, Any]) -> int:
     host_leader = ds.local_rank() == 0   # one rank per host reports its host's counters
     interface = spec["interface"]
     times: Dict[str, List[float]] = {a: [] for a in spec["algorithms"]}
-    traffic: Dict[str, List[Tuple[int, int]]] = {a: [] for a in spec["algorithms"]}
+    traffic: Dict[str, List[Tuple[int, int, int]]] = {a: [] for a in spec["algorithms"]}
     wrong: Dict[str, int] = {a: 0 for a in spec["algorithms"]}
 
     for iteration in range(spec["warmup"] + spec["iterations"]):
@@ -240,7 +247,7 @@ def rank_main(spec: Dict[str, Any]) -> int:
             after = _read_counters(interface)
             if iteration >= spec["warmup"]:
                 times[algorithm].append(elapsed)
-                traffic[algorithm].append((after[0] - before[0], after[1] - before[1]))
+                traffic[algorithm].append(tuple(a - b for a, b in zip(after, before)))
                 wrong[algorithm] += int(np.count_nonzero(~np.isclose(result, expected, rtol=1e-6, atol=0)))
     ds.barrier()
     ds.shutdown()
@@ -255,8 +262,9 @@ def rank_main(spec: Dict[str, Any]) -> int:
             records.append({
                 "algorithm": algorithm,
                 "times": slowest[algorithm],
-                "tx": {h: [t for t, _ in per_host[h][algorithm]] for h in sorted(per_host)},
-                "rx": {h: [r for _, r in per_host[h][algorithm]] for h in sorted(per_host)},
+                "tx": {h: [t[0] for t in per_host[h][algorithm]] for h in sorted(per_host)},
+                "rx": {h: [t[1] for t in per_host[h][algorithm]] for h in sorted(per_host)},
+                "retransmitted": {h: [t[2] for t in per_host[h][algorithm]] for h in sorted(per_host)},
                 "wrong": wrong_total[algorithm],
             })
         library = MPI.Get_library_version().replace("\x00", "").strip()  # Open MPI pads with NUL
@@ -280,6 +288,7 @@ class Measurement:
     times: List[float]
     tx: Dict[str, List[int]]     # host -> bytes sent per iteration (whole frames)
     rx: Dict[str, List[int]]
+    retransmitted: Dict[str, List[int]]   # host -> TCP segments retransmitted per iteration
     wrong: int
     theory_time: float = field(init=False)
     theory_busiest: float = field(init=False)
@@ -388,7 +397,8 @@ def run_host_count(netns: ModuleType, hosts: int, args: argparse.Namespace, rate
             for record in data["records"]:
                 measurements.append(Measurement(hosts, args.ranks_per_host, record["algorithm"],
                                                 args.size, rate_bps, record["times"], record["tx"],
-                                                record["rx"], record["wrong"]))
+                                                record["rx"], record["retransmitted"],
+                                                record["wrong"]))
             print(f"scaling: {hosts} hosts: " + ", ".join(
                 f"{m.label} {m.time:.3f} s" for m in measurements
                 if m.algorithm in job) + f" ({time.monotonic() - started:.0f} s with start-up)",
@@ -410,12 +420,13 @@ def table_rows(results: Sequence[Measurement]) -> List[List[str]]:
             f"{max(received.values()) / MIB:.2f}",
             f"{m.theory_busiest / MIB:.2f}" + ("" if m.theory_least == m.theory_busiest
                                                else f" / {m.theory_least / MIB:.2f}"),
-            str(m.wrong)])
+            str(sum(sum(v) for v in m.retransmitted.values())), str(m.wrong)])
     return rows
 
 
 HEADERS = ["hosts", "ranks", "algorithm", "time/iter (s)", "theory (s)", "sent/host max (MiB)",
-           "sent/host min (MiB)", "recv/host max (MiB)", "theory max / min (MiB)", "#wrong"]
+           "sent/host min (MiB)", "recv/host max (MiB)", "theory max / min (MiB)", "retransmits",
+           "#wrong"]
 
 
 def render_text(results: Sequence[Measurement]) -> str:
@@ -548,7 +559,7 @@ def main(argv: List[str]) -> int:
     table = render_text(results)
     print(f"# {command}\n# S = {args.size} bytes, links {args.rate} each way (tbf), "
           f"{args.ranks_per_host} rank(s) per host, median of {args.iterations}; bytes are whole "
-          f"frames on each host's eth0 per iteration\n{table}")
+          f"frames on each host's eth0 per iteration; retransmits: TCP segments resent, all hosts and timed iterations\n{table}")
     report = {
         "command": command,
         "config": {"size": args.size, "rate": args.rate, "rate_bps": rate_bps,

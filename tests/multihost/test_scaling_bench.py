@@ -33,9 +33,24 @@ def run_scaling(tmp_path: Path, *argv: str) -> List[Dict[str, Any]]:
     return report["results"]
 
 
-def sent(record: Dict[str, Any]) -> List[float]:
-    """Median bytes sent per iteration by each host."""
-    return [sorted(v)[len(v) // 2] for v in record["tx"].values()]
+FRAME = 1514   # bytes on the wire of one full TCP segment (MTU 1500 + Ethernet header)
+
+
+def check_sent(record: Dict[str, Any], busiest: float, others: float) -> None:
+    """Every timed iteration: the busiest host sent at least `busiest` payload bytes and every
+    other host at least `others`, and no host more than 15% above that (headers and
+    acknowledgements) plus the segments TCP retransmitted (a loaded machine drops a packet now
+    and then; the benchmark reports them)."""
+    hosts = sorted(record["tx"])
+    for i in range(len(record["times"])):
+        sent = {h: record["tx"][h][i] for h in hosts}
+        resent = {h: record["retransmitted"][h][i] * FRAME for h in hosts}
+        top = max(hosts, key=lambda h: sent[h])
+        where = (f"{record['hosts']} hosts, {record['algorithm']}, iteration {i}: sent {sent}, "
+                 f"retransmitted bytes {resent}")
+        for host in hosts:
+            floor = busiest if host == top else others
+            assert floor <= sent[host] <= 1.15 * floor + resent[host], where
 
 
 def test_ring_and_parameter_server_bytes_follow_the_theory(tmp_path: Path) -> None:
@@ -47,15 +62,11 @@ def test_ring_and_parameter_server_bytes_follow_the_theory(tmp_path: Path) -> No
         assert record["wrong"] == 0 and len(record["times"]) == 2
         assert all(t > 0 for t in record["times"])
         hosts = record["hosts"]
-        per_host = sent(record)
-        assert len(per_host) == hosts
-        if record["algorithm"] == "ring":   # every host 2(N-1)/N S, plus headers
-            expected = 2 * (hosts - 1) / hosts * S
-            assert all(expected <= b < 1.15 * expected for b in per_host), (record, expected)
+        assert len(record["tx"]) == hosts
+        if record["algorithm"] == "ring":   # every host 2(N-1)/N S
+            check_sent(record, 2 * (hosts - 1) / hosts * S, 2 * (hosts - 1) / hosts * S)
         else:                                # the root (N-1) S, every other host S
-            root, others = max(per_host), sorted(per_host)[:-1]
-            assert (hosts - 1) * S <= root < 1.15 * (hosts - 1) * S, record
-            assert all(S <= b < 1.15 * S for b in others), record
+            check_sent(record, (hosts - 1) * S, S)
     png = tmp_path / "out" / "scaling.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -70,5 +81,5 @@ def test_hierarchical_sends_fewer_bytes_per_host(tmp_path: Path) -> None:
     by_algorithm = {r["algorithm"]: r for r in results}
     assert set(by_algorithm) == {"ring", "hierarchical"}
     assert all(r["wrong"] == 0 for r in results)
-    assert all(1.5 * S <= b < 1.6 * S for b in sent(by_algorithm["ring"])), by_algorithm["ring"]
-    assert all(S <= b < 1.1 * S for b in sent(by_algorithm["hierarchical"])), by_algorithm
+    check_sent(by_algorithm["ring"], 1.5 * S, 1.5 * S)
+    check_sent(by_algorithm["hierarchical"], S, S)
