@@ -40,11 +40,54 @@ fi
 "$MPIRUN" --version | head -1
 
 stage "build"
-DIST_SYNC_MPICXX="$MPICXX" "$PY" setup.py -q build_ext --inplace >/tmp/dist_sync_build.log 2>&1
-status=$?
-tail -5 /tmp/dist_sync_build.log
-result "build" $status
-[ $status -eq 0 ] || { cat /tmp/dist_sync_build.log; exit 1; }
+# The extension is built in place against the carried Open MPI, then checked with a 2-rank smoke
+# test (torch imported first, as in training scripts). If that crashes, the build is retried with
+# link flags that keep a statically linked C++ runtime private to the extension, then unoptimised,
+# printing what differs; the first variant that passes is used and named (BUILD VARIANT).
+SMOKE_TORCH='import torch, dist_sync.torch as hvd; hvd.init(); r = hvd.allreduce(torch.ones(3), op=hvd.Sum).tolist(); assert r == [hvd.size()] * 3, r; hvd.shutdown(); print("smoke ok")'
+SMOKE_NUMPY='import numpy as np, dist_sync as ds; ds.init(); r = ds.allreduce(np.ones(3), op=ds.Sum).tolist(); assert r == [ds.size()] * 3, r; ds.shutdown(); print("smoke ok")'
+smoke() {  # smoke CODE
+  timeout 90 "$MPIRUN" -np 2 --bind-to none --oversubscribe "$PY" -c "$1" >/tmp/dist_sync_smoke.log 2>&1
+  local status=$?
+  grep -m1 "smoke ok" /tmp/dist_sync_smoke.log || tail -25 /tmp/dist_sync_smoke.log
+  return $status
+}
+try_build() {  # try_build NAME BUILD_TYPE LDFLAGS
+  echo "--- build variant $1: DIST_SYNC_BUILD_TYPE=$2 LDFLAGS='$3'"
+  rm -rf build dist_sync/_core*.so
+  LDFLAGS="$3" DIST_SYNC_BUILD_TYPE="$2" DIST_SYNC_MPICXX="$MPICXX" \
+    "$PY" setup.py -q build_ext --inplace >/tmp/dist_sync_build.log 2>&1 || {
+      tail -30 /tmp/dist_sync_build.log; return 1; }
+  local so
+  so=$(ls dist_sync/_core*.so)
+  echo "exported C++ runtime symbols: $(nm -D --defined-only "$so" | grep -c 'St7codecvt\|_ZNSo') ; $(ldd "$so" | grep -o 'libstdc++[^ ]* => [^ ]*')"
+  PYTHONPATH="$PWD" smoke "$SMOKE_TORCH"
+}
+echo "compiler: $($MPICXX --showme:command 2>/dev/null) = $(c++ --version | head -1)"
+env | grep -E '^(LDFLAGS|CXXFLAGS|CFLAGS|CPPFLAGS|CXX|CC)=' || echo "no compiler flags in the environment"
+VARIANT=""
+if try_build release Release "${LDFLAGS:-}"; then
+  VARIANT="release (default flags)"
+else
+  echo "--- without torch:"; PYTHONPATH="$PWD" smoke "$SMOKE_NUMPY"
+  if try_build private-runtime Release "${LDFLAGS:-} -Wl,--exclude-libs,ALL"; then
+    VARIANT="release, LDFLAGS=-Wl,--exclude-libs,ALL"
+  elif try_build static-private-runtime Release "${LDFLAGS:-} -static-libstdc++ -static-libgcc -Wl,--exclude-libs,ALL"; then
+    VARIANT="release, LDFLAGS=-static-libstdc++ -static-libgcc -Wl,--exclude-libs,ALL"
+  elif try_build debug Debug "${LDFLAGS:-}"; then
+    VARIANT="debug (-O0)"
+  else
+    try_build relwithdebinfo RelWithDebInfo "${LDFLAGS:-}"
+    if command -v cuda-gdb >/dev/null; then
+      echo "--- backtrace (cuda-gdb, RelWithDebInfo build, no torch)"
+      PYTHONPATH="$PWD" timeout 120 "$MPIRUN" -np 2 --bind-to none --oversubscribe cuda-gdb -q \
+        -batch -ex run -ex bt -ex quit --args "$PY" -c "$SMOKE_NUMPY" 2>&1 | grep -v "^\[New\|^\[Thread\|^\[Detaching" | tail -60
+    fi
+  fi
+fi
+if [ -z "$VARIANT" ]; then result "build" 1; exit 1; fi
+echo "BUILD VARIANT: $VARIANT"
+result "build" 0
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export DIST_SYNC_TEST_MPIRUN="$MPIRUN"
 
