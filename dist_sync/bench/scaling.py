@@ -543,7 +543,6 @@ def main(argv: List[str]) -> int:
     load_start = list(os.getloadavg())
     try:
         with tempfile.TemporaryDirectory(prefix="dist_sync_scaling_") as scratch:
-            os.chmod(scratch, 0o777)
             for hosts in args.hosts:
                 measured, info = run_host_count(netns, hosts, args, rate_bps, Path(scratch))
                 results.extend(measured)

@@ -41,7 +41,6 @@ def run(cluster: VirtualCluster, worker: str, ranks_per_host: Union[int, Sequenc
     """Runs `worker` with JSON `args` on `ranks_per_host` ranks per host; `env` reaches every rank."""
     script = worker_path(worker)
     with tempfile.TemporaryDirectory(prefix="dist_sync_mh_") as out_dir:
-        os.chmod(out_dir, 0o777)  # written by the ranks (same user, but be explicit)
         rank_env = {
             # _common and reference live in tests/workers and tests; the script's own directory
             # comes first on sys.path anyway.
