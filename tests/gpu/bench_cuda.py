@@ -126,6 +126,8 @@ def main() -> None:
         for label, times in results.items():
             print(f"TIMING {label:62s} {summary(times)}")
         print(f"TIMING pinned staging pool: {_staging.pool_stats()}")
+    # A rank that shuts down while another still collects its last step would fail that step.
+    hvd.barrier()
     hvd.shutdown()
 
 
