@@ -174,7 +174,7 @@ class PinnedBlock:
 
     def view(self, dtype: torch.dtype, shape: Sequence[int]) -> torch.Tensor:
         """The block's first bytes as a contiguous tensor of ``dtype`` and ``shape``."""
-        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        nbytes = math.prod(shape) * dtype.itemsize
         if nbytes > self.capacity:
             raise ValueError(f"a {self.capacity}-byte pinned block cannot hold {nbytes} bytes")
         return self.storage[:nbytes].view(dtype).view(list(shape))

@@ -430,7 +430,8 @@ def barrier_and_basics():
     assert 0 <= hvd.cross_rank() < hvd.cross_size()
     assert hvd.mpi_enabled() and hvd.mpi_built()
     assert not hvd.gloo_enabled() and not hvd.gloo_built() and hvd.nccl_built() == 0
-    assert not (hvd.ddl_built() or hvd.ccl_built() or hvd.cuda_built() or hvd.rocm_built())
+    assert not (hvd.ddl_built() or hvd.ccl_built() or hvd.rocm_built())
+    assert hvd.cuda_built() == torch.backends.cuda.is_built()  # CUDA tensors are staged
     assert isinstance(hvd.mpi_threads_supported(), bool)
 
 
