@@ -145,6 +145,12 @@ class CudaBackend:
     def copy(self, dst: torch.Tensor, src: torch.Tensor, stream: torch.cuda.Stream) -> None:
         with torch.cuda.stream(stream):
             dst.copy_(src, non_blocking=True)
+        if dst.is_cuda:
+            # dst was allocated on the user's stream; if the user frees it (after waiting on
+            # another stream than that one), the caching allocator must not hand its memory out
+            # again before this copy has finished. (A source is kept alive by the operation
+            # until its copy has finished: the staging thread waits for it.)
+            dst.record_stream(stream)
 
     def allocate_pinned(self, nbytes: int) -> torch.Tensor:
         return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
