@@ -66,10 +66,13 @@ def _runs_line(out: TextIO, runs: Sequence[Dict[str, Any]]) -> None:
     env = runs[0]["environment"]
     dates = sorted(r["environment"]["date"] for r in runs)
     loads = [r["environment"].get("load_average_start", [None])[0] for r in runs]
+    commands = list(dict.fromkeys(r["environment"]["command"] for r in runs))
     print(f"{len(runs)} run(s), {env['ranks']} ranks on {', '.join(env['hosts'])} "
           f"({env['cpu_count']} CPUs, {env['cpu_model']}), {dates[0]} to {dates[-1]}; "
           f"1-minute load average at the start of each run: "
-          f"{', '.join(_num(x, 2) for x in loads)}; command: `{env['command']}`", file=out)
+          f"{', '.join(_num(x, 2) for x in loads)}; "
+          f"{'command' if len(commands) == 1 else 'commands'}: "
+          f"{'; '.join(f'`{c}`' for c in commands)}", file=out)
     print(file=out)
 
 
