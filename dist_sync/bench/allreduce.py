@@ -157,16 +157,17 @@ def _mpi_supports(dtype: str, comm: Any, MPI: Any) -> str:
     return ""
 
 
-def summarize(contender: Contender, nbytes: int) -> Dict[str, Any]:
+def summarize(times: Sequence[float], nbytes: int, bandwidth_factor: float,
+              wrong: int) -> Dict[str, Any]:
     """Median time and bandwidths of one tool at one size (JSON-ready)."""
-    seconds = common.median(contender.times)
+    seconds = common.median(times)
     algbw = nbytes / seconds / 1e9 if seconds > 0 else float("nan")
     return {
-        "times_s": [float(t) for t in contender.times],
+        "times_s": [float(t) for t in times],
         "time_us": common.finite_or_none(seconds * 1e6),
         "algbw_GBps": common.finite_or_none(algbw),
-        "busbw_GBps": common.finite_or_none(algbw * contender.bandwidth_factor),
-        "wrong": int(contender.wrong),
+        "busbw_GBps": common.finite_or_none(algbw * bandwidth_factor),
+        "wrong": int(wrong),
     }
 
 
@@ -376,7 +377,8 @@ def _measure_size(comm: Any, buffers: Buffers, contenders: Sequence[Contender],
     for contender in sorted(contenders, key=lambda c: TOOLS.index(c.key)):
         contender.times = list(common.slowest_per_iteration(comm, contender.times))
         contender.wrong = common.sum_over_ranks(comm, contender.wrong)
-        row[contender.key] = summarize(contender, buffers.nbytes)
+        row[contender.key] = summarize(contender.times, buffers.nbytes,
+                                       contender.bandwidth_factor, contender.wrong)
         log.debug("%d B %s: median %.1f us, %d wrong", buffers.nbytes, contender.key,
                   row[contender.key]["time_us"] or float("nan"), contender.wrong)
     return row
@@ -391,12 +393,8 @@ def _raw(ds: Any, core: Any, nbytes: int, dtype_code: int, args: argparse.Namesp
                                        args.warmup_iters, settings)
     finally:
         ds.init()  # the same DIST_SYNC_* settings as before
-    seconds = common.median(times)
-    algbw = nbytes / seconds / 1e9 if seconds > 0 else float("nan")
-    size = ds.size()
-    return {"times_s": [float(t) for t in times], "time_us": common.finite_or_none(seconds * 1e6),
-            "algbw_GBps": common.finite_or_none(algbw),
-            "busbw_GBps": common.finite_or_none(algbw * common.busbw_factor(size)), "wrong": 0}
+    # The hook reduces zeros it allocated itself: nothing to check.
+    return summarize(times, nbytes, common.busbw_factor(ds.size()), 0)
 
 
 def _print_header(out: Any, env: Dict[str, Any], args: argparse.Namespace,

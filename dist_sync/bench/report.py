@@ -13,8 +13,6 @@ import sys
 from collections import defaultdict
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
-import numpy as np
-
 from . import common
 from .allreduce import TOOLS as ALLREDUCE_TOOLS
 
@@ -28,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _median(values: Sequence[Optional[float]]) -> Optional[float]:
+    """The median of the values that were measured (None: not measured in that run)."""
     present = [v for v in values if v is not None]
-    return float(np.median(present)) if present else None
+    return common.median(present) if present else None
 
 
 def _range(values: Sequence[Optional[float]]) -> Tuple[Optional[float], Optional[float]]:
