@@ -28,7 +28,10 @@ namespace {
 // The process's dist_sync session. Held through a pointer that is deliberately not destroyed in
 // a fork()ed child: the child has no engine thread, and its copy must not try to stop one.
 struct Session {
-  std::unique_ptr<Engine> engine;
+  // Shared: a thread waiting on a handle without the GIL holds a reference, so a shutdown() from
+  // another thread cannot destroy the engine (its handle table, mutex and condition variable)
+  // under that wait; the waiter wakes with the shutdown error and lets go.
+  std::shared_ptr<Engine> engine;
   Topology topology;
   std::string last_stop_reason;  // why the previous engine stopped, for errors after shutdown()
 };
@@ -58,6 +61,12 @@ Engine& engine() {
     throw Error("dist_sync is not initialized: call dist_sync.init() (or hvd.init()) first");
   }
   return *s.engine;
+}
+
+// The engine, kept alive for as long as the caller holds it (see Session::engine).
+std::shared_ptr<Engine> shared_engine() {
+  engine();  // the same checks
+  return session().engine;
 }
 
 template <typename T>
@@ -106,7 +115,7 @@ void init(const py::dict& config, int64_t comm_f2c) {
     peers.push_back(PeerProcess{pid, comm->describe_rank(peer_rank)});
   }
   const int rank = comm->rank();
-  s.engine = std::make_unique<Engine>(engine_settings, std::move(comm),
+  s.engine = std::make_shared<Engine>(engine_settings, std::move(comm),
                                       [raw] { raw->abort_job(1); }, std::move(local), std::move(cross));
   install_termination_report(rank, peers);  // Note [Saying why mpirun ended a rank]
 }
@@ -445,11 +454,11 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("poll", [](uint64_t handle) { return engine().poll(handle); });
   m.def("wait", [](uint64_t handle) {
-    Engine& e = engine();
+    const std::shared_ptr<Engine> e = shared_engine();
     OpResult result;
     {
       py::gil_scoped_release release;
-      result = e.wait(handle);
+      result = e->wait(handle);
     }
     if (!result.error.empty()) throw Error(result.error);
     py::object output = py::none();
