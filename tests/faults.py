@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -20,12 +21,19 @@ def token() -> str:
     return f"dist-sync-fault-{uuid.uuid4().hex}"
 
 
+def _plain_environment() -> Dict[str, str]:
+    """This environment without a preloaded sanitizer runtime (make sanitize preloads one into
+    the test process; a tool like pgrep must not inherit it: it can hang there)."""
+    return {key: value for key, value in os.environ.items() if key != "LD_PRELOAD"}
+
+
 def leftover_processes(job_token: str, settle_seconds: float = 10.0) -> List[str]:
     """Processes whose command line still holds `job_token`, after giving them up to
     `settle_seconds` to disappear (mpirun has exited; a straggler would be a leak)."""
     deadline = time.monotonic() + settle_seconds
     while True:
-        found = subprocess.run(["pgrep", "-af", job_token], capture_output=True, text=True)
+        found = subprocess.run(["pgrep", "-af", job_token], capture_output=True, text=True,
+                               env=_plain_environment(), timeout=60)
         lines = [line for line in found.stdout.splitlines() if line.strip()]
         if not lines or time.monotonic() > deadline:
             return lines
