@@ -16,7 +16,7 @@ export OMPI_MCA_mtl := ^ofi
 export PRTE_MCA_rmaps_default_mapping_policy := :oversubscribe
 MPIRUN := $(BIN)/mpirun -np 2 --bind-to none
 
-.PHONY: demo test test-unit test-mpich test-multihost install install-mpich bench clean
+.PHONY: demo test test-unit test-mpich test-multihost install install-mpich bench clean sanitize soak
 
 # Environment with the Open MPI wheel, torch (CPU) and the test tools; the extension built in place.
 $(VENV)/.deps: requirements/build.txt requirements/dev.txt
@@ -61,6 +61,16 @@ test-unit: install
 test-mpich: install-mpich
 	cd tests && DIST_SYNC_TEST_MPIRUN=$(BIN_MPICH)/mpirun $(BIN_MPICH)/pytest -q -p no:cacheprovider \
 	  test_allreduce_mpi.py test_engine_mpi.py test_ring_threads.py
+
+# The extension again with AddressSanitizer + UndefinedBehaviorSanitizer and with ThreadSanitizer
+# (out of tree, in build/sanitize-*; the in-place build is untouched), run against the tests that
+# exercise the C++: tools/sanitize.py says what runs and why each runtime option is set.
+sanitize: install
+	$(BIN)/python tools/sanitize.py
+
+# 20 000 fused small and 200 large allreduces on 2 ranks: every result checked, RSS watched.
+soak: install
+	$(MPIRUN) $(BIN)/python tools/soak.py
 
 clean:
 	rm -rf build $(VENV) $(VENV_MPICH) dist_sync/_core*.so *.egg-info
