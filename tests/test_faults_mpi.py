@@ -9,6 +9,9 @@ with ``--enable-recovery`` mpirun lets them run on, and the engine's own livenes
 """
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -146,3 +149,30 @@ def test_stall_timeout_fails_every_rank_with_tensor_and_missing_rank(tmp_path, n
     assert f"[dist_sync rank {np_ - 1}] ERROR: ending the job after the error above" in run.output
     assert faults.leftover_processes(job) == []
     assert faults.leftover_shm(faults.process_records(tmp_path)) == [], run.describe()
+
+
+SINGLETON = """
+import json, sys
+sys.path.insert(0, {workers!r})
+import numpy as np
+import dist_sync as ds
+from _faults import mapped_shm_files
+ds.init()
+assert ds.allreduce(np.ones(3), op=ds.Sum).tolist() == [1.0, 1.0, 1.0]
+print(json.dumps(mapped_shm_files()))
+"""
+
+
+@pytest.mark.parametrize("btl", [None, "^ofi"], ids=["default", "exclusions"])
+def test_singleton_run_leaves_no_shared_memory(btl):
+    # `python train.py` without mpirun: Open MPI is a singleton with no launcher to remove its
+    # shared-memory segment, so dist_sync keeps the transport out (Note [Singleton shared memory]).
+    env = harness.mpi_env()
+    env.pop("OMPI_MCA_btl", None)
+    if btl is not None:
+        env["OMPI_MCA_btl"] = btl
+    done = subprocess.run([sys.executable, "-c", SINGLETON.format(workers=str(harness.WORKERS))],
+                          capture_output=True, text=True, env=env, timeout=JOB_TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    mapped = json.loads(done.stdout.strip().splitlines()[-1])
+    assert faults.leftover_shm({0: {"shm": mapped}}, settle_seconds=2) == []

@@ -72,6 +72,60 @@ void check_mpi(int code, const char* call) {
   if (code != MPI_SUCCESS) throw Error(detail::concat(call, " failed: ", mpi_error_string(code)));
 }
 
+// Note [Singleton shared memory]
+// Started without a launcher (`python train.py`), Open MPI runs as a singleton, and nobody is
+// left to remove the 16 MiB file its shared-memory transport creates in MPI_Init
+// (/dev/shm/sm_segment.*): every such run would leak one, until /dev/shm fills up. One process
+// needs no shared memory, so for the duration of MPI_Init the transport is excluded (added to
+// an exclusion list the user set, such as the recommended OMPI_MCA_btl=^ofi; a list of chosen
+// transports is the user's choice and stays as it is). The variable is restored afterwards, so
+// processes this one starts (an mpirun of its own) are unaffected.
+class SingletonSharedMemoryGuard {
+ public:
+  SingletonSharedMemoryGuard() {
+#ifdef OPEN_MPI
+    for (const char* launched : {"PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK"}) {
+      if (std::getenv(launched) != nullptr) return;  // a launcher started us: it cleans up
+    }
+    const char* current = std::getenv(kVariable);
+    std::string value;
+    if (current == nullptr || *current == '\0') {
+      value = "^sm";
+    } else if (current[0] == '^') {
+      value = current;
+      for (size_t start = 1; start <= value.size();) {
+        const size_t end = std::min(value.find(',', start), value.size());
+        const std::string item = value.substr(start, end - start);
+        if (item == "sm" || item == "vader") return;  // already excluded
+        start = end + 1;
+      }
+      value += ",sm";
+    } else {
+      return;
+    }
+    had_value_ = current != nullptr;
+    if (had_value_) previous_ = current;
+    active_ = setenv(kVariable, value.c_str(), 1) == 0;
+#endif
+  }
+  ~SingletonSharedMemoryGuard() {
+    if (!active_) return;
+    if (had_value_) {
+      setenv(kVariable, previous_.c_str(), 1);
+    } else {
+      unsetenv(kVariable);
+    }
+  }
+  SingletonSharedMemoryGuard(const SingletonSharedMemoryGuard&) = delete;
+  SingletonSharedMemoryGuard& operator=(const SingletonSharedMemoryGuard&) = delete;
+
+ private:
+  static constexpr const char* kVariable = "OMPI_MCA_btl";
+  bool active_ = false;
+  bool had_value_ = false;
+  std::string previous_;
+};
+
 }  // namespace
 
 struct MpiCommunicator::Handle {
@@ -87,6 +141,7 @@ void mpi_initialize() {
   }
   int provided = MPI_THREAD_SINGLE;
   if (!initialized) {
+    const SingletonSharedMemoryGuard singleton;  // Note [Singleton shared memory]
     check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
     g_we_initialized_mpi = true;
   } else {
