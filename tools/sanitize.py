@@ -181,10 +181,14 @@ def run_kind(kind: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kinds", nargs="*", choices=sorted(KINDS), default=sorted(KINDS))
-    args = parser.parse_args()
-    total = sum(run_kind(kind) for kind in args.kinds)
-    print(f"== sanitizers clean: {', '.join(args.kinds)} in {total:.0f} s")
+    parser.add_argument("kinds", nargs="*", metavar="{" + ",".join(sorted(KINDS)) + "}",
+                        help="which builds to run (default: all)")
+    kinds = parser.parse_args().kinds or sorted(KINDS)
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        parser.error(f"unknown sanitizer build(s) {unknown}; choose from {sorted(KINDS)}")
+    total = sum(run_kind(kind) for kind in kinds)
+    print(f"== sanitizers clean: {', '.join(kinds)} in {total:.0f} s")
 
 
 if __name__ == "__main__":
