@@ -10,6 +10,7 @@ with ``--enable-recovery`` mpirun lets them run on, and the engine's own livenes
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,41 @@ def test_singleton_run_leaves_no_shared_memory(btl):
     assert done.returncode == 0, done.stdout + done.stderr
     mapped = json.loads(done.stdout.strip().splitlines()[-1])
     assert faults.leftover_shm({0: {"shm": mapped}}, settle_seconds=2) == []
+
+
+def sigterm_probe(mode: str) -> "subprocess.CompletedProcess[str]":
+    """Runs tests/workers/sigterm_probe.py alone and sends it SIGTERM once it is ready (the
+    forked_child mode signals its own child)."""
+    process = subprocess.Popen([sys.executable, str(harness.WORKERS / "sigterm_probe.py"), mode],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=harness.mpi_env())
+    try:
+        if mode != "forked_child":
+            assert process.stdout.readline().strip() == "ready"
+            process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=JOB_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def test_sigterm_report_names_no_lost_rank_in_a_lone_process():
+    done = sigterm_probe("running")
+    assert done.returncode == -signal.SIGTERM, done  # still dies of SIGTERM, as by default
+    assert "[dist_sync rank 0] terminated by SIGTERM" in done.stderr
+    assert "No other rank on this host had exited" in done.stderr
+
+
+@pytest.mark.parametrize("mode", ["user_handler", "forked_child", "after_shutdown"])
+def test_sigterm_report_stays_out_of_the_way(mode):
+    # A handler of the user's is kept; a child forked after init() and a process after
+    # shutdown() die of SIGTERM silently, as without dist_sync.
+    done = sigterm_probe(mode)
+    assert "terminated by SIGTERM" not in done.stderr, done
+    if mode == "user_handler":
+        assert done.returncode == 7 and "user handler ran" in done.stdout, done
+    elif mode == "forked_child":
+        assert done.returncode == 0 and f"child ended by signal {int(signal.SIGTERM)}" in done.stdout, done
+    else:
+        assert done.returncode == -signal.SIGTERM, done
