@@ -135,14 +135,14 @@ def poll(handle: Handle) -> bool:
     handle = _check_handle(handle)
     if handle._done:
         return True
-    _check_usable()
+    _check_process()
     if handle._id is None:
         if not handle._deferred.ready():
             return False
         if handle._deferred.error() is not None:
             return True  # synchronize() raises the submission's error at once
         handle._id = handle._deferred.wait()
-    return bool(_core.poll(handle._id))
+    return bool(_with_stop_reason(_core.poll, handle._id))
 
 
 def synchronize(handle: Handle) -> Any:
@@ -153,11 +153,13 @@ def synchronize(handle: Handle) -> Any:
     handle = _check_handle(handle)
     if handle._done:
         raise ValueError(f"{handle!r} was already synchronized; each handle is synchronized once")
-    _check_usable()
+    # Only the process check: an operation that completed before a peer shut the engine down
+    # still has its result (Note [Results outlive the session's end]).
+    _check_process()
     try:
         if handle._id is None:
             handle._id = handle._deferred.wait()
-        raw = _core.wait(handle._id)
+        raw = _with_stop_reason(_core.wait, handle._id)
     finally:
         handle._done = True
         handle._keepalive = None
@@ -210,11 +212,31 @@ def defer(kind: int, name: Optional[str], keepalive: Any, finish: Callable[[RawR
     return Handle(None, keepalive, finish, kind, name, deferred), deferred
 
 
-def _check_usable() -> None:
+def _check_process() -> None:
     if _init_pid is not None and os.getpid() != _init_pid:
         raise DistSyncError("dist_sync cannot be used in a process forked after init() (for "
                             "example a DataLoader worker); use it from the process that called "
                             "init()")
+
+
+# Note [Results outlive the session's end]
+# When another rank shuts down (or exits), this rank's engine stops: operations still pending
+# fail with the reason, but those that had completed keep their results until synchronized, so
+# the slowest rank's last step is not lost. Only after this rank's own shutdown() are handles
+# gone; the error then says why the session ended.
+def _with_stop_reason(call: Callable[[int], Any], handle_id: int) -> Any:
+    try:
+        return call(handle_id)
+    except DistSyncError as error:
+        reason = _core.stop_reason()
+        if "not initialized" in str(error) and reason:
+            raise DistSyncError(f"dist_sync is not running: {reason}; the handle's result is "
+                                f"gone") from None
+        raise
+
+
+def _check_usable() -> None:
+    _check_process()
     if not _core.is_initialized():
         reason = _core.stop_reason()
         if reason:

@@ -78,8 +78,9 @@ SETTINGS = [
     Setting("fatal_grace_seconds", "DIST_SYNC_FATAL_GRACE_SECONDS", 10.0, _non_negative_float,
             "After a fatal error (a lost rank, a stall timeout) the process has this long to exit "
             "by itself before dist_sync ends the job with MPI_Abort."),
-    Setting("ring_segment_bytes", "DIST_SYNC_RING_SEGMENT_BYTES", 256 << 10, parse_bytes,
-            "Ring messages are cut into segments of this size so reduction overlaps transfer."),
+    Setting("ring_segment_bytes", "DIST_SYNC_RING_SEGMENT_BYTES", 0, parse_bytes,
+            "Ring messages are cut into segments of this size so reduction overlaps transfer; "
+            "0 (default): 1 MiB within a host, 32 KiB when the ring crosses hosts."),
     Setting("ring_in_flight", "DIST_SYNC_RING_IN_FLIGHT", 4, _positive_int,
             "Ring segments in flight per direction."),
     Setting("small_allreduce_bytes", "DIST_SYNC_SMALL_ALLREDUCE_BYTES", 64 << 10, parse_bytes,

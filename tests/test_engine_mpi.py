@@ -106,3 +106,9 @@ def test_exception_on_one_rank_reaches_the_others():
     assert error is not None, run.describe()
     assert "rank 1 exited with an uncaught ValueError: bad batch 17" in error, error
     assert "grad.fc" in error
+
+
+def test_completed_result_survives_a_peer_shutdown():
+    results = harness.run_ok("engine_late_sync", 2, timeout=60)
+    assert results[0]["value"] == results[1]["value"] == [3.0, 3.0, 3.0]
+    assert "rank 0 called dist_sync.shutdown()" in results[1]["later"]

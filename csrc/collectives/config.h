@@ -4,17 +4,35 @@
 
 #include <cstddef>
 
+#include "comm/communicator.h"
+
 namespace dist_sync {
 
 struct CollectiveConfig {
-  // Ring messages are cut into segments of this many bytes (DIST_SYNC_RING_SEGMENT_BYTES), so
-  // reducing one segment overlaps the transfer of the next.
-  size_t segment_bytes = size_t{256} << 10;
+  // Ring and broadcast messages are cut into segments of this many bytes
+  // (DIST_SYNC_RING_SEGMENT_BYTES), so reducing one segment overlaps the transfer of the next.
+  // 0: chosen per communicator (segment_bytes_for).
+  size_t segment_bytes = 0;
   // Allreduces of at most this many bytes use recursive doubling: log2(N) messages instead of
   // 2(N-1), which wins when latency dominates (DIST_SYNC_SMALL_ALLREDUCE_BYTES).
   size_t small_allreduce_bytes = size_t{64} << 10;
   // Segments in flight per direction.
   int in_flight = 4;
 };
+
+// Note [Segment size per transport]
+// Within a host, Open MPI moves a large message with one copy and a segment of 1 MiB keeps the
+// copy efficient while still pipelining (docs/benchmarks.md). Over TCP, a message above Open
+// MPI's eager limit (64 KiB) needs a rendezvous handshake, and between two peers one
+// direction's handshake waits behind the other direction's data in their shared connection:
+// the ring then reaches about half the link rate (docs/multihost_scaling.md). 32 KiB segments
+// go eagerly.
+constexpr size_t kSegmentBytesWithinHost = size_t{1} << 20;
+constexpr size_t kSegmentBytesAcrossHosts = size_t{32} << 10;
+
+inline size_t segment_bytes_for(const Communicator& comm, const CollectiveConfig& config) {
+  if (config.segment_bytes != 0) return config.segment_bytes;
+  return comm.single_host() ? kSegmentBytesWithinHost : kSegmentBytesAcrossHosts;
+}
 
 }  // namespace dist_sync

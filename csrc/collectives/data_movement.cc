@@ -50,7 +50,7 @@ void broadcast(Communicator& comm, const SpanList& buffer, int root,
   const int next = (rank + 1) % size;
   const bool receives = position > 0;
   const bool sends = position < size - 1;
-  const size_t segment = std::max<size_t>(1, config.segment_bytes);
+  const size_t segment = std::max<size_t>(1, segment_bytes_for(comm, config));
   const size_t segments = (total + segment - 1) / segment;
   const size_t window = static_cast<size_t>(std::max(1, config.in_flight));
   std::byte* recv_slots = workspace.get(Workspace::kRingRecvSlots, window * segment);

@@ -27,7 +27,8 @@ class RingRun {
         has_reduce_scatter_(ring_phases != RingPhases::kAllgather),
         first_step_(ring_phases == RingPhases::kAllgather ? size_ - 1 : 0),
         last_step_(ring_phases == RingPhases::kReduceScatter ? size_ - 2 : 2 * size_ - 3) {
-    segment_bytes_ = std::max(element_bytes_, config.segment_bytes / element_bytes_ * element_bytes_);
+    const size_t segment = segment_bytes_for(comm, config);
+    segment_bytes_ = std::max(element_bytes_, segment / element_bytes_ * element_bytes_);
     recv_slots_ = workspace.get(Workspace::kRingRecvSlots, window_ * segment_bytes_);
     send_slots_ = workspace.get(Workspace::kRingSendSlots, window_ * segment_bytes_);
     for (int slot = static_cast<int>(window_) - 1; slot >= 0; --slot) {

@@ -58,6 +58,9 @@ class Communicator {
   // dead rank is reported by name instead of waiting forever.
   virtual void check_peer(int peer) const = 0;
 
+  // True when every rank runs on this host (every rank agrees on the answer).
+  virtual bool single_host() const { return true; }
+
   // A human-readable name for a rank in error messages ("rank 3 (pid 4242 on node-a)").
   virtual std::string describe_rank(int peer) const { return "rank " + std::to_string(peer); }
 

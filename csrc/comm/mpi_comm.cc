@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iterator>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -301,21 +302,41 @@ TransferPtr MpiCommunicator::irecv(void* data, size_t bytes, int peer, int tag) 
   return transfer;
 }
 
+// Note [Eager pieces]
+// Open MPI sends a message of up to 4 KiB *including its header* eagerly over shared memory;
+// anything larger waits for a rendezvous handshake. A 4 KiB recursive-doubling exchange took
+// 4.3 us as one message against 1.6 us for 4000 bytes, so small exchanges travel as several
+// eager-sized pieces posted at once (a handful at most; larger ones go as one message).
+constexpr size_t kEagerPieceBytes = 4000;
+constexpr size_t kMaxEagerPieces = 8;
+
 void MpiCommunicator::sendrecv(const void* send, void* recv, size_t bytes, int peer, int tag,
                                const char* what) {
   if (bytes > kMaxPieceBytes) {  // rare: keep the piecewise path of the base class
     Communicator::sendrecv(send, recv, bytes, peer, tag, what);
     return;
   }
-  MPI_Request requests[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
-  int code = MPI_Irecv(recv, static_cast<int>(bytes), MPI_BYTE, peer, tag, handle_->comm, &requests[0]);
-  if (code == MPI_SUCCESS) {
-    code = MPI_Isend(send, static_cast<int>(bytes), MPI_BYTE, peer, tag, handle_->comm, &requests[1]);
+  const size_t pieces = (bytes > kEagerPieceBytes && bytes <= kEagerPieceBytes * kMaxEagerPieces)
+                            ? (bytes + kEagerPieceBytes - 1) / kEagerPieceBytes
+                            : 1;
+  const size_t piece_bytes = pieces == 1 ? bytes : kEagerPieceBytes;
+  MPI_Request requests[2 * kMaxEagerPieces];
+  std::fill(std::begin(requests), std::end(requests), MPI_REQUEST_NULL);
+  int code = MPI_SUCCESS;
+  for (size_t i = 0; i < pieces && code == MPI_SUCCESS; ++i) {
+    const size_t offset = i * piece_bytes;
+    const int length = static_cast<int>(std::min(piece_bytes, bytes - offset));
+    code = MPI_Irecv(static_cast<char*>(recv) + offset, length, MPI_BYTE, peer, tag, handle_->comm,
+                     &requests[2 * i]);
+    if (code == MPI_SUCCESS) {
+      code = MPI_Isend(static_cast<const char*>(send) + offset, length, MPI_BYTE, peer, tag,
+                       handle_->comm, &requests[2 * i + 1]);
+    }
   }
   Waiter waiter(*this, what);
   int done = 0;
   while (code == MPI_SUCCESS) {
-    code = MPI_Testall(2, requests, &done, MPI_STATUSES_IGNORE);
+    code = MPI_Testall(static_cast<int>(2 * pieces), requests, &done, MPI_STATUSES_IGNORE);
     if (code != MPI_SUCCESS || done) break;
     waiter.idle(peer);
   }
@@ -357,6 +378,10 @@ std::vector<std::pair<int, int32_t>> MpiCommunicator::same_host_peers() const {
     if (r != rank_ && hosts_[index] == hosts_[static_cast<size_t>(rank_)]) peers.emplace_back(r, pids_[index]);
   }
   return peers;
+}
+
+bool MpiCommunicator::single_host() const {
+  return std::all_of(hosts_.begin(), hosts_.end(), [&](const std::string& host) { return host == hosts_.front(); });
 }
 
 std::string MpiCommunicator::describe_rank(int peer) const {

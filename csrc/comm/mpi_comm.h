@@ -49,6 +49,7 @@ class MpiCommunicator : public Communicator {
                 const char* what) override;
   void check_peer(int peer) const override;
   std::string describe_rank(int peer) const override;
+  bool single_host() const override;
 
   const Topology& topology() const { return topology_; }
   // (rank, pid) of every other rank on this host, for the SIGTERM report
