@@ -105,10 +105,11 @@ void Timeline::span(const std::string& tensor, const std::string& phase, Clock::
 
 void Timeline::flush_locked() {
   if (file_ == nullptr || buffer_.empty()) return;
-  // Overwrite the closing bracket, append, close again (Note [Timeline stays valid JSON]).
+  // Overwrite the closing bracket, append, close again (Note [Timeline stays valid JSON]), in one
+  // write so a process killed mid-flush is unlikely to leave a half-written tail.
+  buffer_ += "\n]";
   std::fseek(file_, -1, SEEK_END);
-  std::fputs(buffer_.c_str(), file_);
-  std::fputs("\n]", file_);
+  std::fwrite(buffer_.data(), 1, buffer_.size(), file_);
   std::fflush(file_);
   buffer_.clear();
 }

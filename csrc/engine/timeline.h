@@ -6,6 +6,7 @@
 // JSON at every flush: a job that is killed leaves a loadable trace.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <mutex>
@@ -22,7 +23,7 @@ class Timeline {
   // Starts writing to `path` (replacing it). Throws Error if it cannot be opened.
   void start(const std::string& path);
   void stop();
-  bool enabled() const { return enabled_; }
+  bool enabled() const { return enabled_.load(std::memory_order_relaxed); }
 
   // One complete event on the tensor's row. `args` is a JSON object body ("\"k\": 1") or empty.
   void span(const std::string& tensor, const std::string& phase, Clock::time_point begin,
@@ -34,7 +35,7 @@ class Timeline {
   void flush_locked();
 
   std::mutex mutex_;
-  bool enabled_ = false;
+  std::atomic<bool> enabled_{false};  // read by the engine thread without the lock
   std::FILE* file_ = nullptr;
   bool first_event_ = true;
   std::string buffer_;
