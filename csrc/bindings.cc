@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 #include <memory>
 
 #include "collectives/allreduce.h"
@@ -140,6 +141,40 @@ void shutdown(bool finalize_mpi, const std::string& reason) {
   if (finalize_mpi && !failed) mpi_finalize_if_owned();
 }
 
+// Runs body(rank) on `size` threads without the GIL. A rank that throws is reported to
+// `on_failure` (which kills it in its fabrics, so its peers fail instead of waiting) and the first
+// failure is rethrown naming its rank.
+void run_thread_ranks(int size, const std::function<void(int)>& body,
+                      const std::function<void(int)>& on_failure) {
+  std::vector<std::string> errors(static_cast<size_t>(size));
+  {
+    py::gil_scoped_release release;
+    std::vector<std::thread> threads;
+    for (int r = 0; r < size; ++r) {
+      threads.emplace_back([&, r] {
+        try {
+          body(r);
+        } catch (const std::exception& e) {
+          errors[static_cast<size_t>(r)] = e.what();
+          on_failure(r);
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  for (int r = 0; r < size; ++r) {
+    if (!errors[static_cast<size_t>(r)].empty()) {
+      throw Error(detail::concat("rank ", r, ": ", errors[static_cast<size_t>(r)]));
+    }
+  }
+}
+
+std::vector<py::bytes> as_bytes(const std::vector<std::string>& outputs) {
+  std::vector<py::bytes> result;
+  for (const auto& out : outputs) result.emplace_back(out);
+  return result;
+}
+
 // The in-process test hook: runs one collective over N thread ranks and returns each rank's
 // output bytes. Lets pytest drive the C++ algorithms for many N and sizes without MPI.
 std::vector<py::bytes> thread_collective(const std::string& kind, int size,
@@ -161,13 +196,7 @@ std::vector<py::bytes> thread_collective(const std::string& kind, int size,
   scaling.divisor = divisor;
   auto fabric = std::make_shared<ThreadFabric>(size);
   std::vector<std::string> outputs(static_cast<size_t>(size));
-  std::vector<std::string> errors(static_cast<size_t>(size));
-  {
-    py::gil_scoped_release release;
-    std::vector<std::thread> threads;
-    for (int r = 0; r < size; ++r) {
-      threads.emplace_back([&, r] {
-        try {
+  run_thread_ranks(size, [&](int r) {
           ThreadCommunicator comm(fabric, r);
           WaitConfig wait;
           wait.timeout = std::chrono::seconds(60);
@@ -237,22 +266,8 @@ std::vector<py::bytes> thread_collective(const std::string& kind, int size,
           } else {
             throw UsageError("unknown collective kind " + kind);
           }
-        } catch (const std::exception& e) {
-          errors[static_cast<size_t>(r)] = e.what();
-          fabric->kill_rank(r);
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-  }
-  for (int r = 0; r < size; ++r) {
-    if (!errors[static_cast<size_t>(r)].empty()) {
-      throw Error(detail::concat("rank ", r, ": ", errors[static_cast<size_t>(r)]));
-    }
-  }
-  std::vector<py::bytes> result;
-  for (const auto& out : outputs) result.emplace_back(out);
-  return result;
+      }, [&](int r) { fabric->kill_rank(r); });
+  return as_bytes(outputs);
 }
 
 // Times one collective algorithm directly over a fresh duplicate of MPI_COMM_WORLD, bypassing
@@ -333,14 +348,8 @@ std::vector<py::bytes> thread_hierarchical(int hosts, int per_host, const std::v
   for (int h = 0; h < hosts; ++h) local_fabrics.push_back(std::make_shared<ThreadFabric>(per_host));
   for (int l = 0; l < per_host; ++l) cross_fabrics.push_back(std::make_shared<ThreadFabric>(hosts));
   std::vector<std::string> outputs(static_cast<size_t>(size));
-  std::vector<std::string> errors(static_cast<size_t>(size));
-  {
-    py::gil_scoped_release release;
-    std::vector<std::thread> threads;
-    for (int r = 0; r < size; ++r) {
-      threads.emplace_back([&, r] {
-        const int host = r / per_host, local_rank = r % per_host;
-        try {
+  run_thread_ranks(size, [&](int r) {
+          const int host = r / per_host, local_rank = r % per_host;
           ThreadCommunicator local(local_fabrics[static_cast<size_t>(host)], local_rank);
           ThreadCommunicator cross(cross_fabrics[static_cast<size_t>(local_rank)], host);
           WaitConfig wait;
@@ -354,23 +363,11 @@ std::vector<py::bytes> thread_hierarchical(int hosts, int per_host, const std::v
           SpanList spans(in.data(), out.data(), in.size());
           hierarchical_allreduce(local, cross, spans, dtype, static_cast<ReduceOp>(op_code), scaling,
                                  config, workspace);
-        } catch (const std::exception& e) {
-          errors[static_cast<size_t>(r)] = e.what();
-          local_fabrics[static_cast<size_t>(host)]->kill_rank(local_rank);
-          cross_fabrics[static_cast<size_t>(local_rank)]->kill_rank(host);
-        }
+      }, [&](int r) {
+        local_fabrics[static_cast<size_t>(r / per_host)]->kill_rank(r % per_host);
+        cross_fabrics[static_cast<size_t>(r % per_host)]->kill_rank(r / per_host);
       });
-    }
-    for (auto& t : threads) t.join();
-  }
-  for (int r = 0; r < size; ++r) {
-    if (!errors[static_cast<size_t>(r)].empty()) {
-      throw Error(detail::concat("rank ", r, ": ", errors[static_cast<size_t>(r)]));
-    }
-  }
-  std::vector<py::bytes> result;
-  for (const auto& out : outputs) result.emplace_back(out);
-  return result;
+  return as_bytes(outputs);
 }
 
 }  // namespace

@@ -130,6 +130,22 @@ def run(worker: str, np: int, args: Any = None, timeout: float = 120.0,
         return result
 
 
+def worker_checks(worker: str) -> List[str]:
+    """The names of the checks a worker registers (its module-level ``check.checks``), read by
+    importing the worker here, so pytest can report each check as a test of its own."""
+    import importlib.util
+    paths = [str(WORKERS), str(TESTS)]
+    sys.path[:0] = paths
+    try:
+        spec = importlib.util.spec_from_file_location(f"_checks_{worker}", WORKERS / f"{worker}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        for path in paths:
+            sys.path.remove(path)
+    return list(module.check.checks)
+
+
 def run_ok(worker: str, np: int, args: Any = None, timeout: float = 120.0,
            env: Optional[Dict[str, str]] = None) -> List[Any]:
     """Runs a worker and returns every rank's value, failing with all output otherwise."""

@@ -26,7 +26,7 @@ Backward passes are first-order (``once_differentiable``): a double backward rai
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -88,20 +88,26 @@ def _extremum_grads(op: ReduceOp, inputs: Sequence[torch.Tensor], results: Seque
     return grads
 
 
+def _reduction_forward(ctx: Any, start: Callable[..., Any], tensor: torch.Tensor, op: ReduceOp,
+                       name: Optional[str], pre: float, post: float) -> torch.Tensor:
+    """Forward of allreduce/reducescatter. Min, Max and Product keep the (prescaled) input and the
+    unscaled result for their exact backward, so the scales are applied here, not in the engine."""
+    ctx.op, ctx.name, ctx.pre, ctx.post = op, name, pre, post
+    if _exact_backward(op, tensor):
+        z = _scaled(tensor.detach(), pre)
+        reduced = synchronize(start(z, name=name, op=op))
+        ctx.save_for_backward(z, reduced)
+        return _scaled(reduced, post) if post != 1.0 else reduced.clone()
+    return synchronize(start(tensor, name=name, op=op, prescale_factor=pre, postscale_factor=post))
+
+
 # --- allreduce -------------------------------------------------------------------------------
 
 class _Allreduce(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, tensor: torch.Tensor, op: ReduceOp, name: Optional[str], pre: float,
                 post: float) -> torch.Tensor:
-        ctx.op, ctx.name, ctx.pre, ctx.post = op, name, pre, post
-        if _exact_backward(op, tensor):
-            z = _scaled(tensor.detach(), pre)
-            reduced = synchronize(ops.allreduce_async(z, name=name, op=op))
-            ctx.save_for_backward(z, reduced)
-            return _scaled(reduced, post) if post != 1.0 else reduced.clone()
-        return synchronize(ops.allreduce_async(tensor, name=name, op=op, prescale_factor=pre,
-                                               postscale_factor=post))
+        return _reduction_forward(ctx, ops.allreduce_async, tensor, op, name, pre, post)
 
     @staticmethod
     @once_differentiable
@@ -324,14 +330,7 @@ class _Reducescatter(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, tensor: torch.Tensor, op: ReduceOp, name: Optional[str], pre: float,
                 post: float) -> torch.Tensor:
-        ctx.op, ctx.name, ctx.pre, ctx.post = op, name, pre, post
-        if _exact_backward(op, tensor):
-            z = _scaled(tensor.detach(), pre)
-            piece = synchronize(ops.reducescatter_async(z, name=name, op=op))
-            ctx.save_for_backward(z, piece)
-            return _scaled(piece, post) if post != 1.0 else piece.clone()
-        return synchronize(ops.reducescatter_async(tensor, name=name, op=op, prescale_factor=pre,
-                                                   postscale_factor=post))
+        return _reduction_forward(ctx, ops.reducescatter_async, tensor, op, name, pre, post)
 
     @staticmethod
     @once_differentiable

@@ -4,10 +4,8 @@ each reported as its own test. Skipped where torch sees no GPU; tests/gpu/run_on
 on a GPU machine."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from functools import lru_cache
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import pytest
 import torch
@@ -24,18 +22,6 @@ NP = 2
 ENV = {"DIST_SYNC_STALL_TIMEOUT_SECONDS": "60"}
 
 
-def _check_names() -> List[str]:
-    sys.path.insert(0, str(harness.WORKERS))
-    try:
-        spec = importlib.util.spec_from_file_location(f"_names_{WORKER}",
-                                                      harness.WORKERS / f"{WORKER}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(harness.WORKERS))
-    return list(module.check.checks)
-
-
 @lru_cache(maxsize=None)
 def _launch() -> Dict[str, Any]:
     run = harness.run(WORKER, NP, timeout=400, env=ENV)
@@ -45,7 +31,7 @@ def _launch() -> Dict[str, Any]:
         return {"failure": str(failure)}
 
 
-@pytest.mark.parametrize("name", _check_names())
+@pytest.mark.parametrize("name", harness.worker_checks(WORKER))
 def test_cuda_check(name: str) -> None:
     launch = _launch()
     assert "failure" not in launch, launch.get("failure")

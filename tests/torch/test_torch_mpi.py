@@ -6,10 +6,8 @@ own test. Checks that return a digest must produce bit-identical results on ever
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 from functools import lru_cache
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import pytest
 
@@ -19,18 +17,6 @@ WORKERS = ["torch_ops", "torch_training"]
 RANKS = [2, 3]
 # A mismatch between ranks fails in a minute with the engine's message instead of hanging.
 ENV = {"DIST_SYNC_STALL_TIMEOUT_SECONDS": "60"}
-
-
-def _check_names(worker: str) -> List[str]:
-    sys.path.insert(0, str(harness.WORKERS))
-    try:
-        spec = importlib.util.spec_from_file_location(f"_names_{worker}",
-                                                      harness.WORKERS / f"{worker}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(harness.WORKERS))
-    return list(module.check.checks)
 
 
 @lru_cache(maxsize=None)
@@ -44,7 +30,7 @@ def _launch(worker: str, np_: int) -> Dict[str, Any]:
 
 
 CASES = [(worker, np_, name) for worker in WORKERS for np_ in RANKS
-         for name in _check_names(worker)]
+         for name in harness.worker_checks(worker)]
 
 
 @pytest.mark.parametrize("worker,np_,name", CASES,

@@ -3,10 +3,8 @@ torch_staged.py runs on a simulated device (tests/fake_device.py) under mpirun w
 ranks, in one launch per rank count; every named check is reported as its own test."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from functools import lru_cache
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import pytest
 
@@ -16,20 +14,6 @@ WORKER = "torch_staged"
 RANKS = [2, 3]
 # A mismatch between ranks fails in a minute with the engine's message instead of hanging.
 ENV = {"DIST_SYNC_STALL_TIMEOUT_SECONDS": "60"}
-
-
-def _check_names() -> List[str]:
-    sys.path.insert(0, str(harness.WORKERS))
-    sys.path.insert(0, str(harness.TESTS))
-    try:
-        spec = importlib.util.spec_from_file_location(f"_names_{WORKER}",
-                                                      harness.WORKERS / f"{WORKER}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(harness.WORKERS))
-        sys.path.remove(str(harness.TESTS))
-    return list(module.check.checks)
 
 
 @lru_cache(maxsize=None)
@@ -42,7 +26,7 @@ def _launch(np_: int) -> Dict[str, Any]:
         return {"failure": str(failure)}
 
 
-CASES = [(np_, name) for np_ in RANKS for name in _check_names()]
+CASES = [(np_, name) for np_ in RANKS for name in harness.worker_checks(WORKER)]
 
 
 @pytest.mark.mpi
