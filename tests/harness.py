@@ -146,6 +146,19 @@ def worker_checks(worker: str) -> List[str]:
     return list(module.check.checks)
 
 
+def check_values(launch: Dict[str, Any], name: str) -> List[Any]:
+    """Every rank's value of one named check of a launch ({"ranks": [...]} or {"failure": ...});
+    fails unless every rank passed it and, where it reports a digest, all ranks got the same bits."""
+    assert "failure" not in launch, launch.get("failure")
+    results = [ranks[name] for ranks in launch["ranks"]]
+    for rank, result in enumerate(results):
+        assert result["ok"], f"rank {rank}:\n{result['error']}"
+    values = [r["value"] for r in results]
+    if isinstance(values[0], dict) and "digest" in values[0]:
+        assert len({v["digest"] for v in values}) == 1, "ranks got different bits"
+    return values
+
+
 def run_ok(worker: str, np: int, args: Any = None, timeout: float = 120.0,
            env: Optional[Dict[str, str]] = None) -> List[Any]:
     """Runs a worker and returns every rank's value, failing with all output otherwise."""

@@ -36,14 +36,7 @@ CASES = [(worker, np_, name) for worker in WORKERS for np_ in RANKS
 @pytest.mark.parametrize("worker,np_,name", CASES,
                          ids=[f"{w}-np{n}-{c}" for w, n, c in CASES])
 def test_check(worker: str, np_: int, name: str) -> None:
-    launch = _launch(worker, np_)
-    assert "failure" not in launch, launch.get("failure")
-    results = [ranks[name] for ranks in launch["ranks"]]
-    for rank, result in enumerate(results):
-        assert result["ok"], f"rank {rank}:\n{result['error']}"
-    values = [r["value"] for r in results]
-    if isinstance(values[0], dict) and "digest" in values[0]:
-        assert len({v["digest"] for v in values}) == 1, "ranks got different bits"
+    harness.check_values(_launch(worker, np_), name)
 
 
 def test_every_built_in_optimizer_was_covered() -> None:

@@ -32,11 +32,4 @@ CASES = [(np_, name) for np_ in RANKS for name in harness.worker_checks(WORKER)]
 @pytest.mark.mpi
 @pytest.mark.parametrize("np_,name", CASES, ids=[f"np{n}-{c}" for n, c in CASES])
 def test_staged_check(np_: int, name: str) -> None:
-    launch = _launch(np_)
-    assert "failure" not in launch, launch.get("failure")
-    results = [ranks[name] for ranks in launch["ranks"]]
-    for rank, result in enumerate(results):
-        assert result["ok"], f"rank {rank}:\n{result['error']}"
-    values = [r["value"] for r in results]
-    if isinstance(values[0], dict) and "digest" in values[0]:
-        assert len({v["digest"] for v in values}) == 1, "ranks got different bits"
+    harness.check_values(_launch(np_), name)
