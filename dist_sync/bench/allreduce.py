@@ -408,7 +408,7 @@ def _print_header(out: Any, env: Dict[str, Any], args: argparse.Namespace,
           f"iterations of the slowest rank; bandwidths in GB/s (1e9); busbw = algbw * 2(N-1)/N",
           file=out)
     print(f"# engine: fusion {config['fusion_threshold_bytes']} B, cycle {config['cycle_time_ms']} ms, "
-          f"ring segment {config['ring_segment_bytes']} B x {config['ring_in_flight']} in flight, "
+          f"ring segment {_segment_text(config['ring_segment_bytes'])} x {config['ring_in_flight']} in flight, "
           f"recursive doubling up to {config['small_allreduce_bytes']} B", file=out)
     print("# xalgo/xMPI/xgloo: the other's time / dist_sync's (>1: dist_sync faster); "
           "%link: dist_sync busbw / MPI_Sendrecv bw", file=out)
@@ -425,3 +425,10 @@ def _print_footer(out: Any, rows: Sequence[Dict[str, Any]], present: Sequence[st
             print(f"# Avg bus bandwidth {LABELS[key]:>26}: {np.mean(values):.3f} GB/s", file=out)
     print(f"# Out of bounds values : {wrong_total} {'OK' if wrong_total == 0 else 'FAILED'}",
           file=out, flush=True)
+
+
+def _segment_text(segment_bytes: int) -> str:
+    """The ring segment setting as the engine applies it (0: chosen per transport)."""
+    if segment_bytes == 0:
+        return "auto (1 MiB within a host, 32 KiB across hosts)"
+    return f"{segment_bytes} B"
