@@ -10,21 +10,12 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dist_sync import _core
 from randomized import bounded_segment, configured, counts, rank_counts, segment_bytes
-from reference import (DTYPE_CODE, DTYPES, OP_CODE, OPS, compare, make_input, storage_dtype)
+from reference import DTYPES, OPS, compare, make_input, storage_dtype
+from thread_ranks import run
 
 FLOATS = ("float16", "bfloat16", "float32", "float64")
 
-
-def run(kind, inputs, dtype, op="sum", segment=64, small=0, in_flight=2, root=0, split_rows=(),
-        prescale=1.0, postscale=1.0):
-    size = len(inputs)
-    divisor = size if op == "average" else 1
-    outputs = _core._thread_collective(kind, size, [x.tobytes() for x in inputs], DTYPE_CODE[dtype],
-                                       OP_CODE[op], prescale, postscale, divisor, segment, small,
-                                       in_flight, root, list(split_rows))
-    return [np.frombuffer(o, dtype=storage_dtype(dtype)) for o in outputs]
 
 
 @st.composite

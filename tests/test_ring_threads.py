@@ -8,18 +8,10 @@ import pytest
 
 from dist_sync import _core
 from reference import (DTYPE_CODE, DTYPES, OP_CODE, OPS, compare, make_input, storage_dtype)
+from thread_ranks import run
 
 SEED = 20261127
 
-
-def run(kind, inputs, dtype="float32", op="sum", segment=64, small=0, in_flight=2, root=0,
-        split_rows=(), prescale=1.0, postscale=1.0):
-    size = len(inputs)
-    divisor = size if op == "average" else 1
-    outputs = _core._thread_collective(kind, size, [x.tobytes() for x in inputs], DTYPE_CODE[dtype],
-                                       OP_CODE[op], prescale, postscale, divisor, segment, small,
-                                       in_flight, root, list(split_rows))
-    return [np.frombuffer(o, dtype=storage_dtype(dtype)) for o in outputs]
 
 
 def sizes_for(n):
