@@ -190,10 +190,7 @@ std::vector<py::bytes> thread_collective(const std::string& kind, int size,
   config.segment_bytes = segment_bytes;
   config.small_allreduce_bytes = small_bytes;
   config.in_flight = in_flight;
-  Scaling scaling;
-  scaling.prescale = prescale;
-  scaling.postscale = postscale;
-  scaling.divisor = divisor;
+  const Scaling scaling{prescale, postscale, divisor};
   auto fabric = std::make_shared<ThreadFabric>(size);
   std::vector<std::string> outputs(static_cast<size_t>(size));
   run_thread_ranks(size, [&](int r) {
@@ -339,10 +336,7 @@ std::vector<py::bytes> thread_hierarchical(int hosts, int per_host, const std::v
   CollectiveConfig config;
   config.segment_bytes = segment_bytes;
   config.small_allreduce_bytes = small_bytes;
-  Scaling scaling;
-  scaling.prescale = prescale;
-  scaling.postscale = postscale;
-  scaling.divisor = divisor;
+  const Scaling scaling{prescale, postscale, divisor};
   const int size = hosts * per_host;
   std::vector<std::shared_ptr<ThreadFabric>> local_fabrics, cross_fabrics;
   for (int h = 0; h < hosts; ++h) local_fabrics.push_back(std::make_shared<ThreadFabric>(per_host));
@@ -490,10 +484,7 @@ PYBIND11_MODULE(_core, m) {
                       double postscale, int64_t divisor, bool finalize) {
     std::string own = dst_own;
     const std::string theirs = other;
-    Scaling scaling;
-    scaling.prescale = prescale;
-    scaling.postscale = postscale;
-    scaling.divisor = divisor;
+    const Scaling scaling{prescale, postscale, divisor};
     const auto data_type = static_cast<DataType>(dtype);
     reduce(own.data(), own.data(), theirs.data(), own.size() / dtype_size(data_type), data_type,
            static_cast<ReduceOp>(op), scaling, finalize);

@@ -16,17 +16,14 @@ void hierarchical_allreduce(Communicator& local, Communicator& cross, const Span
   const size_t mine = static_cast<size_t>(local.rank());
 
   // (1) Within the host: this rank ends with chunk `mine` of the host's sum (prescaled).
-  Scaling prescale_only;
-  prescale_only.prescale = scaling.prescale;
+  const Scaling prescale_only{scaling.prescale, 1.0, 1};
   ring_collective(local, buffer, bounds, RingPhases::kReduceScatter, dtype, op, prescale_only,
                   config, workspace, kTagAllreduce);
   end_phase(phases, "HOST_REDUCE_SCATTER");
   const SpanList results = buffer.results_in_place();
 
   // (2) Across hosts, on that chunk; the final scaling happens here, once per element.
-  Scaling finish;
-  finish.postscale = scaling.postscale;
-  finish.divisor = scaling.divisor;
+  const Scaling finish{1.0, scaling.postscale, scaling.divisor};
   allreduce(cross, results.slice(bounds[mine], bounds[mine + 1] - bounds[mine]), dtype, op, finish,
             config, workspace);
   end_phase(phases, "CROSS_HOST_ALLREDUCE");

@@ -479,13 +479,15 @@ void Engine::record_timeline(const Response& response, const std::vector<Request
   }
 }
 
+// Average is Sum divided by the number of ranks (joined ranks included: they contribute zeros).
+Scaling Engine::scaling_of(const RequestMeta& meta) const {
+  return Scaling{meta.prescale, meta.postscale, meta.average ? int64_t{size_} : int64_t{1}};
+}
+
 void Engine::execute_allreduce(const Response& response, const std::vector<Request*>& locals,
                                PhaseLog* phases) {
   const RequestMeta& first = response.requests.front();
-  Scaling scaling;
-  scaling.prescale = first.prescale;
-  scaling.postscale = first.postscale;
-  scaling.divisor = first.average ? size_ : 1;
+  const Scaling scaling = scaling_of(first);
   size_t missing_bytes = 0;
   for (size_t i = 0; i < locals.size(); ++i) {
     if (locals[i] == nullptr) missing_bytes += response.requests[i].total_bytes();
@@ -600,10 +602,7 @@ void Engine::execute_reducescatter(const Response& response, Request* local, OpR
   const size_t total_bytes = tensor.bytes();
   std::byte* scratch = workspace_.get(Workspace::kFusion, total_bytes);
   const void* input = local != nullptr ? local->inputs.front() : zeros(total_bytes);
-  Scaling scaling;
-  scaling.prescale = meta.prescale;
-  scaling.postscale = meta.postscale;
-  scaling.divisor = meta.average ? size_ : 1;
+  const Scaling scaling = scaling_of(meta);
   reducescatter(*comm_, input, output->data(), scratch, element_bounds, tensor.dtype,
                 meta.reduce_op, scaling, config_.collectives, workspace_);
   result.output = std::move(output);

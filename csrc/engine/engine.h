@@ -25,6 +25,7 @@
 #include "engine/request.h"
 #include "engine/response_cache.h"
 #include "engine/timeline.h"
+#include "reduce/reduce.h"
 
 namespace dist_sync {
 
@@ -94,6 +95,7 @@ class Engine {
   void finish(const std::string& name, OpResult result);
   void demote(uint32_t bit);
   void update_cache(const Response& response);
+  Scaling scaling_of(const RequestMeta& meta) const;
   void stop(const std::string& reason, bool failed);
   void fatal(const std::string& message);
   std::byte* zeros(size_t bytes);

@@ -203,9 +203,7 @@ __attribute__((noinline, noclone)) void scale_loop(typename Codec::Storage* dst,
 template <typename Codec>
 void scale_codec(void* dst, const void* src, size_t count, double factor, int64_t divisor) {
   using Storage = typename Codec::Storage;
-  Scaling scaling;
-  scaling.postscale = factor;
-  scaling.divisor = divisor;
+  const Scaling scaling{1.0, factor, divisor};
   scale_loop<Codec>(static_cast<Storage*>(dst), static_cast<const Storage*>(src), count,
                           Scaler<typename Codec::Acc>(scaling));
 }

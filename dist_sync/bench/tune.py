@@ -333,28 +333,21 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             _print_small(out, result)
     if "cycle" in sweeps or "fusion" in sweeps:
         workload = fusion.Workload(fusion.scaled_counts(args.scale), rank, size)
-        if "cycle" in sweeps:
+        for sweep, setting, values, suggest, latency in (
+                ("cycle", "cycle_time_ms", args.cycle_times, suggest_cycle, True),
+                ("fusion", "fusion_threshold_bytes", args.fusion_thresholds, suggest_fusion, False)):
+            if sweep not in sweeps:
+                continue
             progress.start("tune")
-            result = sweep_engine(comm, ds, "cycle_time_ms", args.cycle_times, workload, args,
-                                  progress, measure_latency=True)
+            result = sweep_engine(comm, ds, setting, values, workload, args, progress,
+                                  measure_latency=latency)
             progress.clear()
-            result["suggested"] = suggest_cycle(result["results"])
+            result["suggested"] = suggest(result["results"])
             wrong += result["wrong"]
-            report["sweeps"]["cycle"] = result
+            report["sweeps"][sweep] = result
             suggested.update(result["suggested"])
             if rank == 0:
-                _print_engine(out, "cycle_time_ms", result, latency=True)
-        if "fusion" in sweeps:
-            progress.start("tune")
-            result = sweep_engine(comm, ds, "fusion_threshold_bytes", args.fusion_thresholds,
-                                  workload, args, progress, measure_latency=False)
-            progress.clear()
-            result["suggested"] = suggest_fusion(result["results"])
-            wrong += result["wrong"]
-            report["sweeps"]["fusion"] = result
-            suggested.update(result["suggested"])
-            if rank == 0:
-                _print_engine(out, "fusion_threshold_bytes", result, latency=False)
+                _print_engine(out, setting, result, latency=latency)
     report["suggested"] = suggested
     report["current_defaults"] = {k: base[k] for k in suggested}
     if rank == 0:
