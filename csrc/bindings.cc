@@ -13,9 +13,11 @@
 #include "collectives/data_movement.h"
 #include "collectives/hierarchical.h"
 #include "collectives/ring.h"
+#include "collectives/segments.h"
 #include "comm/mpi_comm.h"
 #include "comm/thread_comm.h"
 #include "common/errors.h"
+#include "common/page_backing.h"
 #include "common/termination_report.h"
 #include "engine/engine.h"
 #include "reduce/half.h"
@@ -479,6 +481,20 @@ PYBIND11_MODULE(_core, m) {
     return out;
   });
   m.def("_thread_collective", &thread_collective);
+  m.def("_plan_segments", [](const std::vector<size_t>& span_bytes, size_t offset, size_t length,
+                             size_t segment_bytes, size_t element_bytes) {
+    SpanList spans;
+    for (const size_t bytes : span_bytes) spans.add(nullptr, nullptr, bytes);
+    std::vector<std::pair<size_t, size_t>> plan;
+    for (const Extent& segment : plan_segments(spans, offset, length, segment_bytes, element_bytes)) {
+      plan.emplace_back(segment.offset, segment.bytes);
+    }
+    return plan;
+  });
+  m.def("_on_huge_pages", [](uintptr_t address, size_t bytes) {
+    const void* data = reinterpret_cast<const void*>(address);
+    return HugePageMap({MemoryRange{data, bytes}}).covers(data, bytes);
+  });
   m.def("_thread_hierarchical", &thread_hierarchical);
   m.def("_reduce", [](py::bytes dst_own, py::bytes other, int dtype, int op, double prescale,
                       double postscale, int64_t divisor, bool finalize) {

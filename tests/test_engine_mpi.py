@@ -112,3 +112,11 @@ def test_completed_result_survives_a_peer_shutdown():
     results = harness.run_ok("engine_late_sync", 2, timeout=60)
     assert results[0]["value"] == results[1]["value"] == [3.0, 3.0, 3.0]
     assert "rank 0 called dist_sync.shutdown()" in results[1]["later"]
+
+
+@pytest.mark.parametrize("np_", [2, 3])
+def test_fusion_across_different_memory_layouts(np_):
+    # Rank 0: separate arrays; rank 1: views into one array at an odd offset; rank 2: 4 KiB
+    # pages only. Segment plans must agree although the ranks send from different memory.
+    results = harness.run_ok("fused_layouts", np_, timeout=180)
+    assert [r["layout"] for r in results] == [rank % 3 for rank in range(np_)]

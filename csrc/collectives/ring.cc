@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <deque>
 
+#include "collectives/segments.h"
+#include "common/page_backing.h"
+
 namespace dist_sync {
 namespace {
 
@@ -15,6 +18,18 @@ struct SegmentOp {
   bool done = false;
 };
 
+// The tensor memory segments may be sent straight from: spans long enough to get segments of
+// their own (Note [Segments follow tensors]).
+std::vector<MemoryRange> direct_send_candidates(const SpanList& buffer, size_t segment_bytes) {
+  std::vector<MemoryRange> ranges;
+  for (const Span& span : buffer.spans()) {
+    if (span.bytes < direct_piece_bytes(segment_bytes)) continue;
+    ranges.push_back(MemoryRange{span.in, span.bytes});
+    if (span.out != nullptr && span.out != span.in) ranges.push_back(MemoryRange{span.out, span.bytes});
+  }
+  return ranges;
+}
+
 class RingRun {
  public:
   RingRun(Communicator& comm, const SpanList& buffer, const std::vector<size_t>& bounds,
@@ -26,9 +41,10 @@ class RingRun {
         window_(static_cast<size_t>(std::max(1, config.in_flight))),
         has_reduce_scatter_(ring_phases != RingPhases::kAllgather),
         first_step_(ring_phases == RingPhases::kAllgather ? size_ - 1 : 0),
-        last_step_(ring_phases == RingPhases::kReduceScatter ? size_ - 2 : 2 * size_ - 3) {
-    const size_t segment = segment_bytes_for(comm, config);
-    segment_bytes_ = std::max(element_bytes_, segment / element_bytes_ * element_bytes_);
+        last_step_(ring_phases == RingPhases::kReduceScatter ? size_ - 2 : 2 * size_ - 3),
+        segment_bytes_(std::max(element_bytes_,
+                                segment_bytes_for(comm, config) / element_bytes_ * element_bytes_)),
+        huge_pages_(direct_send_candidates(buffer, segment_bytes_)) {
     recv_slots_ = workspace.get(Workspace::kRingRecvSlots, window_ * segment_bytes_);
     send_slots_ = workspace.get(Workspace::kRingSendSlots, window_ * segment_bytes_);
     for (int slot = static_cast<int>(window_) - 1; slot >= 0; --slot) {
@@ -94,14 +110,18 @@ class RingRun {
   bool reduces_at(int step) const { return step <= size_ - 2; }
 
   void add_segments(std::vector<SegmentOp>& ops, int step, int chunk) {
-    const size_t begin = bounds_[static_cast<size_t>(chunk)];
-    const size_t end = bounds_[static_cast<size_t>(chunk) + 1];
-    for (size_t offset = begin; offset < end; offset += segment_bytes_) {
-      ops.push_back(SegmentOp{step, offset, std::min(segment_bytes_, end - offset), nullptr});
+    for (const Extent& segment : chunk_segments_[static_cast<size_t>(chunk)]) {
+      ops.push_back(SegmentOp{step, segment.offset, segment.bytes, nullptr});
     }
   }
 
   void build_schedule() {
+    for (int chunk = 0; chunk < size_; ++chunk) {
+      const size_t begin = bounds_[static_cast<size_t>(chunk)];
+      chunk_segments_.push_back(plan_segments(buffer_, begin,
+                                              bounds_[static_cast<size_t>(chunk) + 1] - begin,
+                                              segment_bytes_, element_bytes_));
+    }
     for (int step = first_step_; step <= last_step_; ++step) {
       send_begin_.push_back(sends_.size());
       recv_begin_.push_back(recvs_.size());
@@ -186,7 +206,8 @@ class RingRun {
     const bool needs_prescale = from_input && has_reduce_scatter_ && scaling_.has_prescale();
     Span piece{};
     const std::byte* source = nullptr;
-    if (!needs_prescale && buffer_.contiguous(op.offset, op.bytes, &piece)) {
+    if (!needs_prescale && buffer_.contiguous(op.offset, op.bytes, &piece) &&
+        huge_pages_.covers(from_input ? piece.in : piece.out, op.bytes)) {
       source = from_input ? piece.in : piece.out;
     } else {
       if (free_send_slots_.empty()) return false;
@@ -236,11 +257,13 @@ class RingRun {
   const bool has_reduce_scatter_;
   const int first_step_;
   const int last_step_;
-  size_t segment_bytes_ = 0;
+  const size_t segment_bytes_;
   std::byte* recv_slots_ = nullptr;
   std::byte* send_slots_ = nullptr;
   std::vector<int> free_recv_slots_;
   std::vector<int> free_send_slots_;
+  const HugePageMap huge_pages_;
+  std::vector<std::vector<Extent>> chunk_segments_;
   std::vector<SegmentOp> sends_;
   std::vector<SegmentOp> recvs_;
   std::vector<size_t> send_begin_;

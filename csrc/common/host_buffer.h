@@ -5,7 +5,8 @@
 // (process_vm_readv), whose cost is dominated by per-page work; on this kind of machine it runs
 // about twice as fast from 2 MiB transparent huge pages as from 4 KiB pages. numpy already asks
 // for huge pages for large arrays; our own buffers of 2 MiB and more do the same (aligned to
-// 2 MiB, madvise(MADV_HUGEPAGE)). Small buffers are 64-byte aligned for SIMD.
+// 2 MiB and filling whole huge pages, madvise(MADV_HUGEPAGE)). Small buffers are 64-byte
+// aligned for SIMD.
 #pragma once
 
 #include <cstddef>
