@@ -111,7 +111,7 @@ def test_fusion_reduced_scale(tmp_path):
     assert settings["tensors"] == 161 and len(settings["tensor_counts"]) == 161
     assert sum(settings["bucket_sizes_bytes"]) == settings["total_bytes"] == settings["elements"] * 4
     variants = data["variants"]
-    expected = {"async", "one_buffer", "one_by_one", "buckets", "async_views"} | (
+    expected = {"async", "one_buffer", "one_by_one", "buckets", "async_views", "grouped"} | (
         {"gloo_buckets"} if HAS_TORCH else set())
     assert set(variants) == expected
     for name, numbers in variants.items():

@@ -10,8 +10,6 @@ import pytest
 
 from dist_sync import _core
 
-DIRECT = 64 << 10  # kDirectPieceBytes
-
 
 def starts(span_bytes: List[int]) -> List[int]:
     return list(np.cumsum([0] + span_bytes))
@@ -24,8 +22,8 @@ def check_plan(span_bytes: List[int], offset: int, length: int, segment: int,
     assert [o for o, _ in plan] == list(np.cumsum([offset] + [b for _, b in plan[:-1]])) if plan else True
     assert sum(b for _, b in plan) == length
     assert all(0 < b <= segment and b % element == 0 for _, b in plan)
-    # A piece long enough for segments of its own never shares one with another tensor.
-    direct = min(DIRECT, segment)
+    # A piece at least one segment long has segments of its own, shared with no other tensor.
+    direct = segment
     bounds = starts(span_bytes)
     for i in range(len(span_bytes)):
         lo, hi = max(bounds[i], offset), min(bounds[i + 1], offset + length)
@@ -42,19 +40,20 @@ def check_plan(span_bytes: List[int], offset: int, length: int, segment: int,
 def test_resnet_like_layout_keeps_large_tensors_whole():
     # conv weight, two batch-norm vectors, conv weight, ... as in a real model.
     spans = [4 * n for n in (9408, 64, 64, 36864, 64, 64, 147456, 256, 256, 2359296, 2048, 2048)]
-    total = sum(spans)
-    plan = check_plan(spans, 0, total, 1 << 20, 4)
-    # The small batch-norm vectors between two convolutions travel as one packed segment, and
-    # so does the first convolution (under 64 KiB) with the vectors after it.
-    assert (starts(spans)[4], 4 * 128) in plan
-    assert plan[0] == (0, 4 * (9408 + 128))
+    plan = check_plan(spans, 0, sum(spans), 1 << 20, 4)
+    # Everything before the one tensor longer than a segment travels packed in one segment;
+    # that tensor gets nine equal segments of its own; the two vectors after it one more.
+    head = sum(spans[:9])
+    assert plan[0] == (0, head)
+    assert plan[1:10] == [(head + i * 4 * 262144, 4 * 262144) for i in range(9)]
+    assert plan[10:] == [(head + spans[9], 4 * 4096)]
 
 
 @pytest.mark.parametrize("segment", [4, 12, 64, 1000, 1 << 20])
 def test_random_layouts(segment):
     rng = np.random.default_rng(segment)
     for _ in range(200):
-        spans = [4 * int(x) for x in rng.choice([1, 3, 50, 4000, 20000, 70000], size=rng.integers(1, 12))]
+        spans = [4 * int(x) for x in rng.choice([1, 3, 50, 4000, 20000, 300000], size=rng.integers(1, 12))]
         total = sum(spans)
         offset = 4 * int(rng.integers(0, total // 4 + 1))
         check_plan(spans, offset, total - offset, segment, 4)
@@ -62,8 +61,8 @@ def test_random_layouts(segment):
 
 def test_plan_ignores_chunk_cut_pieces_below_the_threshold():
     # A chunk boundary leaves 8 bytes of a large tensor in this chunk: packed with its neighbour.
-    spans = [200_000, 100]
-    assert _core._plan_segments(spans, 199_992, 108, 1 << 20, 4) == [(199_992, 108)]
+    spans = [2_000_000, 100]
+    assert _core._plan_segments(spans, 1_999_992, 108, 1 << 20, 4) == [(1_999_992, 108)]
 
 
 def test_huge_page_detection():

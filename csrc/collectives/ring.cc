@@ -23,7 +23,7 @@ struct SegmentOp {
 std::vector<MemoryRange> direct_send_candidates(const SpanList& buffer, size_t segment_bytes) {
   std::vector<MemoryRange> ranges;
   for (const Span& span : buffer.spans()) {
-    if (span.bytes < direct_piece_bytes(segment_bytes)) continue;
+    if (span.bytes < segment_bytes) continue;
     ranges.push_back(MemoryRange{span.in, span.bytes});
     if (span.out != nullptr && span.out != span.in) ranges.push_back(MemoryRange{span.out, span.bytes});
   }

@@ -25,7 +25,6 @@ void split_evenly(size_t offset, size_t length, size_t segment_bytes, size_t ele
 
 std::vector<Extent> plan_segments(const SpanList& buffer, size_t offset, size_t length,
                                   size_t segment_bytes, size_t element_bytes) {
-  const size_t direct_bytes = direct_piece_bytes(segment_bytes);
   DS_ASSERT(segment_bytes >= element_bytes && segment_bytes % element_bytes == 0,
             "segments hold whole elements");
   std::vector<Extent> segments;
@@ -33,7 +32,7 @@ std::vector<Extent> plan_segments(const SpanList& buffer, size_t offset, size_t 
   size_t cursor = offset;
   buffer.for_each(offset, length, [&](const std::byte*, std::byte*, size_t piece) {
     DS_ASSERT(piece % element_bytes == 0, "span pieces hold whole elements");
-    if (piece >= direct_bytes) {
+    if (piece >= segment_bytes) {
       split_evenly(packed_begin, cursor - packed_begin, segment_bytes, element_bytes, segments);
       split_evenly(cursor, piece, segment_bytes, element_bytes, segments);
       packed_begin = cursor + piece;

@@ -46,8 +46,8 @@ RESNET50_PARAMETERS = 25_557_032
 FIRST_BUCKET_BYTES = 1 << 20   # torch DDP: dist._DEFAULT_FIRST_BUCKET_BYTES
 BUCKET_BYTES = 25 << 20        # torch DDP: bucket_cap_mb=25
 
-ASYNC, ONE_BUFFER, ONE_BY_ONE, BUCKETS, GLOO_BUCKETS, ASYNC_VIEWS = (
-    "async", "one_buffer", "one_by_one", "buckets", "gloo_buckets", "async_views")
+ASYNC, ONE_BUFFER, ONE_BY_ONE, BUCKETS, GLOO_BUCKETS, ASYNC_VIEWS, GROUPED = (
+    "async", "one_buffer", "one_by_one", "buckets", "gloo_buckets", "async_views", "grouped")
 LABELS = {
     ASYNC: "(a) 161 async + synchronize",
     ONE_BUFFER: "(b) one buffer, same total",
@@ -55,8 +55,9 @@ LABELS = {
     BUCKETS: "(d) DDP buckets, dist_sync",
     GLOO_BUCKETS: "(e) DDP buckets, gloo",
     ASYNC_VIEWS: "(f) (a) on views of one array",
+    GROUPED: "(g) one grouped_allreduce_",
 }
-VARIANTS = (ASYNC, ONE_BUFFER, ONE_BY_ONE, BUCKETS, GLOO_BUCKETS, ASYNC_VIEWS)
+VARIANTS = (ASYNC, ONE_BUFFER, ONE_BY_ONE, BUCKETS, GLOO_BUCKETS, ASYNC_VIEWS, GROUPED)
 
 
 def resnet50_parameter_shapes() -> List[Tuple[int, ...]]:
@@ -182,6 +183,9 @@ class Workload:
         for handle in handles:
             ds.synchronize(handle)
 
+    def run_grouped(self, ds: Any) -> None:
+        ds.grouped_allreduce_(self.tensors[::-1], op=ds.Sum, name="resnet50.grouped")
+
     def run_one_buffer(self, ds: Any) -> None:
         ds.allreduce_(self.flat, op=ds.Sum, name="resnet50.flat")
 
@@ -237,6 +241,7 @@ def variants_for(workload: Workload, ds: Any, dist: Any, wanted: Sequence[str]) 
         BUCKETS: lambda: workload.run_buckets(ds),
         GLOO_BUCKETS: lambda: workload.run_gloo_buckets(dist),
         ASYNC_VIEWS: lambda: workload.run_async(ds, views=True),
+        GROUPED: lambda: workload.run_grouped(ds),
     }
     variants = []
     for key in wanted:
@@ -310,7 +315,8 @@ def summary(variants: Sequence[Variant], total_bytes: int, size: int) -> Dict[st
                        "one_by_one_over_async": ratio(ONE_BY_ONE, ASYNC),
                        "buckets_over_async": ratio(BUCKETS, ASYNC),
                        "gloo_buckets_over_async": ratio(GLOO_BUCKETS, ASYNC),
-                       "async_views_over_one_buffer": ratio(ASYNC_VIEWS, ONE_BUFFER)}}
+                       "async_views_over_one_buffer": ratio(ASYNC_VIEWS, ONE_BUFFER),
+                       "grouped_over_one_buffer": ratio(GROUPED, ONE_BUFFER)}}
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:

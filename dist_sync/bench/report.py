@@ -145,7 +145,8 @@ def fusion_tables(out: TextIO, runs: Sequence[Dict[str, Any]]) -> None:
               "one_by_one": "(c) 161 × synchronous allreduce_",
               "buckets": "(d) DDP-style buckets through dist_sync",
               "gloo_buckets": "(e) DDP-style buckets through gloo",
-              "async_views": "(f) as (a), the tensors carved from one array"}
+              "async_views": "(f) as (a), the tensors carved from one array",
+              "grouped": "(g) the 161 tensors in one grouped_allreduce_"}
     rows = []
     for key, label in labels.items():
         times = [r["variants"][key]["time_ms"] for r in runs if key in r["variants"]]
