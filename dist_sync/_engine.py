@@ -24,8 +24,9 @@ KIND_NAMES = ["allreduce", "broadcast", "allgather", "alltoall", "reducescatter"
 # Device kinds (csrc/engine/request.h DeviceKind).
 DEVICE_CPU, DEVICE_CUDA = 0, 1
 
-# (pointer, pointer, dtype code, shape, name) of one tensor handed to the engine.
-TensorSpec = Tuple[str, int, int, int, Sequence[int]]
+# (name, input, output, dtype code, shape) of one tensor handed to the engine; input and output
+# are numpy arrays or raw addresses (0: no output). Note [Submission cost] in csrc/bindings.cc.
+TensorSpec = Tuple[str, Any, Any, int, Sequence[int]]
 RawResult = Tuple[Any, List[int], List[int], int]
 
 _state_lock = threading.Lock()
