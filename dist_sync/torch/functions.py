@@ -242,18 +242,18 @@ class _Allgather(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, tensor: torch.Tensor, name: Optional[str]) -> torch.Tensor:
         ctx.shape, ctx.name = tensor.shape, name
-        return synchronize(ops.allgather_async(tensor, name=name))
+        gathered, ctx.counts = synchronize(ops._allgather(tensor, name, with_rows=True))
+        return gathered
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Any, ...]:
         rows = ctx.shape[0] if len(ctx.shape) > 0 else 1
-        counts = synchronize(ops.allgather_async(torch.tensor([rows], dtype=torch.int64),
-                                                 name=_sub_name(ctx.name, "rows")))
+        counts = ctx.counts  # every rank's row count, from the forward's negotiation
         # Rank p holds every rank's gradient of the rows p contributed: send them back with an
         # alltoall (each rank gets size() copies of its own rows) and sum, instead of an
         # allreduce of the whole gathered tensor.
-        received, _ = synchronize(ops.alltoall_async(grad, splits=counts.tolist(),
+        received, _ = synchronize(ops.alltoall_async(grad, splits=counts,
                                                      name=_sub_name(ctx.name, "backward")))
         summed = received.reshape(len(counts), rows, *grad.shape[1:]).sum(0)
         return summed.reshape(ctx.shape), None

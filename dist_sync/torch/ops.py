@@ -211,12 +211,22 @@ def broadcast_(tensor: torch.Tensor, root_rank: int, name: Optional[str] = None)
 def allgather_async(tensor: torch.Tensor, name: Optional[str] = None) -> Handle:
     """Starts concatenating every rank's ``tensor`` along the first dimension (which may differ
     between ranks; a 0-d tensor counts as one row)."""
+    return _allgather(tensor, name, with_rows=False)
+
+
+def _allgather(tensor: torch.Tensor, name: Optional[str], with_rows: bool) -> Handle:
+    """allgather_async; with ``with_rows`` the result is (gathered, rows from each rank), the
+    row counts negotiation found anyway (allgather's backward needs them)."""
     source = _tensor.contiguous_input(_tensor.require_tensor(tensor, "allgather"), "allgather")
     if source.dim() == 0:
         source = source.reshape(1)
     dtype = source.dtype
+
+    def finish(raw: Any) -> Any:
+        gathered = _tensor.from_buffer(raw, dtype, source)
+        return (gathered, [int(rows) for rows in raw[2]]) if with_rows else gathered
     return _tensor.submit(ALLGATHER, name, "allgather", [_tensor.Entry(name or "", source)],
-                          source, lambda raw: _tensor.from_buffer(raw, dtype, source))
+                          source, finish)
 
 
 # --- alltoall --------------------------------------------------------------------------------
