@@ -1,6 +1,6 @@
 // pybind11 module dist_sync._core: raw pointers, byte counts and dtype codes in, handles out.
-// Knows neither numpy nor torch; dist_sync/ (Python) does the array handling. Every call that
-// can wait releases the GIL.
+// Knows no torch, and of numpy only where a submitted array's data pointer is (Note [Submission
+// cost]); dist_sync/ (Python) does the array handling. Every call that can wait releases the GIL.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -178,8 +178,7 @@ std::vector<py::bytes> as_bytes(const std::vector<std::string>& outputs) {
   return result;
 }
 
-// The in-process test hook: runs one collective over N thread ranks and returns each rank's
-// output bytes. Lets pytest drive the C++ algorithms for many N and sizes without MPI.
+// A submitted tensor's data: a numpy array's, or a raw address (Note [Submission cost]).
 void* data_address(const py::handle& tensor) {
   if (py::isinstance<py::array>(tensor)) {
     // Writability of outputs was checked in Python; inputs may be read-only.
@@ -188,6 +187,8 @@ void* data_address(const py::handle& tensor) {
   return reinterpret_cast<void*>(tensor.cast<uintptr_t>());
 }
 
+// The in-process test hook: runs one collective over N thread ranks and returns each rank's
+// output bytes. Lets pytest drive the C++ algorithms for many N and sizes without MPI.
 std::vector<py::bytes> thread_collective(const std::string& kind, int size,
                                          const std::vector<std::string>& inputs, int dtype_code,
                                          int op_code, double prescale, double postscale,

@@ -4,8 +4,8 @@
 // Between processes of one host Open MPI moves a large message with one kernel-assisted copy
 // (process_vm_readv by the receiver), which pins the sender's pages one by one. From 4 KiB
 // pages that costs more than copying the data once more: here a 97.5 MiB allreduce on 2 ranks
-// took 22 ms sent straight from 4 KiB pages and 15 ms staged through the ring's huge-page
-// slots, against 9.5 ms straight from huge pages. numpy puts arrays of 4 MiB and more on huge
+// took 22 ms sent straight from 4 KiB pages and 12.6 ms staged through the ring's huge-page
+// slots, against 9.3–11.4 ms straight from huge pages (docs/benchmarks.md). numpy puts arrays of 4 MiB and more on huge
 // pages, torch's CPU allocator never does (with THP in its default "madvise" mode), so both
 // cases are common. The ring therefore sends a segment straight from a tensor only where the
 // kernel reports huge pages under it (PAGEMAP_SCAN, Linux 6.7+), and stages it otherwise,
