@@ -1,15 +1,21 @@
 """Shared by the torch_* workers: a registry of named checks run in one mpirun launch, and
 conversions between torch tensors and tests/reference.py's numpy storage (bfloat16 as uint16
-bit patterns)."""
+bit patterns), and the allreduce sweep the CPU and CUDA workers share."""
 from __future__ import annotations
 
 import hashlib
 import traceback
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
 import torch
 
+import dist_sync.torch as hvd
+from reference import compare, make_input
+
+# reference.py's op names -> dist_sync.torch's ops.
+OP = {"sum": hvd.Sum, "average": hvd.Average, "min": hvd.Min, "max": hvd.Max,
+      "product": hvd.Product}
 TORCH_DTYPES = {"uint8": torch.uint8, "int8": torch.int8, "int16": torch.int16,
                 "int32": torch.int32, "int64": torch.int64, "float16": torch.float16,
                 "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
@@ -28,7 +34,6 @@ class Registry:
         return fn
 
     def run(self, args: dict) -> Dict[str, Any]:
-        import dist_sync.torch as hvd
         torch.manual_seed(0)
         hvd.init()
         only = set(args.get("only") or [])
@@ -89,3 +94,51 @@ def raises(exception: type, fragment: str, fn: Callable[[], Any]) -> str:
                                  f"{message!r}") from error
         return message
     raise AssertionError(f"expected {exception.__name__} containing {fragment!r}; nothing raised")
+
+
+def strided(tensor: torch.Tensor) -> torch.Tensor:
+    """The same values as a non-contiguous view (every other element of a wider buffer), on the
+    tensor's device."""
+    base = torch.zeros((tensor.numel(), 2), dtype=tensor.dtype, device=tensor.device)
+    base[:, 1] = tensor.reshape(-1)
+    view = base[:, 1].reshape(tensor.shape)
+    assert not view.is_contiguous() or tensor.numel() <= 1
+    return view
+
+
+def allreduce_sweep(dtypes: Sequence[str], ops: Sequence[str], counts: Sequence[int], seed: int,
+                    place: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+                    storage: Callable[[torch.Tensor, str], np.ndarray] = to_storage,
+                    keep: Callable[[int], bool] = lambda count: True) -> Dict[str, str]:
+    """Every allreduce form (plain, strided input, in place, async, async in place) for each
+    dtype, op and element count, against tests/reference.py. ``place`` puts an input where the
+    test wants it (a device), ``storage`` turns a result into reference storage (checking where
+    it lives), ``keep`` says which counts' results enter the digest (bit-identical on every
+    rank)."""
+    rank, size = hvd.rank(), hvd.size()
+    failures, outputs = [], []
+    for dtype in dtypes:
+        for op in ops:
+            code = OP[op]
+            for count in counts:
+                inputs = [make_input(seed, r, count, dtype, op) for r in range(size)]
+                mine = place(to_torch(inputs[rank], dtype))
+                forms = {
+                    "allreduce": lambda: hvd.allreduce(mine, op=code),
+                    "strided": lambda: hvd.allreduce(strided(mine), op=code),
+                    "allreduce_": lambda: hvd.allreduce_(mine.clone(), op=code),
+                    "async": lambda: hvd.synchronize(hvd.allreduce_async(mine, op=code)),
+                    "async_": lambda: hvd.synchronize(hvd.allreduce_async_(mine.clone(), op=code)),
+                }
+                for form, run in forms.items():
+                    out = run()
+                    if out.dtype != TORCH_DTYPES[dtype] or out.shape != mine.shape:
+                        failures.append(f"{dtype}/{op}/{count}/{form}: {out.dtype} {out.shape}")
+                        continue
+                    problem = compare(storage(out, dtype), inputs, dtype, op)
+                    if problem:
+                        failures.append(f"{dtype}/{op}/{count}/{form}: {problem}")
+                    if keep(count):
+                        outputs.append(out.cpu())
+    assert not failures, failures[:5]
+    return {"digest": digest(outputs)}

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import dist_sync
 import dist_sync.torch as hvd
 from _common import main
-from _torch_common import TORCH_DTYPES, Registry, close, digest, raises, to_storage, to_torch
+from _torch_common import Registry, allreduce_sweep, close, digest, raises, to_storage, to_torch
 from dist_sync.torch import _staging
 from reference import compare, make_input
 
@@ -18,8 +18,6 @@ torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 
 check = Registry()
-OP = {"sum": hvd.Sum, "average": hvd.Average, "min": hvd.Min, "max": hvd.Max,
-      "product": hvd.Product}
 SWEEP_DTYPES = ["float16", "bfloat16", "float32", "int32"]
 SWEEP_OPS = ["sum", "average", "min", "max", "product"]
 
@@ -40,44 +38,15 @@ def on_host(tensor: torch.Tensor, dtype: str):
     return to_storage(tensor.cpu(), dtype)
 
 
-def strided(tensor: torch.Tensor) -> torch.Tensor:
-    base = torch.zeros((tensor.numel(), 2), dtype=tensor.dtype, device=tensor.device)
-    base[:, 1] = tensor.reshape(-1)
-    return base[:, 1].reshape(tensor.shape)
-
-
 # --- correctness sweep -----------------------------------------------------------------------
 
 @check
 def allreduce_sweep_cuda():
-    rank, size = rank_size()
+    size = hvd.size()
     dev = device()
-    failures, outputs = [], []
-    for dtype in SWEEP_DTYPES:
-        for op in SWEEP_OPS:
-            for count in (0, 1, size + 1, 1001, 1 << 20):
-                inputs = [make_input(21, r, count, dtype, op) for r in range(size)]
-                mine = to_torch(inputs[rank], dtype).to(dev)
-                forms = {
-                    "allreduce": lambda: hvd.allreduce(mine, op=OP[op]),
-                    "strided": lambda: hvd.allreduce(strided(mine), op=OP[op]),
-                    "allreduce_": lambda: hvd.allreduce_(mine.clone(), op=OP[op]),
-                    "async": lambda: hvd.synchronize(hvd.allreduce_async(mine, op=OP[op])),
-                    "async_": lambda: hvd.synchronize(hvd.allreduce_async_(mine.clone(),
-                                                                           op=OP[op])),
-                }
-                for form, run in forms.items():
-                    out = run()
-                    if out.dtype != TORCH_DTYPES[dtype] or out.shape != mine.shape:
-                        failures.append(f"{dtype}/{op}/{count}/{form}: {out.dtype} {out.shape}")
-                        continue
-                    problem = compare(on_host(out, dtype), inputs, dtype, op)
-                    if problem:
-                        failures.append(f"{dtype}/{op}/{count}/{form}: {problem}")
-                    if count <= 1001:
-                        outputs.append(out.cpu())
-    assert not failures, failures[:5]
-    return {"digest": digest(outputs)}
+    return allreduce_sweep(SWEEP_DTYPES, SWEEP_OPS, (0, 1, size + 1, 1001, 1 << 20), seed=21,
+                           place=lambda t: t.to(dev), storage=on_host,
+                           keep=lambda count: count <= 1001)
 
 
 @check

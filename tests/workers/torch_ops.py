@@ -6,12 +6,11 @@ import torch
 
 import dist_sync.torch as hvd
 from _common import main
-from _torch_common import TORCH_DTYPES, Registry, close, digest, raises, to_storage, to_torch
+from _torch_common import (OP, Registry, allreduce_sweep, close, digest, raises, strided,
+                           to_storage, to_torch)
 from reference import DTYPES, OPS, compare, make_input
 
 check = Registry()
-OP = {"sum": hvd.Sum, "average": hvd.Average, "min": hvd.Min, "max": hvd.Max,
-      "product": hvd.Product}
 FLOATS = ["float16", "bfloat16", "float32", "float64"]
 
 
@@ -19,45 +18,12 @@ def rank_size():
     return hvd.rank(), hvd.size()
 
 
-def strided(tensor: torch.Tensor) -> torch.Tensor:
-    """The same values as a non-contiguous view (every other element of a wider buffer)."""
-    base = torch.zeros((tensor.numel(), 2), dtype=tensor.dtype)
-    base[:, 1] = tensor.reshape(-1)
-    view = base[:, 1].reshape(tensor.shape)
-    assert not view.is_contiguous() or tensor.numel() <= 1
-    return view
-
-
 # --- values against numpy --------------------------------------------------------------------
 
 @check
 def allreduce_every_dtype_op_and_form():
-    rank, size = rank_size()
-    failures, outputs = [], []
-    for dtype in DTYPES:
-        for op in OPS:
-            for count in (0, 1, size + 1, 37, 1001):
-                inputs = [make_input(11, r, count, dtype, op) for r in range(size)]
-                mine = to_torch(inputs[rank], dtype)
-                forms = {
-                    "allreduce": lambda: hvd.allreduce(mine, op=OP[op]),
-                    "strided": lambda: hvd.allreduce(strided(mine), op=OP[op]),
-                    "allreduce_": lambda: hvd.allreduce_(mine.clone(), op=OP[op]),
-                    "async": lambda: hvd.synchronize(hvd.allreduce_async(mine, op=OP[op])),
-                    "async_": lambda: hvd.synchronize(hvd.allreduce_async_(mine.clone(),
-                                                                           op=OP[op])),
-                }
-                for form, run in forms.items():
-                    out = run()
-                    if out.dtype != TORCH_DTYPES[dtype] or out.shape != mine.shape:
-                        failures.append(f"{dtype}/{op}/{count}/{form}: {out.dtype} {out.shape}")
-                        continue
-                    problem = compare(to_storage(out, dtype), inputs, dtype, op)
-                    if problem:
-                        failures.append(f"{dtype}/{op}/{count}/{form}: {problem}")
-                    outputs.append(out)
-    assert not failures, failures[:5]
-    return {"digest": digest(outputs)}
+    size = hvd.size()
+    return allreduce_sweep(DTYPES, OPS, (0, 1, size + 1, 37, 1001), seed=11)
 
 
 @check
