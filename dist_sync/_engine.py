@@ -6,7 +6,9 @@ keep the memory alive through the Handle until it is synchronized.
 from __future__ import annotations
 
 import atexit
+import collections
 import itertools
+import logging
 import os
 import sys
 import threading
@@ -16,6 +18,7 @@ from . import _core
 from . import config as _config
 
 DistSyncError = _core.DistSyncError
+logger = logging.getLogger("dist_sync")
 
 # Operation kinds (csrc/engine/request.h OpType).
 ALLREDUCE, BROADCAST, ALLGATHER, ALLTOALL, REDUCESCATTER, BARRIER, JOIN = range(7)
@@ -37,15 +40,32 @@ _name_counters: Dict[int, itertools.count] = {}
 _active_settings: Dict[str, Any] = {}  # this rank's resolved settings of the running session
 
 
+# Note [Handles own their operation's memory]
+# The engine reads and writes raw pointers; the Python objects behind them (inputs, outputs,
+# staging blocks) are kept alive by the operation's Handle. A user may drop a handle without
+# synchronizing it (fire and forget, or an exception between submission and synchronize()).
+# The operation is still in flight, so the handle's __del__ hands its memory to the orphan
+# queue instead of letting it go: orphans are reaped (their result collected and discarded,
+# their finish step run so in-place and staged results still land) on the next submission and
+# at shutdown, when the engine has stopped touching any memory. Only then are the objects freed.
+_orphans: "collections.deque[Tuple[Optional[int], Optional[Deferred], Any, Callable[[RawResult], Any]]]" = \
+    collections.deque()
+
+# A handle is synchronized once: the check and the claim happen under this lock, so two threads
+# synchronizing one handle cannot both wait on (and both consume) the engine's result.
+_claim_lock = threading.Lock()
+
+
 class Handle:
     """An operation in flight. Pass it to :func:`synchronize` (or :func:`poll`) exactly once.
 
-    Holds the operation's input and output memory alive until it completes. A handle made by
+    Holds the operation's input and output memory alive until it completes, even if the handle
+    itself is dropped (Note [Handles own their operation's memory]). A handle made by
     :func:`defer` has no engine id until its :class:`Deferred` submission has happened.
     """
 
-    __slots__ = ("_id", "_session", "_keepalive", "_finish", "_done", "_result", "_deferred",
-                 "kind", "name")
+    __slots__ = ("_id", "_session", "_keepalive", "_finish", "_claimed", "_done", "_result",
+                 "_deferred", "kind", "name")
 
     def __init__(self, handle_id: Optional[int], keepalive: Any,
                  finish: Callable[[RawResult], Any], kind: int, name: str,
@@ -54,6 +74,7 @@ class Handle:
         self._session = _session
         self._keepalive = keepalive
         self._finish = finish
+        self._claimed = False  # synchronize() has started (under _claim_lock)
         self._done = False
         self._result: Any = None
         self._deferred = deferred
@@ -63,6 +84,37 @@ class Handle:
     def __repr__(self) -> str:
         state = "synchronized" if self._done else "pending"
         return f"<dist_sync.Handle {KIND_NAMES[self.kind]} {self.name!r} {state}>"
+
+    def __del__(self) -> None:
+        try:
+            if not self._claimed and self._session == _session:
+                _orphans.append((self._id, self._deferred, self._keepalive, self._finish))
+        except Exception:  # noqa: BLE001 - interpreter teardown: module globals may be gone
+            pass
+
+
+def _reap_orphans() -> None:
+    """Collects the results of dropped handles whose operations have completed and frees their
+    memory (Note [Handles own their operation's memory])."""
+    for _ in range(len(_orphans)):
+        try:
+            orphan = _orphans.popleft()
+        except IndexError:  # another thread reaped meanwhile
+            return
+        handle_id, deferred, keepalive, finish = orphan
+        try:
+            if handle_id is None:
+                if not deferred.ready():
+                    _orphans.append(orphan)
+                    continue
+                handle_id = deferred.wait()
+            if not _core.poll(handle_id):
+                _orphans.append((handle_id, deferred, keepalive, finish))
+                continue
+            finish(_core.wait(handle_id))
+        except Exception as error:  # noqa: BLE001 - nobody is left to receive it
+            logger.debug("dropped handle %s ended with %s: %s", handle_id,
+                         type(error).__name__, error)
 
 
 class Deferred:
@@ -152,11 +204,14 @@ def synchronize(handle: Handle) -> Any:
     The wait releases the GIL. A handle can be synchronized once.
     """
     handle = _check_handle(handle)
-    if handle._done:
-        raise ValueError(f"{handle!r} was already synchronized; each handle is synchronized once")
     # Only the process check: an operation that completed before a peer shut the engine down
     # still has its result (Note [Results outlive the session's end]).
     _check_process()
+    with _claim_lock:
+        if handle._claimed:
+            raise ValueError(f"{handle!r} was already synchronized (or is being synchronized by "
+                             f"another thread); each handle is synchronized once")
+        handle._claimed = True
     try:
         if handle._id is None:
             handle._id = handle._deferred.wait()
@@ -187,6 +242,8 @@ def submit(kind: int, name: Optional[str], tensors: Sequence[TensorSpec], keepal
     """Hands one operation to the engine and returns its Handle."""
     _check_usable()
     check_name(name)
+    if _orphans:
+        _reap_orphans()
     cacheable = name is not None
     if name is None:
         name = auto_name(kind)
@@ -204,6 +261,8 @@ def defer(kind: int, name: Optional[str], keepalive: Any, finish: Callable[[RawR
     in the order of the user's calls, whatever order the submissions happen in."""
     _check_usable()
     check_name(name)
+    if _orphans:
+        _reap_orphans()
     cacheable = name is not None
     if name is None:
         name = auto_name(kind)
@@ -308,12 +367,14 @@ def shutdown() -> None:
         if _init_pid is not None and os.getpid() != _init_pid:
             return
         _core.shutdown(False)
+        _orphans.clear()  # the engine has stopped: nothing touches their memory any more
 
 
 def _shutdown_at_exit() -> None:
     if _init_pid is not None and os.getpid() != _init_pid:
         return
     _core.shutdown(True, _uncaught or "exited")
+    _orphans.clear()
 
 
 # Note [Telling peers why a rank left]
