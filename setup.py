@@ -62,7 +62,7 @@ class CMakeBuild(build_ext):
 
 
 def runtime_requirements() -> list[str]:
-    requirements = ["numpy>=1.24"]
+    requirements = ["numpy>=1.24", "cloudpickle>=2.0"]
     mpi_wheel = wheel_requirement(find_mpicxx())
     if mpi_wheel is not None:
         requirements.append(mpi_wheel)

@@ -5,10 +5,28 @@ DistributedOptimizer. Launch with ``mpirun -np N python train.py``.
 """
 from __future__ import annotations
 
-from . import _core
-from ._engine import (DistSyncError, Handle, init, is_initialized, poll, shutdown,
-                      synchronize)
-from .objects import allgather_object, broadcast_object
+try:
+    from . import _core
+except ImportError as _error:
+    import glob as _glob
+    import os as _os
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    if _glob.glob(_os.path.join(_here, "_core.*")):
+        raise ImportError(f"dist_sync's compiled engine in {_here} failed to load: "
+                          f"{_error}") from _error
+    # Typically a source checkout that shadows the installed package.
+    raise ImportError(
+        f"dist_sync's compiled engine (dist_sync._core) cannot be imported from {_here}: that "
+        f"folder has no build. If it is a source checkout (Python imports it instead of the "
+        f"installed dist_sync when it is the current directory or on sys.path), build it in "
+        f"place with `make install` (or `pip install -e .`), or run from another "
+        f"directory.") from None
+
+from ._objects import allgather_object, broadcast_object
+from ._session import (DistSyncError, Handle, cross_rank, cross_size, init, is_homogeneous,
+                       is_initialized, local_rank, local_size, mpi_library_version,
+                       mpi_threads_supported, poll, rank, shutdown, size, start_timeline,
+                       stop_timeline, synchronize)
 from .ops import (Average, Max, Min, Product, ReduceOp, Sum, allgather, allgather_async,
                   allreduce, allreduce_, allreduce_async, allreduce_async_, alltoall,
                   alltoall_async, barrier, broadcast, broadcast_, broadcast_async,
@@ -17,57 +35,6 @@ from .ops import (Average, Max, Min, Product, ReduceOp, Sum, allgather, allgathe
                   reducescatter_async)
 
 __version__ = "0.1.0"
-
-
-def rank() -> int:
-    """This process's rank, 0..size()-1."""
-    return _core.rank()
-
-
-def size() -> int:
-    """The number of ranks."""
-    return _core.size()
-
-
-def local_rank() -> int:
-    """This process's rank among the ranks on its host (use it to pick a GPU)."""
-    return _core.local_rank()
-
-
-def local_size() -> int:
-    """The number of ranks on this host."""
-    return _core.local_size()
-
-
-def cross_rank() -> int:
-    """The index of this host among the hosts (ranks with the same local_rank form a group)."""
-    return _core.cross_rank()
-
-
-def cross_size() -> int:
-    """The number of hosts."""
-    return _core.cross_size()
-
-
-def is_homogeneous() -> bool:
-    """True if every host runs the same number of ranks."""
-    return _core.is_homogeneous()
-
-
-def start_timeline(file_path: str, mark_cycles: bool = False) -> None:
-    """Starts writing a Chrome-trace/Perfetto timeline to ``file_path`` (rank 0 writes it)."""
-    _core.start_timeline(str(file_path))
-
-
-def stop_timeline() -> None:
-    """Stops the timeline; the file stays valid JSON."""
-    _core.stop_timeline()
-
-
-def mpi_library_version() -> str:
-    """The MPI library dist_sync was built against, as the library describes itself."""
-    return _core.mpi_library_version()
-
 
 __all__ = [
     "DistSyncError", "Handle", "ReduceOp", "Average", "Sum", "Min", "Max", "Product",
@@ -79,4 +46,5 @@ __all__ = [
     "broadcast_async_", "allgather", "allgather_async", "alltoall", "alltoall_async",
     "reducescatter", "reducescatter_async", "barrier", "join", "broadcast_object",
     "allgather_object", "start_timeline", "stop_timeline", "mpi_library_version",
+    "mpi_threads_supported",
 ]

@@ -29,8 +29,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from dist_sync._engine import ALLGATHER
-from dist_sync.torch._tensor import TORCH_TO_CODE
+from dist_sync._session import ALLGATHER
+from dist_sync.torch._adapter import TORCH_TO_CODE
 
 _DTYPES = {code: dtype for dtype, code in TORCH_TO_CODE.items()}
 

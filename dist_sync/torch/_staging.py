@@ -56,16 +56,14 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Protocol,
+from typing import (Any, Callable, Deque, Dict, List, Optional, Protocol,
                     Sequence, Tuple)
 
 import torch
 
-from .. import _engine
-from .._engine import DEVICE_CUDA, DistSyncError, Handle, RawResult
-
-if TYPE_CHECKING:  # pragma: no cover - import cycle at run time (_tensor imports this module)
-    from ._tensor import Entry
+from .. import _session
+from .._adapter import Entry
+from .._session import DEVICE_CUDA, DistSyncError, Handle, RawResult
 
 # Smallest pooled block: one page. Smaller tensors (biases) share nothing; a page each is cheap.
 MIN_BLOCK_BYTES = 4096
@@ -257,7 +255,7 @@ class _Staged:
 class _Job:
     """An operation waiting in the staging thread's queue for its copy to host memory."""
     copied: Event
-    deferred: _engine.Deferred
+    deferred: _session.Deferred
     specs: List[Tuple[str, int, int, int, List[int]]]
     inputs: Any  # the device tensors being copied: alive until the copy has finished
 
@@ -275,13 +273,13 @@ class Stager:
         self._thread_lock = threading.Lock()
 
     # step 1: at the user's call
-    def submit(self, kind: int, name: Optional[str], entries: Sequence["Entry"],
+    def submit(self, kind: int, name: Optional[str], entries: Sequence[Entry],
                codes: Sequence[int], keepalive: Any, finish: Callable[[RawResult], Any],
                **options: Any) -> Handle:
         """Starts the copies of ``entries`` to pinned host memory and returns the operation's
         handle at once; the staging thread submits it to the engine when the copies are done."""
-        _engine._check_usable()  # user errors first, before any copy is enqueued
-        _engine.check_name(name)
+        _session.check_usable()  # user errors first, before any copy is enqueued
+        _session.check_name(name)
         backend = self.backend
         device = entries[0].source.device
         to_host, _ = backend.side_streams(device)
@@ -312,7 +310,7 @@ class Stager:
         def complete(raw: RawResult) -> Any:
             self._copy_back(device, ready, staged)
             return finish(raw)
-        handle, deferred = _engine.defer(kind, name, keepalive, complete, device=DEVICE_CUDA,
+        handle, deferred = _session.defer(kind, name, keepalive, complete, device=DEVICE_CUDA,
                                          **options)
         self._ensure_thread()
         self._jobs.put(_Job(copied, deferred, specs, [e.source for e in entries]))

@@ -9,9 +9,9 @@ from typing import Iterable, List, Union
 
 import torch
 
-from .._engine import synchronize
-from ..ops import Average
-from . import ops
+from .._reduce_op import Average
+from .._session import synchronize
+from .mpi_ops import broadcast_async_, grouped_allreduce_async_
 
 Params = Union[torch.nn.Module, Iterable[torch.Tensor], Iterable[dict]]
 
@@ -54,10 +54,10 @@ def average_parameters(params: Params, root_rank: int = 0) -> None:
     if floating:
         sends = [t.detach() if t.is_contiguous() else t.detach().contiguous() for t in floating]
         handles.append(("average", floating, sends,
-                        ops.grouped_allreduce_async_(sends, op=Average)))
+                        grouped_allreduce_async_(sends, op=Average)))
     for tensor in others:
         send = tensor.detach() if tensor.is_contiguous() else tensor.detach().contiguous()
-        handles.append(("broadcast", [tensor], [send], ops.broadcast_async_(send, root_rank)))
+        handles.append(("broadcast", [tensor], [send], broadcast_async_(send, root_rank)))
     for _, targets, sends, handle in handles:
         synchronize(handle)
         with torch.no_grad():

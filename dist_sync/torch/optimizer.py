@@ -45,9 +45,9 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import torch
 
 from .. import _core
-from .._engine import DistSyncError, synchronize as _wait
-from ..ops import Average, ReduceOp, Sum
-from . import ops
+from .._reduce_op import Average, ReduceOp, Sum
+from .._session import DistSyncError, synchronize as _wait
+from . import mpi_ops as ops
 from .compression import Compression, Compressor
 
 logger = logging.getLogger(__name__)

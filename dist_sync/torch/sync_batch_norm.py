@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .. import _core, _engine
-from .._engine import synchronize
-from ..ops import Sum
-from . import ops
+from .. import _core, _session
+from .._reduce_op import Sum
+from .._session import synchronize
+from . import mpi_ops as ops
 
 _instances = itertools.count()
 
@@ -145,7 +145,7 @@ class SyncBatchNorm(_BatchNorm):
         # Plain BatchNorm when dist_sync was never started in this process (a model used
         # outside a distributed job); once started, a stopped engine raises instead of
         # silently normalizing over the local batch only.
-        if not use_batch_stats or _engine._init_pid is None or _core.size() == 1:
+        if not use_batch_stats or _session._init_pid is None or _core.size() == 1:
             return F.batch_norm(input, running_mean, running_var, self.weight, self.bias,
                                 use_batch_stats, factor, self.eps)
         return _SyncBatchNormFunction.apply(input, self.weight, self.bias, running_mean,

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import dist_sync
-from dist_sync import _engine
-from dist_sync.torch import _staging, ops
+from dist_sync import _session
+from dist_sync.torch import _staging, mpi_ops as ops
 from fake_device import FakeCore
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.fixture
 def core(monkeypatch):
     fake = FakeCore()
-    monkeypatch.setattr(_engine, "_core", fake)
-    monkeypatch.setattr(_engine, "_check_usable", lambda: None)
+    monkeypatch.setattr(_session, "_core", fake)
+    monkeypatch.setattr(_session, "check_usable", lambda: None)
     return fake
 
 
@@ -60,7 +60,7 @@ def test_staged_allreduce_on_cuda_orders_copies_by_events(core):
     assert dist_sync.synchronize(handle) is x
     submission, = core.submissions
     assert submission["thread"] == "dist_sync-staging"
-    assert submission["device"] == _engine.DEVICE_CUDA
+    assert submission["device"] == _session.DEVICE_CUDA
     assert torch.equal(submission["inputs"][0], torch.full((1 << 20,), 3.0))
     assert torch.equal(x.cpu(), torch.full((1 << 20,), 6.0))  # .cpu() is ordered on the stream
     assert returned_early, "allreduce_async_ waited for the device"

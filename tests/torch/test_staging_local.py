@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import dist_sync
-from dist_sync import _engine
-from dist_sync.torch import _staging, _tensor, ops
+from dist_sync import _session
+from dist_sync.torch import _adapter, _staging, mpi_ops as ops
 from fake_device import FakeBackend, FakeCore, FakeDevice, FakeEvent, FakeStream
 
 
@@ -133,9 +133,9 @@ def test_fake_streams_run_only_when_waited_for():
 def staged(monkeypatch):
     """A lazy simulated device claiming every CPU tensor, a stager over it, and a fake core."""
     core = FakeCore()
-    monkeypatch.setattr(_engine, "_core", core)
-    monkeypatch.setattr(_engine, "_check_usable", lambda: None)
-    monkeypatch.setattr(_engine, "_name_counters", {})
+    monkeypatch.setattr(_session, "_core", core)
+    monkeypatch.setattr(_session, "check_usable", lambda: None)
+    monkeypatch.setattr(_session, "_name_counters", {})
     device = FakeDevice("lazy")
     backend = FakeBackend(device)
     stager = _staging.Stager(backend)
@@ -152,7 +152,7 @@ def test_copy_waits_for_the_producer_and_submission_waits_for_the_copy(staged):
     assert result is x
     submission, = staged.core.submissions
     assert submission["thread"] == "dist_sync-staging"
-    assert submission["device"] == _engine.DEVICE_CUDA and submission["cacheable"]
+    assert submission["device"] == _session.DEVICE_CUDA and submission["cacheable"]
     assert torch.equal(submission["inputs"][0], torch.full((1000,), 3.0)), \
         "the engine saw the tensor before the producer ran or before the copy to host"
     # synchronize() returned without running the copy back: the user's stream waits for it.
@@ -262,25 +262,25 @@ def test_one_device_per_operation(staged):
 
 def test_cpu_tensors_bypass_staging(monkeypatch):
     core = FakeCore()
-    monkeypatch.setattr(_engine, "_core", core)
-    monkeypatch.setattr(_engine, "_check_usable", lambda: None)
+    monkeypatch.setattr(_session, "_core", core)
+    monkeypatch.setattr(_session, "check_usable", lambda: None)
     x = torch.ones(3)
     assert _staging.stager_for(x) is None
     dist_sync.synchronize(ops.allreduce_async_(x, op=dist_sync.Sum, name="cpu"))
     submission, = core.submissions
-    assert submission["device"] == _engine.DEVICE_CPU and submission["thread"] == "MainThread"
+    assert submission["device"] == _session.DEVICE_CPU and submission["thread"] == "MainThread"
     assert torch.equal(x, torch.full((3,), 2.0))
 
 
 # --- device checks ---------------------------------------------------------------------------
 
 def test_cuda_tensors_without_cuda_are_refused_clearly(monkeypatch):
-    monkeypatch.setattr(_tensor.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(_adapter.torch.cuda, "is_available", lambda: False)
     fake = types.SimpleNamespace(device=torch.device("cuda", 0))
     with pytest.raises(dist_sync.DistSyncError,
                        match=r"allreduce: got a tensor on cuda:0, but CUDA is not available to "
                              r"torch in this process \(torch.cuda.is_available\(\) is False"):
-        _tensor.check_device(fake, "allreduce")
+        _adapter.check_device(fake, "allreduce")
 
 
 def test_other_devices_are_refused():

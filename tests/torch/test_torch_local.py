@@ -8,7 +8,7 @@ from torch.utils.data.distributed import DistributedSampler as TorchSampler
 
 import dist_sync
 import dist_sync.torch as hvd
-from dist_sync.torch import _tensor
+from dist_sync.torch import _adapter
 
 
 @pytest.mark.parametrize("length", [1, 2, 7, 10, 33])
@@ -103,8 +103,8 @@ def test_none_compressor_is_identity():
 
 def test_dtype_codes_cover_the_engine():
     from dist_sync import _dtypes
-    assert _tensor.TORCH_TO_CODE[torch.bfloat16] == _dtypes.BFLOAT16
-    assert len(set(_tensor.TORCH_TO_CODE.values())) == 9
+    assert _adapter.TORCH_TO_CODE[torch.bfloat16] == _dtypes.BFLOAT16
+    assert len(set(_adapter.TORCH_TO_CODE.values())) == 9
 
 
 def test_public_names():

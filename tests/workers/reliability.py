@@ -105,5 +105,38 @@ def one_handle_synchronized_by_two_threads():
     return outcomes
 
 
+@check
+def object_collectives_after_a_pickling_error():
+    # An object that cannot be pickled fails the call on every rank (the root re-raises its own
+    # error); the next call pairs the right objects, never the failed call's with the next one's.
+    rank, size = ds.rank(), ds.size()
+    outcomes = {}
+    for api in (ds, hvd):
+        try:
+            api.broadcast_object(threading.Lock() if rank == 0 else None, root_rank=0)
+        except TypeError as error:
+            assert rank == 0, error
+            outcomes[f"{api.__name__}.broadcast.root"] = str(error)
+        except ds.DistSyncError as error:
+            assert rank != 0, error
+            assert "root rank 0 could not pickle its object (TypeError: cannot pickle" in str(error)
+            outcomes[f"{api.__name__}.broadcast.other"] = str(error)
+        else:
+            raise AssertionError("broadcast_object of an unpicklable object succeeded")
+        assert api.broadcast_object({"step": 7} if rank == 0 else None, root_rank=0) == {"step": 7}
+        last = size - 1
+        try:
+            api.allgather_object(threading.Lock() if rank == last else rank)
+        except TypeError as error:
+            assert rank == last, error
+        except ds.DistSyncError as error:
+            assert rank != last, error
+            assert f"rank {last} could not pickle its object" in str(error), error
+        else:
+            raise AssertionError("allgather_object of an unpicklable object succeeded")
+        assert api.allgather_object(("r", rank)) == [("r", r) for r in range(size)]
+    return outcomes
+
+
 if __name__ == "__main__":
     main(check.run)

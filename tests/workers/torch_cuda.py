@@ -97,7 +97,7 @@ def grouped_broadcast_allgather_alltoall_reducescatter_cuda():
         scatter_inputs = [make_input(26, r, rows * 2, dtype, "sum") for r in range(size)]
         piece = hvd.reducescatter(to_torch(scatter_inputs[rank], dtype).reshape(rows, 2).to(dev),
                                   op=hvd.Sum)
-        counts_rs = hvd.ops.reducescatter_rows(rows, size)
+        counts_rs = dist_sync._builders.reducescatter_rows(rows, size)
         start = sum(counts_rs[:rank]) * 2
         problem = compare(on_host(piece, dtype).reshape(-1),
                           [x[start:start + counts_rs[rank] * 2] for x in scatter_inputs],

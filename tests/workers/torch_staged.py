@@ -21,7 +21,7 @@ import torch_ops
 import torch_training
 from _common import main
 from _torch_common import Registry, digest, raises
-from dist_sync import _engine
+from dist_sync import _session
 from dist_sync.torch import _staging
 from fake_device import FakeBackend, FakeDevice
 
@@ -63,7 +63,7 @@ REUSED = {
                      "equivalence_groups_list_and_predivide", "reductions_start_during_backward",
                      "op_sum_and_compression", "unused_parameters_do_not_hang",
                      "synchronize_clip_skip_synchronize", "broadcast_parameters_forms",
-                     "broadcast_and_allgather_objects", "average_parameters_module_and_lists",
+                     "average_parameters_module_and_lists",
                      "sync_batch_norm_matches_batchnorm"],
 }
 
@@ -143,7 +143,7 @@ def every_op_on_a_lazy_stream():
     received, splits = got["alltoall"]
     assert received.tolist() == [10 * p + 2 * rank + i for p in range(size) for i in range(2)]
     assert splits.tolist() == [2] * size
-    rows = hvd.ops.reducescatter_rows(4, size)
+    rows = dist_sync._builders.reducescatter_rows(4, size)
     start = sum(rows[:rank])
     assert torch.equal(got["reducescatter"], sum(ranks)[start:start + rows[rank]])
     return None
@@ -185,13 +185,13 @@ def cpu_on_one_rank_cuda_on_another():
     assert hvd.allreduce(torch.ones(4), op=hvd.Sum, name="mixed.after").tolist() == [size] * 4
     # The same through the engine's own submit with an explicit device kind.
     array = np.ones(4)
-    device = _engine.DEVICE_CPU if rank == 0 else _engine.DEVICE_CUDA
-    handle = _engine.submit(_engine.ALLREDUCE, "mixed.raw",
+    device = _session.DEVICE_CPU if rank == 0 else _session.DEVICE_CUDA
+    handle = _session.submit(_session.ALLREDUCE, "mixed.raw",
                             [("mixed.raw", array.ctypes.data, array.ctypes.data, 8, [4])],
                             array, lambda raw: array, device=device)
     raw_message = raises(dist_sync.DistSyncError,
                          "Mismatched allreduce 'mixed.raw': device differs across ranks: cpu on "
-                         "rank 0; cuda on", lambda: _engine.synchronize(handle))
+                         "rank 0; cuda on", lambda: _session.synchronize(handle))
     return {"message": message, "raw": raw_message}
 
 

@@ -1,7 +1,8 @@
-"""Plumbing shared by the numpy and torch front ends: the session, handles, submission.
+"""The session, handles and submission layer of the front end: init/shutdown, the topology
+queries, Handle/poll/synchronize, and the one place that hands operations to the engine.
 
-Knows neither numpy arrays' semantics nor torch; callers hand over raw pointers and shapes and
-keep the memory alive through the Handle until it is synchronized.
+Knows no framework: the op builders (dist_sync/_builders.py) give it engine-ready tensor specs
+(through a framework's array adapter) and the objects to keep alive until the op completes.
 """
 from __future__ import annotations
 
@@ -188,7 +189,7 @@ def poll(handle: Handle) -> bool:
     handle = _check_handle(handle)
     if handle._done:
         return True
-    _check_process()
+    check_process()
     if handle._id is None:
         if not handle._deferred.ready():
             return False
@@ -206,7 +207,7 @@ def synchronize(handle: Handle) -> Any:
     handle = _check_handle(handle)
     # Only the process check: an operation that completed before a peer shut the engine down
     # still has its result (Note [Results outlive the session's end]).
-    _check_process()
+    check_process()
     with _claim_lock:
         if handle._claimed:
             raise ValueError(f"{handle!r} was already synchronized (or is being synchronized by "
@@ -240,7 +241,7 @@ def submit(kind: int, name: Optional[str], tensors: Sequence[TensorSpec], keepal
            prescale: float = 1.0, postscale: float = 1.0, root: int = 0,
            splits: Sequence[int] = (), device: int = DEVICE_CPU) -> Handle:
     """Hands one operation to the engine and returns its Handle."""
-    _check_usable()
+    check_usable()
     check_name(name)
     if _orphans:
         _reap_orphans()
@@ -259,7 +260,7 @@ def defer(kind: int, name: Optional[str], keepalive: Any, finish: Callable[[RawR
     """Like :func:`submit`, but the tensors are handed to the engine later, through the returned
     :class:`Deferred` (from any thread). The name is fixed now: an unnamed operation is numbered
     in the order of the user's calls, whatever order the submissions happen in."""
-    _check_usable()
+    check_usable()
     check_name(name)
     if _orphans:
         _reap_orphans()
@@ -272,7 +273,7 @@ def defer(kind: int, name: Optional[str], keepalive: Any, finish: Callable[[RawR
     return Handle(None, keepalive, finish, kind, name, deferred), deferred
 
 
-def _check_process() -> None:
+def check_process() -> None:
     if _init_pid is not None and os.getpid() != _init_pid:
         raise DistSyncError("dist_sync cannot be used in a process forked after init() (for "
                             "example a DataLoader worker); use it from the process that called "
@@ -295,8 +296,8 @@ def _with_stop_reason(call: Callable[[int], Any], handle_id: int) -> Any:
         raise
 
 
-def _check_usable() -> None:
-    _check_process()
+def check_usable() -> None:
+    check_process()
     if not _core.is_initialized():
         reason = _core.stop_reason()
         if reason:
@@ -405,3 +406,61 @@ def _install_excepthook() -> None:
 def is_initialized() -> bool:
     """True while this rank's engine is running."""
     return bool(_core.is_initialized())
+
+
+def rank() -> int:
+    """This process's rank, 0..size()-1."""
+    return _core.rank()
+
+
+def size() -> int:
+    """The number of ranks."""
+    return _core.size()
+
+
+def local_rank() -> int:
+    """This process's rank among the ranks on its host (use it to pick a GPU)."""
+    return _core.local_rank()
+
+
+def local_size() -> int:
+    """The number of ranks on this host."""
+    return _core.local_size()
+
+
+def cross_rank() -> int:
+    """The index of this host among the hosts (ranks with the same local_rank form a group)."""
+    return _core.cross_rank()
+
+
+def cross_size() -> int:
+    """The number of hosts."""
+    return _core.cross_size()
+
+
+def is_homogeneous() -> bool:
+    """True if every host runs the same number of ranks."""
+    return _core.is_homogeneous()
+
+
+def start_timeline(file_path: str, mark_cycles: bool = False) -> None:
+    """Starts writing a Chrome-trace/Perfetto timeline to ``file_path`` (rank 0 writes it).
+    ``mark_cycles`` exists for Horovod compatibility; every cycle's phases are recorded anyway."""
+    _core.start_timeline(str(file_path))
+
+
+def stop_timeline() -> None:
+    """Stops the timeline; the file stays valid JSON."""
+    _core.stop_timeline()
+
+
+def mpi_library_version() -> str:
+    """The MPI library dist_sync was built against, as the library describes itself."""
+    return _core.mpi_library_version()
+
+
+def mpi_threads_supported() -> bool:
+    """True if the MPI library runs with MPI_THREAD_MULTIPLE (dist_sync itself needs only
+    MPI_THREAD_SERIALIZED: one engine thread talks to MPI). Needs init()."""
+    _core.rank()  # raises DistSyncError unless initialized
+    return _core.mpi_thread_level() == 3

@@ -1,0 +1,268 @@
+"""Collective operations on torch tensors, with ``horovod.torch``'s names and signatures.
+
+``*_async`` forms return a :class:`dist_sync.Handle` whose :func:`synchronize` gives the result
+tensor; in-place forms end in ``_`` and are not tracked by autograd (as in Horovod). The
+synchronous ``allreduce``/``grouped_allreduce``/``allgather``/``broadcast``/``alltoall``/
+``reducescatter`` are autograd-aware: their gradients follow Note [Gradient convention] in
+_autograd.py. Out-of-place operations accept any tensor layout (a non-contiguous input is copied
+once); in-place ones need a contiguous tensor and say so otherwise. Tensors stay alive until
+their operation completes (the engine never owns user memory). ``process_set`` arguments are not
+provided.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, List, Optional, Sequence
+
+import torch
+
+from .. import _builders
+from .._reduce_op import Average, Max, Min, Product, ReduceOp, Sum, engine_op
+from .._session import Handle, synchronize
+from .._validation import check_root, scale_args
+from ._adapter import TORCH
+from ._autograd import (_Allgather, _Allreduce, _Alltoall, _Broadcast, _GroupedAllreduce,
+                        _Reducescatter)
+from .compression import Compression, Compressor
+
+
+class _AdasumOp:
+    """Horovod's Adasum reduction, which dist_sync does not implement. It exists so scripts that
+    merely mention ``hvd.Adasum`` import; passing it to an operation raises
+    NotImplementedError."""
+
+    def __repr__(self) -> str:
+        return "dist_sync.torch.Adasum"
+
+
+Adasum = _AdasumOp()
+
+
+def resolve_op(op: Any, average: Optional[bool]) -> ReduceOp:
+    """The reduction for Horovod's (op, deprecated average) pair; ``op=None`` means Average."""
+    if op is Adasum:
+        raise NotImplementedError("Adasum is not implemented in dist_sync; use op=Average (the "
+                                  "default) or Sum")
+    if op is not None and average is not None:
+        raise ValueError("The op parameter supersedes average; please provide only one of them")
+    if average is not None:
+        warnings.warn("The average parameter is deprecated; use op=Average or op=Sum",
+                      DeprecationWarning, stacklevel=3)
+        return Average if average else Sum
+    if op is None:
+        return Average
+    engine_op(op)  # validates
+    return ReduceOp(int(op))
+
+
+# --- allreduce -------------------------------------------------------------------------------
+
+def allreduce_async(tensor: torch.Tensor, average: Optional[bool] = None,
+                    name: Optional[str] = None, op: Optional[ReduceOp] = None,
+                    prescale_factor: float = 1.0, postscale_factor: float = 1.0) -> Handle:
+    """Starts reducing ``tensor`` over all ranks into a new tensor; returns a Handle whose
+    :func:`synchronize` gives the result. ``tensor`` is not modified.
+
+    ``op`` is Average (default), Sum, Min, Max or Product; integer Average truncates toward zero.
+    ``prescale_factor`` multiplies each rank's input, ``postscale_factor`` the result. Ops with the
+    same ``name`` must have the same dtype and shape on every rank; unnamed ops are matched by
+    the order of unnamed calls.
+    """
+    return _builders.allreduce(TORCH, tensor, resolve_op(op, average), name, prescale_factor,
+                               postscale_factor, in_place=False, what="allreduce")
+
+
+def allreduce_async_(tensor: torch.Tensor, average: Optional[bool] = None,
+                     name: Optional[str] = None, op: Optional[ReduceOp] = None,
+                     prescale_factor: float = 1.0, postscale_factor: float = 1.0) -> Handle:
+    """Starts reducing ``tensor`` over all ranks in place (``tensor`` must be contiguous)."""
+    return _builders.allreduce(TORCH, tensor, resolve_op(op, average), name, prescale_factor,
+                               postscale_factor, in_place=True, what="allreduce_")
+
+
+def allreduce_(tensor: torch.Tensor, average: Optional[bool] = None, name: Optional[str] = None,
+               op: Optional[ReduceOp] = None, prescale_factor: float = 1.0,
+               postscale_factor: float = 1.0) -> torch.Tensor:
+    """In-place allreduce; returns ``tensor`` (not tracked by autograd, like Horovod's)."""
+    return synchronize(allreduce_async_(tensor, average, name, op, prescale_factor,
+                                        postscale_factor))
+
+
+def allreduce(tensor: torch.Tensor, average: Optional[bool] = None, name: Optional[str] = None,
+              compression: type[Compressor] = Compression.none, op: Optional[ReduceOp] = None,
+              prescale_factor: float = 1.0, postscale_factor: float = 1.0) -> torch.Tensor:
+    """Returns the reduction of ``tensor`` over all ranks (bit-identical on every rank).
+
+    ``op``: Average (default), Sum, Min, Max or Product. ``compression`` casts the tensor for
+    the wire (see :class:`Compression`). Differentiable (Note [Gradient convention]).
+    """
+    op = resolve_op(op, average)
+    scale_args(prescale_factor, postscale_factor)
+    compressed, context = compression.compress(tensor)
+    reduced = _Allreduce.apply(compressed, op, name, float(prescale_factor),
+                               float(postscale_factor))
+    return compression.decompress(reduced, context)
+
+
+# --- grouped allreduce -----------------------------------------------------------------------
+
+def grouped_allreduce_async(tensors: Sequence[torch.Tensor], average: Optional[bool] = None,
+                            name: Optional[str] = None, op: Optional[ReduceOp] = None,
+                            prescale_factor: float = 1.0,
+                            postscale_factor: float = 1.0) -> Handle:
+    """Starts reducing a list of tensors as one unit (negotiated and fused together); the
+    handle's result is the list of reduced tensors."""
+    return _builders.grouped_allreduce(TORCH, tensors, resolve_op(op, average), name,
+                                       prescale_factor, postscale_factor, in_place=False,
+                                       what="grouped_allreduce")
+
+
+def grouped_allreduce_async_(tensors: Sequence[torch.Tensor], average: Optional[bool] = None,
+                             name: Optional[str] = None, op: Optional[ReduceOp] = None,
+                             prescale_factor: float = 1.0,
+                             postscale_factor: float = 1.0) -> Handle:
+    """In-place :func:`grouped_allreduce_async` (every tensor must be contiguous)."""
+    return _builders.grouped_allreduce(TORCH, tensors, resolve_op(op, average), name,
+                                       prescale_factor, postscale_factor, in_place=True,
+                                       what="grouped_allreduce_")
+
+
+def grouped_allreduce_(tensors: Sequence[torch.Tensor], average: Optional[bool] = None,
+                       name: Optional[str] = None, op: Optional[ReduceOp] = None,
+                       prescale_factor: float = 1.0,
+                       postscale_factor: float = 1.0) -> List[torch.Tensor]:
+    """In-place grouped allreduce; returns the list of (now reduced) tensors."""
+    return synchronize(grouped_allreduce_async_(tensors, average, name, op, prescale_factor,
+                                                postscale_factor))
+
+
+def grouped_allreduce(tensors: Sequence[torch.Tensor], average: Optional[bool] = None,
+                      name: Optional[str] = None,
+                      compression: type[Compressor] = Compression.none,
+                      op: Optional[ReduceOp] = None, prescale_factor: float = 1.0,
+                      postscale_factor: float = 1.0) -> List[torch.Tensor]:
+    """Reduces a list of tensors as one unit (negotiated and fused together); returns the list
+    of results. Differentiable like :func:`allreduce`."""
+    op = resolve_op(op, average)
+    scale_args(prescale_factor, postscale_factor)
+    if not isinstance(tensors, (list, tuple)) or not tensors:
+        raise TypeError("grouped_allreduce expects a non-empty list of tensors")
+    compressed, contexts = zip(*[compression.compress(t) for t in tensors])
+    reduced = _GroupedAllreduce.apply(op, name, float(prescale_factor), float(postscale_factor),
+                                      *compressed)
+    return [compression.decompress(r, c) for r, c in zip(reduced, contexts)]
+
+
+# --- broadcast -------------------------------------------------------------------------------
+
+def broadcast_async(tensor: torch.Tensor, root_rank: int, name: Optional[str] = None) -> Handle:
+    """Starts broadcasting ``root_rank``'s ``tensor`` into a new tensor on every rank."""
+    return _builders.broadcast(TORCH, tensor, root_rank, name, in_place=False, what="broadcast")
+
+
+def broadcast_async_(tensor: torch.Tensor, root_rank: int, name: Optional[str] = None) -> Handle:
+    """Starts broadcasting ``root_rank``'s ``tensor`` in place (``tensor`` must be contiguous)."""
+    return _builders.broadcast(TORCH, tensor, root_rank, name, in_place=True, what="broadcast_")
+
+
+def broadcast_(tensor: torch.Tensor, root_rank: int, name: Optional[str] = None) -> torch.Tensor:
+    """In-place broadcast; returns ``tensor``."""
+    return synchronize(broadcast_async_(tensor, root_rank, name))
+
+
+def broadcast(tensor: torch.Tensor, root_rank: int, name: Optional[str] = None) -> torch.Tensor:
+    """``root_rank``'s ``tensor`` on every rank, as a new tensor. Differentiable: the root
+    receives the sum of every rank's gradient, other ranks zeros."""
+    return _Broadcast.apply(tensor, check_root(root_rank), name)
+
+
+# --- allgather -------------------------------------------------------------------------------
+
+def allgather_async(tensor: torch.Tensor, name: Optional[str] = None) -> Handle:
+    """Starts concatenating every rank's ``tensor`` along the first dimension (which may differ
+    between ranks; a 0-d tensor counts as one row)."""
+    return _builders.allgather(TORCH, tensor, name, what="allgather")
+
+
+def allgather(tensor: torch.Tensor, name: Optional[str] = None) -> torch.Tensor:
+    """Every rank's ``tensor`` concatenated along the first dimension, in rank order (first
+    dimensions may differ between ranks; a 0-d tensor counts as one row). Differentiable."""
+    TORCH.check(tensor, "allgather")  # forward reads .shape before the op checks
+    return _Allgather.apply(tensor, name)
+
+
+# --- alltoall --------------------------------------------------------------------------------
+
+def alltoall_async(tensor: torch.Tensor, splits: Optional[Any] = None,
+                   name: Optional[str] = None) -> Handle:
+    """Starts an alltoall: rows ``[sum(splits[:p]), sum(splits[:p+1]))`` of ``tensor`` go to
+    rank p; without splits the first dimension is divided evenly. The handle's result is
+    ``(received tensor, received splits as an int32 tensor)``."""
+    return _builders.alltoall(TORCH, tensor, splits, name, what="alltoall")
+
+
+def alltoall(tensor: torch.Tensor, splits: Optional[Any] = None, name: Optional[str] = None
+             ) -> Any:
+    """Exchanges slices of ``tensor`` between ranks: rows ``[sum(splits[:p]), sum(splits[:p+1]))``
+    go to rank p (without splits the first dimension is divided evenly).
+
+    Returns the received tensor (rows from rank 0 first) and, when ``splits`` is given, also
+    the int32 tensor of rows received from each rank, as Horovod does. Differentiable.
+    """
+    output, received = _Alltoall.apply(tensor, splits, name)
+    return output if splits is None else (output, received)
+
+
+# --- reducescatter ---------------------------------------------------------------------------
+
+def reducescatter_async(tensor: torch.Tensor, name: Optional[str] = None,
+                        op: ReduceOp = Average, prescale_factor: float = 1.0,
+                        postscale_factor: float = 1.0) -> Handle:
+    """Starts reducing ``tensor`` over all ranks and scattering the result along the first
+    dimension: rank r receives rows ``[start_r, end_r)``, the first ``rows % size`` ranks one row
+    more than the others (Horovod's split)."""
+    return _builders.reducescatter(TORCH, tensor, resolve_op(op, None), name, prescale_factor,
+                                   postscale_factor, what="reducescatter")
+
+
+def reducescatter(tensor: torch.Tensor, name: Optional[str] = None,
+                  compression: type[Compressor] = Compression.none, op: ReduceOp = Average,
+                  prescale_factor: float = 1.0, postscale_factor: float = 1.0) -> torch.Tensor:
+    """This rank's rows of the reduction of ``tensor`` over all ranks: rank r gets rows
+    ``[start_r, end_r)``, the first ``rows % size`` ranks one row more. Differentiable."""
+    op = resolve_op(op, None)
+    scale_args(prescale_factor, postscale_factor)
+    compressed, context = compression.compress(tensor)
+    piece = _Reducescatter.apply(compressed, op, name, float(prescale_factor),
+                                 float(postscale_factor))
+    return compression.decompress(piece, context)
+
+
+# --- barrier and join ------------------------------------------------------------------------
+
+def barrier() -> None:
+    """Returns once every rank has called barrier()."""
+    _builders.barrier()
+
+
+def join(device: int = -1) -> int:
+    """Declares that this rank has no more data and waits until every rank has joined.
+
+    Until then, the other ranks' allreduces keep working with this rank contributing zeros
+    (Average still divides by the full size), so ranks with uneven amounts of data can finish
+    their loops. Returns the rank that joined last. ``device`` exists for Horovod compatibility;
+    only -1 (CPU) is meaningful today.
+    """
+    if isinstance(device, bool) or not isinstance(device, int):
+        raise TypeError(f"device must be an int, got {type(device).__name__}")
+    return _builders.join()
+
+
+__all__ = [
+    "Adasum", "Average", "Sum", "Min", "Max", "Product", "ReduceOp", "allreduce",
+    "allreduce_async", "allreduce_async_", "allreduce_", "grouped_allreduce",
+    "grouped_allreduce_async", "grouped_allreduce_async_", "grouped_allreduce_", "broadcast",
+    "broadcast_async", "broadcast_async_", "broadcast_", "allgather", "allgather_async",
+    "alltoall", "alltoall_async", "reducescatter", "reducescatter_async", "barrier", "join",
+    "resolve_op",
+]
