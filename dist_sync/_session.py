@@ -232,8 +232,20 @@ def auto_name(kind: int) -> str:
 
 
 def check_name(name: Optional[str]) -> None:
-    if name is not None and not isinstance(name, str):
+    """Names travel to every rank and into error messages: text without NUL characters (which
+    would cut the engine's messages short) that encodes as UTF-8."""
+    if name is None:
+        return
+    if not isinstance(name, str):
         raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+    if "\x00" in name:
+        raise ValueError(f"name must not contain NUL characters, got {name!r}")
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"name must be valid Unicode text (it cannot contain lone "
+                             f"surrogates), got {name!r}") from None
 
 
 def submit(kind: int, name: Optional[str], tensors: Sequence[TensorSpec], keepalive: Any,
@@ -320,6 +332,7 @@ def init(comm: Any = None, **settings: Any) -> None:
     the running session's: that raises ValueError rather than silently ignoring them.
     """
     global _session, _init_pid, _atexit_registered, _active_settings
+    check_process()  # a forked child must not touch the parent's engine or MPI
     with _state_lock:
         resolved = _config.load(settings)  # unknown or malformed settings raise even if running
         if _core.is_initialized():
@@ -404,7 +417,10 @@ def _install_excepthook() -> None:
 
 
 def is_initialized() -> bool:
-    """True while this rank's engine is running."""
+    """True while this rank's engine is running (False in a process forked after init(), which
+    cannot use it)."""
+    if _init_pid is not None and os.getpid() != _init_pid:
+        return False
     return bool(_core.is_initialized())
 
 

@@ -86,6 +86,10 @@ class TorchAdapter:
     def contiguous_input(self, tensor: torch.Tensor, what: str) -> torch.Tensor:
         check_device(tensor, what)
         tensor = tensor.detach()
+        if tensor.is_neg() or tensor.is_conj():
+            # A lazily negated/conjugated view: its memory holds the values before the sign
+            # flip, so the engine must be given materialized values.
+            return tensor.resolve_neg().resolve_conj().contiguous()
         return tensor if tensor.is_contiguous() else tensor.contiguous()
 
     def inplace_target(self, tensor: torch.Tensor, what: str) -> torch.Tensor:
@@ -95,6 +99,12 @@ class TorchAdapter:
                              f"{tuple(tensor.shape)} with strides {tuple(tensor.stride())} (use "
                              f"the out-of-place form, or call .contiguous() first and use its "
                              f"result)")
+        if tensor.is_neg() or tensor.is_conj():
+            raise ValueError(f"{what} works in place but the tensor is a view with torch's "
+                             f"{'negative' if tensor.is_neg() else 'conjugate'} bit set (for "
+                             f"example from .conj() or .imag of one): its memory does not hold "
+                             f"its values. Use the out-of-place form, or .resolve_neg() / "
+                             f".resolve_conj() first and use the result")
         return tensor.detach()
 
     def new_output(self, source: torch.Tensor) -> torch.Tensor:

@@ -16,14 +16,15 @@ Differences from Horovod (each fixes a trap):
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
 from .. import _core
 from .._objects import allgather_object, broadcast_object
-from .._session import synchronize
+from .._session import DistSyncError, synchronize
 from .._validation import check_root
 from ._adapter import TORCH_TO_CODE
 from .mpi_ops import broadcast_async, broadcast_async_
@@ -126,6 +127,7 @@ def broadcast_optimizer_state(optimizer: torch.optim.Optimizer, root_rank: int) 
                         f"{type(optimizer).__name__}")
     root = check_root(root_rank)
     is_root = _core.rank() == root
+    _check_same_optimizers(optimizer)
     tensors: List[torch.Tensor] = []
     skeleton = _strip(optimizer.state_dict(), tensors) if is_root else None
     skeleton = broadcast_object(skeleton, root)
@@ -136,8 +138,44 @@ def broadcast_optimizer_state(optimizer: torch.optim.Optimizer, root_rank: int) 
     handles = [broadcast_async_(t, root) for t in tensors]
     for handle in handles:
         synchronize(handle)
+    failure = ""
     if not is_root:
-        optimizer.load_state_dict(_fill(skeleton, tensors))
+        previous = copy.deepcopy(optimizer.state_dict())
+        try:
+            optimizer.load_state_dict(_fill(skeleton, tensors))
+        except Exception as error:  # noqa: BLE001 - reported on every rank below
+            optimizer.load_state_dict(previous)  # never left half loaded
+            failure = f"{type(error).__name__}: {error}"
+    failures = [(rank, text) for rank, text in enumerate(allgather_object(failure)) if text]
+    if failures:
+        raise DistSyncError("broadcast_optimizer_state: loading root rank "
+                            f"{root}'s state failed on " + "; ".join(
+                                f"rank {rank} ({text})" for rank, text in failures) +
+                            "; every optimizer keeps its previous state")
+
+
+def _describe(optimizer: torch.optim.Optimizer) -> str:
+    """What must agree across ranks for one optimizer's state to load into another's."""
+    base = next(c for c in type(optimizer).__mro__ if c.__module__ != "dist_sync.torch.optimizer")
+    groups = [len(group["params"]) for group in optimizer.param_groups]
+    shapes = [list(p.shape) for group in optimizer.param_groups for p in group["params"]]
+    return f"{base.__name__} with parameter groups of {groups} parameters, shapes {shapes}"
+
+
+def _check_same_optimizers(optimizer: torch.optim.Optimizer) -> None:
+    """Every rank fails, naming the difference, unless all ranks have the same kind of
+    optimizer over the same parameters (before anything is loaded anywhere)."""
+    described = allgather_object(_describe(optimizer))
+    if len(set(described)) == 1:
+        return
+    by_kind: Dict[str, List[int]] = {}
+    for rank, text in enumerate(described):
+        by_kind.setdefault(text, []).append(rank)
+    raise DistSyncError("broadcast_optimizer_state: the optimizers differ across ranks: " +
+                        "; ".join(f"{text} on {'rank' if len(ranks) == 1 else 'ranks'} "
+                                  f"{', '.join(map(str, ranks))}"
+                                  for text, ranks in by_kind.items()) +
+                        "; no optimizer was changed")
 
 
 def _collect_slots(value: Any, slots: List[_TensorSlot]) -> None:

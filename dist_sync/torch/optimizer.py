@@ -175,12 +175,20 @@ class _DistributedOptimizer(torch.optim.Optimizer):
             handle = ops.grouped_allreduce_async_(sends, name=name, op=self._ds_op,
                                                   prescale_factor=pre, postscale_factor=post)
 
+        grads = [p.grad for p in params]
+
         def complete() -> None:
             _wait(handle)
-            for p, sent, context in zip(params, sends, contexts):
+            for p, grad, sent, context in zip(params, grads, sends, contexts):
+                if p.grad is not grad:
+                    raise DistSyncError(
+                        f"the gradient of '{self._ds_names[p]}' was replaced or reset (for "
+                        f"example by model.zero_grad() or p.grad = None) between backward() and "
+                        f"step() while its allreduce was running; the averaged gradient was "
+                        f"dropped. Call zero_grad() before backward() or after step()")
                 result = self._ds_compression.decompress(sent, context)
-                if result is not p.grad:
-                    p.grad.copy_(result)
+                if result is not grad:
+                    grad.copy_(result)
         return complete
 
     def _ds_start_sparse(self, p: torch.Tensor, name: str) -> Callable[[], None]:
@@ -206,18 +214,30 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         installs the averaged gradients. Call it before modifying gradients (clipping), then
         call ``step()`` inside ``skip_synchronize()``."""
         self._ds_track_new_parameters()
+        errors: List[Exception] = []
         try:
             for unit in range(len(self._ds_units)):
                 if unit not in self._ds_in_flight:
                     self._ds_in_flight[unit] = self._ds_start(unit)
-            for unit in sorted(self._ds_in_flight):
+        except Exception as error:  # noqa: BLE001 - the started ones are still awaited
+            errors.append(error)
+        # Every started reduction is awaited even after one fails, so none is left running
+        # under its name: the next step can submit it again (Note [Gradient overlap]).
+        for unit in sorted(self._ds_in_flight):
+            try:
                 self._ds_in_flight[unit]()
-        finally:
-            self._ds_in_flight.clear()
-            self._ds_ready.clear()
-            for p in self._ds_delay:
-                self._ds_delay[p] = self.backward_passes_per_step
-            self._ds_backward_seen = False
+            except Exception as error:  # noqa: BLE001 - the first one is raised below
+                errors.append(error)
+        self._ds_in_flight.clear()
+        self._ds_ready.clear()
+        for p in self._ds_delay:
+            self._ds_delay[p] = self.backward_passes_per_step
+        self._ds_backward_seen = False
+        if errors:
+            if len(errors) > 1 and isinstance(errors[0], DistSyncError):
+                raise DistSyncError(f"{errors[0]} (and {len(errors) - 1} more failed "
+                                    f"reduction(s) in this step)") from errors[0]
+            raise errors[0]
         self._ds_synchronized = True
 
     @contextmanager

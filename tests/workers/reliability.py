@@ -2,6 +2,7 @@
 synchronize, one handle synchronized from several threads, ...). Every check runs on every rank;
 results are compared with numpy references."""
 import gc
+import os
 import threading
 
 import numpy as np
@@ -136,6 +137,149 @@ def object_collectives_after_a_pickling_error():
             raise AssertionError("allgather_object of an unpicklable object succeeded")
         assert api.allgather_object(("r", rank)) == [("r", r) for r in range(size)]
     return outcomes
+
+
+@check
+def negative_and_conjugate_views():
+    # torch.tensor([1+2j]).conj().imag is [-2.] through the negative bit: its memory holds 2.
+    rank, size = ds.rank(), ds.size()
+    view = torch.tensor([1 + 2j, 3 + 4j]).conj().imag
+    assert view.is_neg()
+    summed = hvd.allreduce(view, op=hvd.Sum, name="negative.view")
+    np.testing.assert_array_equal(summed.numpy(), [-2.0 * size, -4.0 * size])
+    largest = hvd.allreduce(view * (rank + 1) if rank else view, op=hvd.Max, name="negative.max")
+    np.testing.assert_array_equal(largest.numpy(), [-2.0, -4.0])
+    try:
+        hvd.allreduce_(torch.tensor([1 + 2j]).conj().imag, op=hvd.Sum, name="negative.inplace")
+    except ValueError as error:
+        message = str(error)
+    else:
+        raise AssertionError("an in-place allreduce into a negative-bit view was accepted")
+    assert "allreduce_ works in place but the tensor is a view with torch's negative bit" in message
+    return {"inplace": message}
+
+
+@check
+def names_with_nul_or_surrogates_are_refused():
+    messages = {}
+    for label, name in (("nul", "grad\x00.w"), ("surrogate", "grad.\udc80")):
+        for api, tensor in ((ds, np.ones(2)), (hvd, torch.ones(2))):
+            try:
+                api.allreduce(tensor, name=name)
+            except ValueError as error:
+                messages[f"{label}.{api.__name__}"] = str(error)
+            else:
+                raise AssertionError(f"name {name!r} was accepted")
+    assert "name must not contain NUL characters" in messages["nul.dist_sync"]
+    assert "name must be valid Unicode text" in messages["surrogate.dist_sync.torch"]
+    ds.barrier()  # the engine is still fine
+    return messages
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+
+
+@check
+def optimizer_survives_zero_grad_between_backward_and_step():
+    model = _model()
+    optimizer = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
+                                         named_parameters=model.named_parameters())
+    model(torch.ones(5, 4)).sum().backward()
+    model.zero_grad()  # the module's, not the optimizer's: gradients reset while in flight
+    try:
+        optimizer.step()
+    except ds.DistSyncError as error:
+        message = str(error)
+    else:
+        raise AssertionError("step() after model.zero_grad() succeeded silently")
+    assert "was replaced or reset (for example by model.zero_grad() or p.grad = None)" in message
+    # The optimizer is usable afterwards.
+    optimizer.zero_grad()
+    model(torch.full((5, 4), float(ds.rank()))).sum().backward()
+    optimizer.step()
+    return {"message": message}
+
+
+@check
+def optimizer_usable_after_a_failed_step():
+    rank, size = ds.rank(), ds.size()
+    model = _model()
+    optimizer = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
+                                         named_parameters=model.named_parameters())
+    # On the last rank one parameter is unused this step and has another shape when step()
+    # reduces its zeros: that reduction fails on every rank, the others complete.
+    hidden = model[0](torch.ones(5, 4))
+    if rank == size - 1:
+        (hidden @ model[1].weight.t()).sum().backward()
+        saved = model[1].bias.data
+        model[1].bias.data = torch.zeros(5)
+    else:
+        model[1](hidden).sum().backward()
+    try:
+        optimizer.step()
+    except ds.DistSyncError as error:
+        first = str(error)
+    else:
+        raise AssertionError("a step with mismatched gradient shapes succeeded")
+    assert ".1.bias': shape differs across ranks: (2,) on" in first, first
+    if rank == size - 1:
+        model[1].bias.data = saved
+    optimizer.zero_grad()
+    model(torch.ones(5, 4)).sum().backward()
+    optimizer.step()  # no "already in flight": the failed step awaited every reduction
+    weight = hvd.allgather(model[0].weight.detach().reshape(1, -1))
+    assert all(torch.equal(weight[0], weight[r]) for r in range(size))
+    return {"first": first}
+
+
+@check
+def broadcast_optimizer_state_across_optimizer_types():
+    rank = ds.rank()
+    model = _model()
+    optimizer = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if rank == 0 else
+                 torch.optim.Adam(model.parameters(), lr=0.01))
+    model(torch.ones(5, 4)).sum().backward()
+    optimizer.step()
+    before = {k: dict(v) if isinstance(v, dict) else v
+              for k, v in optimizer.state_dict()["param_groups"][0].items()}
+    try:
+        hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+    except ds.DistSyncError as error:
+        message = str(error)
+    else:
+        raise AssertionError("optimizer state of SGD was loaded into Adam")
+    assert "the optimizers differ across ranks: SGD with" in message, message
+    assert "Adam with" in message and "no optimizer was changed" in message
+    after = optimizer.state_dict()["param_groups"][0]
+    assert {k: after[k] for k in before} == before
+    return {"message": message}
+
+
+@check
+def forked_child_cannot_init():
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports and leaves without touching MPI
+        try:
+            status = f"initialized={ds.is_initialized()};"
+            try:
+                ds.init()
+                status += "init accepted"
+            except ds.DistSyncError as error:
+                status += str(error)
+        except BaseException as error:  # noqa: BLE001
+            status = repr(error)
+        os.write(write, status.encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        status = pipe.read()
+    assert status.startswith("initialized=False;"), status
+    assert "cannot be used in a process forked after init()" in status, status
+    return {"child": status}
 
 
 if __name__ == "__main__":
