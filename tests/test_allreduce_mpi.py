@@ -1,7 +1,7 @@
 """Allreduce through the engine under mpirun, N = 1..4, against numpy."""
 import pytest
 
-import harness
+from tests.support import harness
 
 
 @pytest.mark.parametrize("np_", [1, 2, 3, 4])

@@ -9,7 +9,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-import harness
+from tests.support import harness
 
 SUPPORTED_NUMPY = "dist_sync supports uint8, int8, int16, int32, int64, float16, bfloat16 (torch), float32, float64"
 SUPPORTED_TORCH = "dist_sync supports torch.uint8, int8, int16, int32, int64, float16, bfloat16, float32, float64"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import harness
+from tests.support import harness
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_TORCH = importlib.util.find_spec("torch") is not None

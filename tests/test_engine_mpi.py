@@ -2,7 +2,7 @@
 stalls and idle cost. Every run has a subprocess timeout, so a hang fails instead of blocking."""
 import pytest
 
-import harness
+from tests.support import harness
 
 
 @pytest.mark.parametrize("np_", [1, 2, 3, 4])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import harness
+from tests.support import harness
 
 
 @pytest.mark.parametrize("np_", [2, 3])

@@ -18,8 +18,8 @@ from typing import List, Optional
 
 import pytest
 
-import faults
-import harness
+from tests.support import faults
+from tests.support import harness
 
 # MPICH's mpiexec (hydra) ends the other ranks with SIGKILL, which no process can report on,
 # and leaves its /dev/shm/mpich_shm_* segment behind; these tests describe Open MPI's behaviour.
@@ -153,11 +153,10 @@ def test_stall_timeout_fails_every_rank_with_tensor_and_missing_rank(tmp_path, n
 
 
 SINGLETON = """
-import json, sys
-sys.path.insert(0, {workers!r})
+import json
 import numpy as np
 import dist_sync as ds
-from _faults import mapped_shm_files
+from tests.support.faults import mapped_shm_files
 ds.init()
 assert ds.allreduce(np.ones(3), op=ds.Sum).tolist() == [1.0, 1.0, 1.0]
 print(json.dumps(mapped_shm_files()))
@@ -168,11 +167,11 @@ print(json.dumps(mapped_shm_files()))
 def test_singleton_run_leaves_no_shared_memory(btl):
     # `python train.py` without mpirun: Open MPI is a singleton with no launcher to remove its
     # shared-memory segment, so dist_sync keeps the transport out (Note [Singleton shared memory]).
-    env = harness.mpi_env()
+    env = harness.worker_env()
     env.pop("OMPI_MCA_btl", None)
     if btl is not None:
         env["OMPI_MCA_btl"] = btl
-    done = subprocess.run([sys.executable, "-c", SINGLETON.format(workers=str(harness.WORKERS))],
+    done = subprocess.run([sys.executable, "-c", SINGLETON],
                           capture_output=True, text=True, env=env, timeout=JOB_TIMEOUT)
     assert done.returncode == 0, done.stdout + done.stderr
     mapped = json.loads(done.stdout.strip().splitlines()[-1])
@@ -182,9 +181,9 @@ def test_singleton_run_leaves_no_shared_memory(btl):
 def sigterm_probe(mode: str) -> "subprocess.CompletedProcess[str]":
     """Runs tests/workers/sigterm_probe.py alone and sends it SIGTERM once it is ready (the
     forked_child mode signals its own child)."""
-    process = subprocess.Popen([sys.executable, str(harness.WORKERS / "sigterm_probe.py"), mode],
+    process = subprocess.Popen([sys.executable, "-m", harness.worker_module("sigterm_probe"), mode],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=harness.mpi_env())
+                               env=harness.worker_env())
     try:
         if mode != "forked_child":
             assert process.stdout.readline().strip() == "ready"

@@ -1,7 +1,7 @@
 """Buffers beyond 32-bit counts under mpirun (about 5 GiB of memory per rank)."""
 import pytest
 
-import harness
+from tests.support import harness
 
 
 @pytest.mark.slow

@@ -14,9 +14,9 @@ from typing import Any, Dict, List
 from hypothesis import given
 from hypothesis import strategies as st
 
-import harness
-from randomized import bounded_segment, configured, counts, rank_counts, segment_bytes
-from reference import DTYPES, OPS, storage_dtype
+from tests.support import harness
+from tests.support.randomized import bounded_segment, configured, counts, rank_counts, segment_bytes
+from tests.support.reference import DTYPES, OPS, storage_dtype
 
 # The numpy API has no bfloat16 (torch only); the thread tests cover it.
 NUMPY_DTYPES = [d for d in DTYPES if d != "bfloat16"]

@@ -10,9 +10,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from randomized import bounded_segment, configured, counts, rank_counts, segment_bytes
-from reference import DTYPES, OPS, compare, make_input, storage_dtype
-from thread_ranks import run
+from tests.support.randomized import bounded_segment, configured, counts, rank_counts, segment_bytes
+from tests.support.reference import DTYPES, OPS, compare, make_input, storage_dtype
+from tests.support.thread_ranks import run
 
 FLOATS = ("float16", "bfloat16", "float32", "float64")
 

@@ -8,7 +8,7 @@ from typing import Any, Dict
 
 import pytest
 
-import harness
+from tests.support import harness
 
 RANKS = [2, 3]
 ENV = {"DIST_SYNC_STALL_TIMEOUT_SECONDS": "60"}

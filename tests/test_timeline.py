@@ -4,7 +4,7 @@ it stays loadable when the job is killed."""
 import json
 from collections import defaultdict
 
-import harness
+from tests.support import harness
 
 NP = 2
 # Spans each execution of a tensor leaves, in order (csrc/engine/engine.cc record_timeline):

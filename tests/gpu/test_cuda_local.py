@@ -10,7 +10,7 @@ import torch
 import dist_sync
 from dist_sync import _session
 from dist_sync.torch import _staging, mpi_ops as ops
-from fake_device import FakeCore
+from tests.support.fake_device import FakeCore
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (torch.cuda.is_available() is False)")

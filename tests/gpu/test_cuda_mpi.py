@@ -10,7 +10,7 @@ from typing import Any, Dict
 import pytest
 import torch
 
-import harness
+from tests.support import harness
 
 pytestmark = [pytest.mark.mpi, pytest.mark.skipif(
     not torch.cuda.is_available(),

@@ -7,6 +7,7 @@ the launcher agent, and only what is forwarded with ``-x`` reaches the ranks (se
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -14,43 +15,31 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
-HERE = Path(__file__).resolve().parent
-TESTS = HERE.parent
-for path in (str(TESTS), str(HERE)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
-
-import harness  # noqa: E402  (tests/harness.py)
-from netns import VirtualCluster  # noqa: E402
-
-WORKER_DIRS = (HERE / "workers", TESTS / "workers")
+from tests.multihost.netns import VirtualCluster
+from tests.support import harness
 
 
-def worker_path(worker: str) -> Path:
+def worker_module(worker: str) -> str:
     """tests/multihost/workers/<worker>.py, else tests/workers/<worker>.py."""
-    for directory in WORKER_DIRS:
-        path = directory / f"{worker}.py"
-        if path.exists():
-            return path
-    raise FileNotFoundError(f"no worker {worker!r} in {', '.join(map(str, WORKER_DIRS))}")
+    own = f"tests.multihost.workers.{worker}"
+    return own if importlib.util.find_spec(own) else harness.worker_module(worker)
 
 
 def run(cluster: VirtualCluster, worker: str, ranks_per_host: Union[int, Sequence[int]],
         args: Any = None, timeout: float = 120.0, env: Optional[Dict[str, str]] = None,
         mpirun_args: Sequence[str] = ()) -> harness.MpiRun:
     """Runs `worker` with JSON `args` on `ranks_per_host` ranks per host; `env` reaches every rank."""
-    script = worker_path(worker)
     with tempfile.TemporaryDirectory(prefix="dist_sync_mh_") as out_dir:
         rank_env = {
-            # _common and reference live in tests/workers and tests; the script's own directory
-            # comes first on sys.path anyway.
-            "PYTHONPATH": os.pathsep.join([str(TESTS / "workers"), str(TESTS)]),
+            # The hosts start with a clean environment: the ranks import as harness.worker_env's.
+            "PYTHONPATH": os.pathsep.join(harness.import_path()),
+            "PYTHONSAFEPATH": "1",
             "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": "1",           # ranks outnumber cores
             "DIST_SYNC_TEST_OUT": out_dir,
         }
         rank_env.update(env or {})
-        command = cluster.mpirun_command([sys.executable, str(script),
+        command = cluster.mpirun_command([sys.executable, "-m", worker_module(worker),
                                           json.dumps(args if args is not None else {})],
                                          ranks_per_host, env=rank_env, mpirun_args=mpirun_args)
         returncode, output, timed_out = cluster.run(command, timeout)

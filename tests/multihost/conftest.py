@@ -8,17 +8,14 @@ is skipped with the reason.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Iterator, List, Optional
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+from tests.multihost import netns
 
-import netns  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 OPT_IN = "DIST_SYNC_TEST_MULTIHOST"
 

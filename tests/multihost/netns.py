@@ -345,7 +345,7 @@ class VirtualCluster:
             if "File exists" not in done.stderr:
                 raise ClusterError(f"ip netns add {prefix}sw failed: {done.stderr.strip()}")
         raise ClusterError(f"owner {self.owner} already has 26 virtual clusters; run "
-                           f"`python {Path(__file__)} cleanup --owner {self.owner}`")
+                           f"`python -m tests.multihost.netns cleanup --owner {self.owner}`")
 
     def _build(self) -> None:
         addresses = list(self.network.hosts())
@@ -505,7 +505,8 @@ class VirtualCluster:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line: cleanup, check (exit 1 if anything of ours is left), up (for experiments)."""
-    parser = argparse.ArgumentParser(prog="netns.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.multihost.netns",
+                                     description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("cleanup", "remove namespaces of dead runs (or of --owner)"),
                        ("check", "list our network state left on the machine; exit 1 if any")):

@@ -9,7 +9,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-.venv/bin/python}
-NETNS=tests/multihost/netns.py
+NETNS=tests.multihost.netns
 export DIST_SYNC_NETNS_OWNER=$$
 export DIST_SYNC_TEST_MULTIHOST=1
 
@@ -21,7 +21,7 @@ if [ "$(id -u)" != 0 ]; then
     echo "test-multihost: needs root (network namespaces, veth links, tc): sudo make test-multihost" >&2
     exit 2
 fi
-reason=$("$PYTHON" -c 'import sys; sys.path.insert(0, "tests/multihost"); import netns; print(netns.unavailable_reason() or "")')
+reason=$("$PYTHON" -c 'from tests.multihost import netns; print(netns.unavailable_reason() or "")')
 if [ -n "$reason" ]; then
     echo "test-multihost: cannot build network-namespace hosts here: $reason" >&2
     exit 2
@@ -30,8 +30,8 @@ fi
 teardown() {
     local status=$?
     trap - EXIT INT TERM HUP
-    "$PYTHON" "$NETNS" cleanup --owner $$ >/dev/null || status=1
-    if ! left=$("$PYTHON" "$NETNS" check --owner $$); then
+    "$PYTHON" -m "$NETNS" cleanup --owner $$ >/dev/null || status=1
+    if ! left=$("$PYTHON" -m "$NETNS" check --owner $$); then
         echo "test-multihost: FAILED to clean up, left on the machine: $left" >&2
         status=1
     else

@@ -13,10 +13,10 @@ from typing import Dict, List
 
 import pytest
 
-import netns
-from netns import VirtualCluster
+from tests.multihost import netns
+from tests.multihost.netns import VirtualCluster
 
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def state_of(prefix: str) -> Dict[str, List[str]]:
@@ -46,9 +46,8 @@ def test_teardown_when_the_body_fails() -> None:
 
 
 CHILD = """
-import sys, time, subprocess
-sys.path.insert(0, {here!r})
-import netns
+import time, subprocess
+from tests.multihost import netns
 cluster = netns.VirtualCluster(2).start()
 subprocess.Popen(cluster.host_command(1, ["sleep", "300"]))
 while not cluster.pids():
@@ -62,7 +61,7 @@ def start_child(then: str) -> "tuple[subprocess.Popen, str]":
     """A process that builds a cluster with a process inside, prints its prefix, then `then`.
     It is its own owner (no DIST_SYNC_NETNS_OWNER), like a standalone run."""
     env = {k: v for k, v in os.environ.items() if k != netns.OWNER_ENV}
-    child = subprocess.Popen([sys.executable, "-c", CHILD.format(here=str(HERE), then=then)],
+    child = subprocess.Popen([sys.executable, "-c", CHILD.format(then=then)], cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     prefix = child.stdout.readline().strip()
     if not prefix:

@@ -13,10 +13,9 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pytest
 
-import cluster_harness as ch
-from netns import VirtualCluster
-
-from reference import DTYPES, OPS  # tests/reference.py (cluster_harness puts tests/ on sys.path)
+from tests.multihost import cluster_harness as ch
+from tests.multihost.netns import VirtualCluster
+from tests.support.reference import DTYPES, OPS
 
 
 def assert_no_processes_left(cluster: VirtualCluster, timeout: float = 10.0) -> None:

@@ -11,8 +11,8 @@ from typing import Any, Dict, List
 
 import pytest
 
-import netns
 from dist_sync import config as ds_config
+from tests.multihost import netns
 
 REPO = Path(__file__).resolve().parents[2]
 S = 512 << 10

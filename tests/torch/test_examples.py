@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import harness
+from tests.support import harness
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

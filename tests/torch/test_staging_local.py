@@ -19,7 +19,7 @@ import torch
 import dist_sync
 from dist_sync import _session
 from dist_sync.torch import _adapter, _staging, mpi_ops as ops
-from fake_device import FakeBackend, FakeCore, FakeDevice, FakeEvent, FakeStream
+from tests.support.fake_device import FakeBackend, FakeCore, FakeDevice, FakeEvent, FakeStream
 
 
 # --- the pool --------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any, Dict
 
 import pytest
 
-import harness
+from tests.support import harness
 
 WORKERS = ["torch_ops", "torch_training"]
 RANKS = [2, 3]

@@ -8,7 +8,7 @@ from typing import Any, Dict
 
 import pytest
 
-import harness
+from tests.support import harness
 
 WORKER = "torch_staged"
 RANKS = [2, 3]

@@ -5,8 +5,8 @@ import hashlib
 import numpy as np
 
 import dist_sync as ds
-from _common import main
-from reference import DTYPES, OPS, compare, make_input, storage_dtype
+from tests.support.worker import main
+from tests.support.reference import DTYPES, OPS, compare, make_input, storage_dtype
 
 SEED = 7
 OP_OBJECTS = {"sum": ds.Sum, "min": ds.Min, "max": ds.Max, "product": ds.Product,

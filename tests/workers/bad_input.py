@@ -3,8 +3,8 @@ the call, and the engine keeps working afterwards. Zero-size arrays work for eve
 import numpy as np
 
 import dist_sync as ds
-from _bad_input import Cases
-from _common import main
+from tests.support.bad_input import Cases
+from tests.support.worker import main
 
 
 def run(args):

@@ -2,7 +2,8 @@
 import numpy as np
 
 import dist_sync as ds
-from _common import main
+from tests.support import hooks
+from tests.support.worker import main
 
 
 def rows_of(rank, salt):
@@ -18,10 +19,10 @@ def run(args):
     count = 300
     order = list(range(count)) if rank % 2 == 0 else list(reversed(range(count)))
     inputs = {i: np.arange(i % 17 + 1, dtype=np.float32) * (rank + 1) + i for i in range(count)}
-    before = ds._core._engine_stats()
+    before = hooks.engine_stats()
     handles = {i: ds.allreduce_async(inputs[i], op=ds.Sum, name=f"t{i}") for i in order}
     results = {i: ds.synchronize(h) for i, h in handles.items()}
-    after = ds._core._engine_stats()
+    after = hooks.engine_stats()
     for i in range(count):
         expected = sum(np.arange(i % 17 + 1, dtype=np.float64) * (r + 1) + i for r in range(size))
         np.testing.assert_array_equal(results[i], expected.astype(np.float32))
@@ -29,11 +30,11 @@ def run(args):
     checks["fused_requests"] = after["requests"] - before["requests"]
 
     # The same names again hit the response cache.
-    before = ds._core._engine_stats()
+    before = hooks.engine_stats()
     handles = [ds.allreduce_async(inputs[i], op=ds.Sum, name=f"t{i}") for i in order]
     for h in handles:
         ds.synchronize(h)
-    checks["cache_hits"] = ds._core._engine_stats()["cache_hits"] - before["cache_hits"]
+    checks["cache_hits"] = hooks.engine_stats()["cache_hits"] - before["cache_hits"]
 
     # Every op and dtype on an odd size.
     for dtype in (np.float32, np.float64, np.int32, np.float16, np.int8):

@@ -2,7 +2,7 @@
 import numpy as np
 
 import dist_sync as ds
-from _common import record
+from tests.support.worker import record
 
 ds.init()
 if ds.rank() == 1:

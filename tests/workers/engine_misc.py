@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 import dist_sync as ds
-from _common import main
+from tests.support.worker import main
 
 
 def cpu_seconds():

@@ -11,7 +11,7 @@ import threading
 import numpy as np
 
 import dist_sync as ds
-from _common import main
+from tests.support.worker import main
 
 
 def run(args):

@@ -15,8 +15,8 @@ import time
 import numpy as np
 
 import dist_sync as ds
-from _common import record
-from _faults import record_process
+from tests.support.worker import record
+from tests.support.faults import record_process
 
 LARGE_ELEMENTS = 16 << 20  # float32: 64 MiB
 

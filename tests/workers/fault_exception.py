@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
-from _common import record
-from _faults import record_process
+from tests.support.worker import record, world_rank
+from tests.support.faults import record_process
 
 
 def numpy_training(args: dict) -> None:
@@ -54,7 +54,6 @@ def torch_training(args: dict) -> None:
 
 def run(args: dict) -> None:
     train = torch_training if args["framework"] == "torch" else numpy_training
-    from _common import world_rank
     if world_rank() == args["victim"]:
         train(args)  # raises: uncaught, so dist_sync's excepthook and atexit report it
     try:

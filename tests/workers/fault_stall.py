@@ -13,8 +13,9 @@ import time
 import numpy as np
 
 import dist_sync as ds
-from _common import record
-from _faults import record_process
+from tests.support import hooks
+from tests.support.worker import record
+from tests.support.faults import record_process
 
 
 def run(args: dict) -> None:
@@ -33,7 +34,7 @@ def run(args: dict) -> None:
         record(True, {"error": str(error), "cache_hits": None})
         ds.shutdown()
         return
-    record(True, {"error": None, "cache_hits": ds._core._engine_stats()["cache_hits"]})
+    record(True, {"error": None, "cache_hits": hooks.engine_stats()["cache_hits"]})
     ds.shutdown()
 
 

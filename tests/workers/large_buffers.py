@@ -2,7 +2,7 @@
 import numpy as np
 
 import dist_sync as ds
-from _common import main
+from tests.support.worker import main
 
 PATTERN = 127
 

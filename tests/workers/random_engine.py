@@ -12,8 +12,9 @@ import random
 import numpy as np
 
 import dist_sync as ds
-from _common import main
-from reference import compare, make_input
+from tests.support import hooks
+from tests.support.worker import main
+from tests.support.reference import compare, make_input
 
 
 def split_matrix(seed: int, index: int, size: int, limit: int) -> np.ndarray:
@@ -97,7 +98,7 @@ def run(args):
             checked += 1
         for i in sorted(identical):  # in op order: the synchronization order differs by rank
             digest.update(identical[i])
-    stats = ds._core._engine_stats()
+    stats = hooks.engine_stats()
     ds.shutdown()
     return {"digest": digest.hexdigest(), "checked": checked, "executions": stats["executions"],
             "requests": stats["requests"]}

@@ -10,8 +10,8 @@ import torch
 
 import dist_sync as ds
 import dist_sync.torch as hvd
-from _common import main
-from _torch_common import Registry
+from tests.support.worker import main
+from tests.support.torch_checks import Registry
 
 check = Registry()
 BIG = 32 << 20  # elements: large enough that the ring is still reading when the handle goes

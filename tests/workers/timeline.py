@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 import dist_sync as ds
-from _common import main
+from tests.support.worker import main
 
 # The engine flushes buffered events when an event arrives more than this long after the last
 # flush (csrc/engine/timeline.cc); waiting longer guarantees the next event flushes.

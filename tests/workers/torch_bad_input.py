@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 import dist_sync.torch as hvd
-from _bad_input import Cases
-from _common import main
+from tests.support.bad_input import Cases
+from tests.support.worker import main
 
 
 def run(args):

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 
 import dist_sync
 import dist_sync.torch as hvd
-from _common import main
-from _torch_common import Registry, allreduce_sweep, close, digest, raises, to_storage, to_torch
+from tests.support.worker import main
+from tests.support.torch_checks import Registry, allreduce_sweep, close, digest, raises, to_storage, to_torch
 from dist_sync.torch import _staging
-from reference import compare, make_input
+from tests.support.reference import compare, make_input
 
 # Exact float32 arithmetic on the GPU (no TF32), so float64 references apply.
 torch.backends.cuda.matmul.allow_tf32 = False

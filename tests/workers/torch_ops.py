@@ -5,10 +5,10 @@ import warnings
 import torch
 
 import dist_sync.torch as hvd
-from _common import main
-from _torch_common import (OP, Registry, allreduce_sweep, close, digest, raises, strided,
+from tests.support.worker import main
+from tests.support.torch_checks import (OP, Registry, allreduce_sweep, close, digest, raises, strided,
                            to_storage, to_torch)
-from reference import DTYPES, OPS, compare, make_input
+from tests.support.reference import DTYPES, OPS, compare, make_input
 
 check = Registry()
 FLOATS = ["float16", "bfloat16", "float32", "float64"]

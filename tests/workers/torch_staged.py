@@ -17,13 +17,13 @@ import torch
 
 import dist_sync
 import dist_sync.torch as hvd
-import torch_ops
-import torch_training
-from _common import main
-from _torch_common import Registry, digest, raises
+from tests.workers import torch_ops
+from tests.workers import torch_training
+from tests.support.worker import main
+from tests.support.torch_checks import Registry, digest, raises
 from dist_sync import _session
 from dist_sync.torch import _staging
-from fake_device import FakeBackend, FakeDevice
+from tests.support.fake_device import FakeBackend, FakeDevice
 
 check = Registry()
 

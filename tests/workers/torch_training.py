@@ -7,8 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import dist_sync.torch as hvd
-from _common import main
-from _torch_common import Registry, close, digest, raises
+from tests.support.worker import main
+from tests.support.torch_checks import Registry, close, digest, raises
 
 check = Registry()
 

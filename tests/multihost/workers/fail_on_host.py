@@ -3,7 +3,7 @@ second allreduce that can never complete. mpirun must end the job on every host.
 import numpy as np
 
 import dist_sync as ds
-from _common import main
+from tests.support.worker import main
 
 
 def run(args):

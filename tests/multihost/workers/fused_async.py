@@ -9,8 +9,8 @@ import os
 import numpy as np
 
 import dist_sync as ds
-from _common import main
-from reference import compare, make_input, storage_dtype
+from tests.support.worker import main
+from tests.support.reference import compare, make_input, storage_dtype
 
 DTYPES = ["float32", "float64", "int32", "float16", "int64", "uint8"]
 OPS = {"sum": ds.Sum, "average": ds.Average, "max": ds.Max, "min": ds.Min}

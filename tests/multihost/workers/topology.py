@@ -6,7 +6,7 @@ import socket
 import numpy as np
 
 import dist_sync as ds
-from _common import main
+from tests.support.worker import main
 
 
 def interface_address() -> str:

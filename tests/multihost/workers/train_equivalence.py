@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import dist_sync.torch as hvd
-from _common import main
+from tests.support.worker import main
 
 IN, HIDDEN, OUT = 6, 16, 3
 

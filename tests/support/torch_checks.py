@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 import dist_sync.torch as hvd
-from reference import compare, make_input
+from tests.support.reference import compare, make_input
 
 # reference.py's op names -> dist_sync.torch's ops.
 OP = {"sum": hvd.Sum, "average": hvd.Average, "min": hvd.Min, "max": hvd.Max,

@@ -1,12 +1,15 @@
 """Runs worker scripts under mpirun and collects every rank's result.
 
-A worker (tests/workers/*.py) calls ``workers._common.main(fn)``; ``fn(args)`` runs on every rank
-and its return value (JSON-able) is written to a per-rank file. The harness fails a test with
+A worker is a module of the tests package (tests/workers/*.py), run on every rank as
+``python -m tests.workers.<name>``; it calls ``tests.support.worker.main(fn)``; ``fn(args)`` runs
+on every rank and its return value (JSON-able) is written to a per-rank file. The harness fails a test with
 the ranks' combined output when a rank fails, mpirun exits non-zero, or the run times out (the
 whole process group is killed, so nothing hangs or lingers).
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -19,8 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-TESTS = Path(__file__).resolve().parent
-WORKERS = TESTS / "workers"
+# The checkout holding the tests package.
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -99,21 +102,42 @@ def mpi_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     env.setdefault("PRTE_MCA_rmaps_default_mapping_policy", ":oversubscribe")
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("OMP_NUM_THREADS", "1")        # ranks outnumber cores; don't oversubscribe more
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH", "")]))
     env.update(extra or {})
     return env
+
+
+def import_path() -> List[str]:
+    """Where a worker imports from: the folder of the dist_sync this process imported (the
+    in-place build, an installed one, a sanitizer build), then the checkout, for the tests
+    package. The checkout holds a dist_sync too, so it must come second."""
+    spec = importlib.util.find_spec("dist_sync")
+    paths = [str(Path(location).parent) for location in (spec.submodule_search_locations or [])]
+    return list(dict.fromkeys(paths + [str(ROOT)]))
+
+
+def worker_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """mpi_env for ``python -m tests...`` workers: import_path() on PYTHONPATH, and no current
+    directory on sys.path (PYTHONSAFEPATH), which could hold another dist_sync."""
+    env = mpi_env()
+    env["PYTHONPATH"] = os.pathsep.join(import_path() + [p for p in [env.get("PYTHONPATH")] if p])
+    env["PYTHONSAFEPATH"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def worker_module(worker: str) -> str:
+    """The module of a worker named `worker` (tests/workers/<worker>.py)."""
+    return f"tests.workers.{worker}"
 
 
 def run(worker: str, np: int, args: Any = None, timeout: float = 120.0,
         env: Optional[Dict[str, str]] = None, mpirun_args: Optional[List[str]] = None) -> MpiRun:
     """Runs tests/workers/<worker>.py on `np` ranks with JSON `args`."""
-    script = WORKERS / f"{worker}.py"
-    assert script.exists(), script
     with tempfile.TemporaryDirectory(prefix="dist_sync_test_") as out_dir:
-        command = launch_command(np, mpirun_args) + [sys.executable, str(script),
+        command = launch_command(np, mpirun_args) + [sys.executable, "-m", worker_module(worker),
                                                      json.dumps(args if args is not None else {})]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, env=mpi_env({**(env or {}), "DIST_SYNC_TEST_OUT": out_dir}),
+                                   text=True, env=worker_env({**(env or {}), "DIST_SYNC_TEST_OUT": out_dir}),
                                    start_new_session=True)
         timed_out = False
         try:
@@ -133,17 +157,7 @@ def run(worker: str, np: int, args: Any = None, timeout: float = 120.0,
 def worker_checks(worker: str) -> List[str]:
     """The names of the checks a worker registers (its module-level ``check.checks``), read by
     importing the worker here, so pytest can report each check as a test of its own."""
-    import importlib.util
-    paths = [str(WORKERS), str(TESTS)]
-    sys.path[:0] = paths
-    try:
-        spec = importlib.util.spec_from_file_location(f"_checks_{worker}", WORKERS / f"{worker}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        for path in paths:
-            sys.path.remove(path)
-    return list(module.check.checks)
+    return list(importlib.import_module(worker_module(worker)).check.checks)
 
 
 def check_values(launch: Dict[str, Any], name: str) -> List[Any]:

@@ -1,4 +1,4 @@
-"""Worker-side half of tests/harness.py: runs fn(args) on this rank and records the outcome."""
+"""Worker side of tests/support/harness.py: runs fn(args) on this rank and records the outcome."""
 from __future__ import annotations
 
 import json

@@ -8,9 +8,6 @@ import numpy as np
 
 DTYPES = ["uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float32", "float64"]
 OPS = ["sum", "min", "max", "product", "average"]
-# Engine codes (csrc/common/dtype.h).
-DTYPE_CODE = {name: code for code, name in enumerate(DTYPES)}
-OP_CODE = {"sum": 0, "min": 1, "max": 2, "product": 3, "average": 0}
 
 
 def to_bfloat16_bits(values: np.ndarray) -> np.ndarray:

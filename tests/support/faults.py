@@ -1,5 +1,6 @@
-"""Test-side helpers for fault injection under mpirun: what a job left behind (processes,
-/dev/shm segments) and the per-rank lines dist_sync prints when mpirun ends a rank."""
+"""Fault injection under mpirun. Worker side: each rank records its pid and the /dev/shm files it
+maps (record_process). Test side: what a job left behind (processes, /dev/shm segments) and the
+per-rank lines dist_sync prints when mpirun ends a rank."""
 from __future__ import annotations
 
 import json
@@ -11,10 +12,40 @@ import uuid
 from pathlib import Path
 from typing import Dict, List
 
+from tests.support.worker import world_rank
+
 # The line a rank writes when mpirun ends it with SIGTERM (Note [Saying why mpirun ended a rank],
 # csrc/common/termination_report.cc).
 SIGTERM_LINE = re.compile(r"^\[dist_sync rank (\d+)\] terminated by SIGTERM.*$", re.MULTILINE)
 
+
+# --- worker side -------------------------------------------------------------------------------
+
+def mapped_shm_files() -> List[str]:
+    """The /dev/shm files this process maps (MPI's shared-memory segments), unlinked ones
+    excluded (those vanish with the last process that maps them)."""
+    paths = set()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(None, 5)
+            if len(fields) == 6 and fields[5].startswith("/dev/shm/"):
+                path = fields[5].strip()
+                if not path.endswith("(deleted)"):
+                    paths.add(path)
+    return sorted(paths)
+
+
+def record_process(info_dir: str) -> None:
+    """Writes info_dir/process<rank>.json: {"rank", "pid", "shm"}; call it after the first
+    collective, when MPI has mapped its segments."""
+    rank = world_rank()
+    path = os.path.join(info_dir, f"process{rank}.json")
+    with open(path + ".tmp", "w") as out:
+        json.dump({"rank": rank, "pid": os.getpid(), "shm": mapped_shm_files()}, out)
+    os.replace(path + ".tmp", path)
+
+
+# --- test side ---------------------------------------------------------------------------------
 
 def token() -> str:
     """A string unique to one job, passed on its command line so leftovers can be found."""
@@ -41,7 +72,7 @@ def leftover_processes(job_token: str, settle_seconds: float = 10.0) -> List[str
 
 
 def process_records(info_dir: Path) -> Dict[int, dict]:
-    """rank -> {"pid", "shm"} as written by tests/workers/_faults.record_process."""
+    """rank -> {"pid", "shm"} as written by record_process."""
     records = {}
     for path in info_dir.glob("process*.json"):
         data = json.loads(path.read_text())

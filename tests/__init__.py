@@ -1,0 +1,1 @@
+"""dist_sync's tests (tests/README.md: the layout, and how to add and run a test)."""

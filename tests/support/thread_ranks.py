@@ -1,0 +1,31 @@
+"""Runs one collective over N thread ranks in this process (the thread-communicator test hooks)
+and returns every rank's output as numpy arrays of the dtype's storage type."""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+
+from tests.support import hooks
+from tests.support.reference import storage_dtype
+
+
+def run(kind: str, inputs: Sequence[np.ndarray], dtype: str = "float32", op: str = "sum",
+        segment: int = 64, small: int = 0, in_flight: int = 2, root: int = 0,
+        split_rows: Sequence[int] = (), prescale: float = 1.0,
+        postscale: float = 1.0) -> List[np.ndarray]:
+    size = len(inputs)
+    divisor = size if op == "average" else 1
+    outputs = hooks.thread_collective(kind, [x.tobytes() for x in inputs], dtype, op, prescale,
+                                      postscale, divisor, segment, small, in_flight, root,
+                                      split_rows)
+    return [np.frombuffer(o, dtype=storage_dtype(dtype)) for o in outputs]
+
+
+def run_hierarchical(hosts: int, per_host: int, inputs: Sequence[np.ndarray], dtype: str,
+                     op: str, segment: int = 64, small: int = 0) -> List[np.ndarray]:
+    """The hierarchical allreduce over hosts x per_host thread ranks (inputs: one per rank)."""
+    divisor = len(inputs) if op == "average" else 1
+    outputs = hooks.thread_hierarchical(hosts, per_host, [x.tobytes() for x in inputs], dtype, op,
+                                        1.0, 1.0, divisor, segment, small)
+    return [np.frombuffer(o, dtype=storage_dtype(dtype)) for o in outputs]
