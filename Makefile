@@ -59,11 +59,13 @@ test: test-unit test-mpich test-multihost sanitize
 test-unit: install
 	$(BIN)/python -m pytest -q tests
 
-# The engine's MPI tests again, against MPICH (pytest, not `python -m pytest`, so the installed
-# MPICH build is imported rather than the in-place Open MPI one).
+# The engine's MPI tests again, against MPICH (pytest, not `python -m pytest`, and pytest's
+# --import-mode=append, so the installed MPICH build is imported rather than the checkout's
+# in-place Open MPI one).
 test-mpich: install-mpich
-	cd tests && DIST_SYNC_TEST_MPIRUN=$(BIN_MPICH)/mpirun $(BIN_MPICH)/pytest -q -p no:cacheprovider \
-	  test_allreduce_mpi.py test_engine_mpi.py test_ring_threads.py
+	DIST_SYNC_TEST_MPIRUN=$(BIN_MPICH)/mpirun $(BIN_MPICH)/pytest -q -p no:cacheprovider \
+	  tests/engine/test_allreduce_mpi.py tests/engine/test_engine_mpi.py \
+	  tests/collectives/test_algorithms_local.py
 	@# MPICH leaves its shared-memory file behind when a job ends in MPI_Abort (the stall-timeout test).
 	rm -f /dev/shm/mpich_shm_* 2>/dev/null || true
 

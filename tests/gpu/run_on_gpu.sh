@@ -91,9 +91,9 @@ result "build" 0
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export DIST_SYNC_TEST_MPIRUN="$MPIRUN"
 
-stage "tests: CUDA tensors (tests/gpu) and host staging (tests/torch/test_staging_local.py)"
+stage "tests: CUDA tensors (tests/gpu) and host staging (tests/torch_api/test_staging_local.py)"
 timeout 420 "$PY" -m pytest -v -p no:cacheprovider tests/gpu \
-  tests/torch/test_staging_local.py 2>&1 | grep -v "^$"
+  tests/torch_api/test_staging_local.py 2>&1 | grep -v "^$"
 result "tests" "${PIPESTATUS[0]}"
 
 stage "timings: 64 MiB staged allreduce and a training step, 2 ranks"

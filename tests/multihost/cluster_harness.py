@@ -7,7 +7,6 @@ the launcher agent, and only what is forwarded with ``-x`` reaches the ranks (se
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -19,10 +18,6 @@ from tests.multihost.netns import VirtualCluster
 from tests.support import harness
 
 
-def worker_module(worker: str) -> str:
-    """tests/multihost/workers/<worker>.py, else tests/workers/<worker>.py."""
-    own = f"tests.multihost.workers.{worker}"
-    return own if importlib.util.find_spec(own) else harness.worker_module(worker)
 
 
 def run(cluster: VirtualCluster, worker: str, ranks_per_host: Union[int, Sequence[int]],
@@ -39,7 +34,7 @@ def run(cluster: VirtualCluster, worker: str, ranks_per_host: Union[int, Sequenc
             "DIST_SYNC_TEST_OUT": out_dir,
         }
         rank_env.update(env or {})
-        command = cluster.mpirun_command([sys.executable, "-m", worker_module(worker),
+        command = cluster.mpirun_command([sys.executable, "-m", harness.worker_module(worker),
                                           json.dumps(args if args is not None else {})],
                                          ranks_per_host, env=rank_env, mpirun_args=mpirun_args)
         returncode, output, timed_out = cluster.run(command, timeout)

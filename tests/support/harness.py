@@ -22,8 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-# The checkout holding the tests package.
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
 
 
 @dataclass
@@ -125,9 +124,27 @@ def worker_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return env
 
 
+_WORKERS = {
+    "allreduce_sweep": "tests.engine.allreduce_worker", "engine_collectives": "tests.engine.engine_worker",
+    "engine_errors": "tests.engine.engine_errors", "engine_misc": "tests.engine.engine_misc",
+    "engine_stall": "tests.engine.engine_stall", "engine_exception": "tests.engine.engine_exception",
+    "engine_late_sync": "tests.engine.engine_late_sync", "fused_layouts": "tests.engine.fused_layouts",
+    "engine_threads": "tests.engine.threads_worker", "large_buffers": "tests.engine.large_worker",
+    "timeline": "tests.engine.timeline_worker", "bad_input": "tests.numpy_api.bad_input_worker",
+    "torch_bad_input": "tests.torch_api.bad_input_worker", "torch_ops": "tests.torch_api.ops_worker",
+    "torch_training": "tests.torch_api.training_worker", "torch_staged": "tests.torch_api.staged_worker",
+    "fault_dead_rank": "tests.faults.faults_worker", "fault_exception": "tests.faults.fault_exception",
+    "fault_stall": "tests.faults.fault_stall", "sigterm_probe": "tests.faults.sigterm_probe",
+    "reliability": "tests.faults.reliability_worker", "random_engine": "tests.randomized.random_worker",
+    "torch_cuda": "tests.gpu.cuda_worker", "topology": "tests.multihost.multihost_worker",
+    "fused_async": "tests.multihost.fused_async", "fail_on_host": "tests.multihost.fail_on_host",
+    "train_equivalence": "tests.multihost.train_equivalence",
+}
+
+
 def worker_module(worker: str) -> str:
-    """The module of a worker named `worker` (tests/workers/<worker>.py)."""
-    return f"tests.workers.{worker}"
+    """The module of a worker named `worker`."""
+    return _WORKERS[worker]
 
 
 def run(worker: str, np: int, args: Any = None, timeout: float = 120.0,

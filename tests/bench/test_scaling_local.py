@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from dist_sync.bench import scaling
+from tests.support import ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 S = 8 << 20
 
 
@@ -65,13 +64,13 @@ def test_parse_rate(text: str, expected: float) -> None:
 ])
 def test_bad_arguments_are_refused_before_anything_is_built(argv, message) -> None:
     result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "scaling", *argv],
-                            capture_output=True, text=True, cwd=REPO, timeout=60)
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 2, result
     assert message in result.stderr, result.stderr
 
 
 def test_help_names_the_theory() -> None:
     result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "scaling", "--help"],
-                            capture_output=True, text=True, cwd=REPO, timeout=60)
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0
     assert "Ring versus parameter server" in result.stdout and "--rate" in result.stdout

@@ -17,8 +17,8 @@ import torch
 
 import dist_sync
 import dist_sync.torch as hvd
-from tests.workers import torch_ops
-from tests.workers import torch_training
+from tests.torch_api import ops_worker as torch_ops
+from tests.torch_api import training_worker as torch_training
 from tests.support.worker import main
 from tests.support.torch_checks import Registry, digest, raises
 from dist_sync import _session

@@ -1,12 +1,12 @@
 """The README opens with the two commands and documents every DIST_SYNC_* setting exactly as
 dist_sync/config.py declares it; every setting is validated by one rule wherever it comes from."""
-from pathlib import Path
 
 import pytest
 
 from dist_sync import config
+from tests.support import ROOT
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (ROOT / "README.md").read_text()
 
 
 def test_readme_opens_with_the_two_commands():

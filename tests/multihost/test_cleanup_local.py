@@ -8,15 +8,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Dict, List
 
 import pytest
 
 from tests.multihost import netns
 from tests.multihost.netns import VirtualCluster
+from tests.support import ROOT
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def state_of(prefix: str) -> Dict[str, List[str]]:
@@ -61,7 +60,7 @@ def start_child(then: str) -> "tuple[subprocess.Popen, str]":
     """A process that builds a cluster with a process inside, prints its prefix, then `then`.
     It is its own owner (no DIST_SYNC_NETNS_OWNER), like a standalone run."""
     env = {k: v for k, v in os.environ.items() if k != netns.OWNER_ENV}
-    child = subprocess.Popen([sys.executable, "-c", CHILD.format(then=then)], cwd=REPO,
+    child = subprocess.Popen([sys.executable, "-c", CHILD.format(then=then)], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     prefix = child.stdout.readline().strip()
     if not prefix:

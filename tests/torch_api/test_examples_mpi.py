@@ -4,11 +4,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-from tests.support import harness
+from tests.support import ROOT, harness
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = ROOT / "examples"
 
 
 def run_example(script: str, *args: str, timeout: float = 240) -> str:

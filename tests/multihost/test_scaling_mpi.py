@@ -13,8 +13,8 @@ import pytest
 
 from dist_sync import config as ds_config
 from tests.multihost import netns
+from tests.support import ROOT
 
-REPO = Path(__file__).resolve().parents[2]
 S = 512 << 10
 
 
@@ -23,7 +23,7 @@ def run_scaling(tmp_path: Path, *argv: str) -> List[Dict[str, Any]]:
     out = tmp_path / "out"
     before = set(netns.list_namespaces())   # the session's own clusters may be up
     result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "scaling", *argv,
-                             "-o", str(out)], capture_output=True, text=True, cwd=REPO, timeout=240)
+                             "-o", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     left = set(netns.list_namespaces()) - before
     assert not left, f"the benchmark left namespaces behind: {sorted(left)}"

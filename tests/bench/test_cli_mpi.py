@@ -7,13 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.support import harness
+from tests.support import ROOT, harness
 
-REPO = Path(__file__).resolve().parents[1]
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
@@ -21,9 +19,9 @@ HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 def run_bench(np_, args, timeout=180):
     """Runs the bench CLI on np_ ranks; returns (exit code, combined output)."""
     command = harness.launch_command(np_) + [sys.executable, "-m", "dist_sync.bench", *args]
-    env = harness.mpi_env({"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
+    env = harness.mpi_env({"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=env, cwd=REPO, start_new_session=True)
+                               env=env, cwd=ROOT, start_new_session=True)
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -36,7 +34,7 @@ def run_bench(np_, args, timeout=180):
 def run_report(paths):
     """``python -m dist_sync.bench report`` (no MPI); returns its Markdown."""
     result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "report", *map(str, paths)],
-                            capture_output=True, text=True, cwd=REPO, timeout=60)
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -153,8 +151,8 @@ def test_tune_small_sweeps(tmp_path):
 
 def test_scaling_is_handed_its_arguments():
     result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "scaling", "--help"],
-                            capture_output=True, text=True, cwd=REPO, timeout=60)
-    if (REPO / "dist_sync" / "bench" / "scaling.py").exists():
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    if (ROOT / "dist_sync" / "bench" / "scaling.py").exists():
         assert result.returncode == 0, result.stderr
         assert "usage" in result.stdout.lower() and "scaling" in result.stdout
     else:
@@ -176,5 +174,5 @@ def test_scaling_missing_is_explained(monkeypatch, capsys):
 
 def test_bad_arguments_are_refused():
     result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "allreduce", "-b", "lots"],
-                            capture_output=True, text=True, cwd=REPO, timeout=60)
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 2 and "lots" in result.stderr

@@ -4,9 +4,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "dist_sync"
+from tests.support import ROOT
+
+PACKAGE = ROOT / "dist_sync"
 
 
 def test_source_folder_without_a_build_says_what_to_do(tmp_path):
