@@ -5,16 +5,18 @@ import hashlib
 import numpy as np
 
 import dist_sync as ds
-from tests.support.worker import main
 from tests.support.reference import DTYPES, OPS, compare, make_input, storage_dtype
+from tests.support.worker import Registry
 
 SEED = 7
 OP_OBJECTS = {"sum": ds.Sum, "min": ds.Min, "max": ds.Max, "product": ds.Product,
               "average": ds.Average}
+check = Registry()
 
 
-def run(args):
-    ds.init()
+@check
+def sweep(args):
+    """args: {"dtypes": [...], "counts": [...]} (default: every dtype, sizes around N)."""
     rank, size = ds.rank(), ds.size()
     counts = args.get("counts") or [0, 1, size - 1, size + 1, 13, 1009, 70001]
     failures, digest = [], hashlib.sha256()
@@ -35,9 +37,8 @@ def run(args):
                     if problem:
                         failures.append(f"{name}: {problem}")
                     digest.update(out.tobytes())
-    ds.shutdown()
     return {"failures": failures, "digest": digest.hexdigest()}
 
 
 if __name__ == "__main__":
-    main(run)
+    check.main()

@@ -2,7 +2,9 @@
 import numpy as np
 
 import dist_sync as ds
-from tests.support.worker import main
+from tests.support.worker import Registry
+
+check = Registry()
 
 PATTERN = 127
 
@@ -13,8 +15,8 @@ def patterned(count, scale, dtype=np.int8):
     return np.resize(period, count)
 
 
-def run(args):
-    ds.init()
+@check
+def buffers_over_two_gigabytes():
     rank, size = ds.rank(), ds.size()
     checks = {}
     count = (1 << 31) + 5  # more elements than int32 can count
@@ -39,9 +41,8 @@ def run(args):
     checks["alltoall_ok"] = all(
         bool((received[p * per_peer:(p + 1) * per_peer] == (p * 16 + rank) % 251).all())
         for p in range(size))
-    ds.shutdown()
     return checks
 
 
 if __name__ == "__main__":
-    main(run)
+    check.main()

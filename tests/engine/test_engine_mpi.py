@@ -4,10 +4,12 @@ import pytest
 
 from tests.support import harness
 
+WORKER = "tests.engine.engine_worker"
+
 
 @pytest.mark.parametrize("np_", [1, 2, 3, 4])
 def test_every_collective(np_):
-    results = harness.run_ok("engine_collectives", np_, timeout=240)
+    results = harness.run_ok(WORKER, np_, "every_collective", timeout=240)
     for rank, checks in enumerate(results):
         assert checks["fused_requests"] == 300
         if np_ > 1:
@@ -21,7 +23,7 @@ def test_every_collective(np_):
 
 @pytest.mark.parametrize("np_", [2, 3])
 def test_mismatches_fail_on_every_rank(np_):
-    results = harness.run_ok("engine_errors", np_, timeout=180)
+    results = harness.run_ok(WORKER, np_, "mismatches", timeout=180)
     last = np_ - 1
     for rank, messages in enumerate(results):
         assert "w.dtype" in messages["dtype"] and "float32" in messages["dtype"] \
@@ -49,7 +51,7 @@ def test_mismatches_fail_on_every_rank(np_):
 
 @pytest.mark.parametrize("np_", [2, 3, 4])
 def test_join(np_):
-    results = harness.run_ok("engine_misc", np_, {"case": "join"}, timeout=120)
+    results = harness.run_ok(WORKER, np_, "join", timeout=120)
     for rank, out in enumerate(results):
         assert out["last"] == np_ - 1  # the rank with the most data joins last
         assert out["after"] == [float(np_)]
@@ -61,17 +63,17 @@ def test_join(np_):
 
 
 def test_shutdown_by_one_rank_fails_the_others_with_its_name():
-    run = harness.run("engine_misc", 2, {"case": "shutdown"}, timeout=60)
-    values = run.values(2)
+    run = harness.run(WORKER, 2, "shutdown_by_rank_0", timeout=60)
+    values = run.values()
     assert "rank 0 called dist_sync.shutdown()" in values[1]["message"], run.describe()
     assert "left.behind" in values[1]["message"]
     assert "rank 0 called dist_sync.shutdown()" in values[1]["later"]
 
 
 def test_stall_warning_names_tensor_and_missing_rank():
-    run = harness.run("engine_stall", 2, {"sleep": 4}, timeout=90,
+    run = harness.run(WORKER, 2, "stall", {"sleep": 4}, timeout=90,
                       env={"DIST_SYNC_STALL_WARNING_SECONDS": "1"})
-    values = run.values(2)
+    values = run.values()
     assert values[0]["error"] is None and values[1]["error"] is None
     assert "Stalled operations" in run.output, run.output
     assert "stalled.tensor" in run.output
@@ -81,7 +83,7 @@ def test_stall_warning_names_tensor_and_missing_rank():
 def test_stall_timeout_fails_every_rank_and_ends_the_job():
     env = {"DIST_SYNC_STALL_WARNING_SECONDS": "1", "DIST_SYNC_STALL_TIMEOUT_SECONDS": "3",
            "DIST_SYNC_FATAL_GRACE_SECONDS": "2"}
-    run = harness.run("engine_stall", 2, {"sleep": 600}, timeout=90, env=env)
+    run = harness.run(WORKER, 2, "stall", {"sleep": 600}, timeout=90, env=env)
     assert not run.timed_out, run.describe()
     assert run.returncode != 0, run.describe()
     # The rank that was waiting fails with the stall message naming tensor and missing rank.
@@ -92,13 +94,13 @@ def test_stall_timeout_fails_every_rank_and_ends_the_job():
 
 
 def test_idle_engine_is_cheap():
-    results = harness.run_ok("engine_misc", 2, {"case": "idle", "seconds": 4.0}, timeout=60)
+    results = harness.run_ok(WORKER, 2, "idle", {"seconds": 4.0}, timeout=60)
     for rank, out in enumerate(results):
         assert out["cpu_fraction"] < 0.03, f"rank {rank} used {out['cpu_fraction']:.1%} of a core idle"
 
 
 def test_exception_on_one_rank_reaches_the_others():
-    run = harness.run("engine_exception", 2, timeout=60)
+    run = harness.run(WORKER, 2, "exception_on_rank_1", timeout=60)
     assert not run.timed_out, run.describe()
     assert run.returncode != 0  # rank 1 died of the exception
     assert 0 in run.ranks, run.describe()
@@ -109,7 +111,7 @@ def test_exception_on_one_rank_reaches_the_others():
 
 
 def test_completed_result_survives_a_peer_shutdown():
-    results = harness.run_ok("engine_late_sync", 2, timeout=60)
+    results = harness.run_ok(WORKER, 2, "late_synchronize", timeout=60)
     assert results[0]["value"] == results[1]["value"] == [3.0, 3.0, 3.0]
     assert "rank 0 called dist_sync.shutdown()" in results[1]["later"]
 
@@ -118,5 +120,5 @@ def test_completed_result_survives_a_peer_shutdown():
 def test_fusion_across_different_memory_layouts(np_):
     # Rank 0: separate arrays; rank 1: views into one array at an odd offset; rank 2: 4 KiB
     # pages only. Segment plans must agree although the ranks send from different memory.
-    results = harness.run_ok("fused_layouts", np_, timeout=180)
+    results = harness.run_ok(WORKER, np_, "fused_layouts", timeout=180)
     assert [r["layout"] for r in results] == [rank % 3 for rank in range(np_)]

@@ -6,6 +6,8 @@ from collections import defaultdict
 
 from tests.support import harness
 
+WORKER = "tests.engine.timeline_worker"
+
 NP = 2
 # Spans each execution of a tensor leaves, in order (csrc/engine/engine.cc record_timeline):
 # QUEUE (submitted until the engine thread took it), NEGOTIATE (until every rank had it and its
@@ -70,7 +72,7 @@ def assert_phases(spans, names):
 
 def test_timeline_from_environment(tmp_path):
     path = tmp_path / "timeline.json"
-    results = harness.run_ok("timeline", NP, {"case": "env"}, timeout=120,
+    results = harness.run_ok(WORKER, NP, "from_environment", timeout=120,
                              env={"DIST_SYNC_TIMELINE": str(path)})
     spans = spans_by_tensor(load_events(path))
     names = results[0]["names"]
@@ -89,8 +91,8 @@ def test_timeline_from_environment(tmp_path):
 
 def test_timeline_started_and_stopped_from_python(tmp_path):
     first, second = tmp_path / "first.json", tmp_path / "second.json"
-    results = harness.run_ok("timeline", NP, {"case": "api", "path": str(first),
-                                              "path2": str(second)}, timeout=120)
+    results = harness.run_ok(WORKER, NP, "started_and_stopped",
+                             {"path": str(first), "path2": str(second)}, timeout=120)
     names = results[0]["names"]
     first_spans = spans_by_tensor(load_events(first))
     assert_phases(first_spans, names["first"])
@@ -102,7 +104,7 @@ def test_timeline_started_and_stopped_from_python(tmp_path):
 
 def test_timeline_survives_a_killed_job(tmp_path):
     path = tmp_path / "timeline.json"
-    result = harness.run("timeline", NP, {"case": "kill"}, timeout=90,
+    result = harness.run(WORKER, NP, "rank_0_killed", timeout=90,
                          env={"DIST_SYNC_TIMELINE": str(path)})
     assert not result.timed_out, result.describe()
     assert result.returncode != 0, "rank 0 was killed; the job cannot have succeeded"

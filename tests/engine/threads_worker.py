@@ -1,20 +1,21 @@
 """The engine driven from several Python threads at once: concurrent submissions, handles
 synchronized and polled by another thread than the one that made them, and shutdown() racing a
 thread that keeps submitting. Under ThreadSanitizer (make sanitize) this is the engine's
-threading test; normally it checks that results stay right and nothing hangs.
-
-args: {"threads": int, "ops": int (per thread)}
-"""
+threading test; normally it checks that results stay right and nothing hangs."""
 import queue
 import threading
 
 import numpy as np
 
 import dist_sync as ds
-from tests.support.worker import main
+from tests.support.worker import Registry
+
+check = Registry()
 
 
-def run(args):
+@check.scenario
+def many_threads(args):
+    """args: {"threads": int, "ops": int (per thread)}; ends with shutdown() racing a thread."""
     ds.init()
     rank, size = ds.rank(), ds.size()
     threads, per_thread = args["threads"], args["ops"]
@@ -97,4 +98,4 @@ def run(args):
 
 
 if __name__ == "__main__":
-    main(run)
+    check.main()

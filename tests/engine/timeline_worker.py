@@ -1,6 +1,6 @@
-"""Timeline worker: named collectives with DIST_SYNC_TIMELINE set (case "env"), a timeline
-started and stopped from Python (case "api"), or a job whose rank 0 is killed after its events
-were flushed (case "kill"). The test reads the file rank 0 wrote."""
+"""Named collectives for the timeline tests: with DIST_SYNC_TIMELINE set, with a timeline started
+and stopped from Python, or in a job whose rank 0 is killed after its events were flushed. The
+test reads the file rank 0 wrote."""
 import os
 import signal
 import time
@@ -8,7 +8,9 @@ import time
 import numpy as np
 
 import dist_sync as ds
-from tests.support.worker import main
+from tests.support.worker import Registry
+
+check = Registry()
 
 # The engine flushes buffered events when an event arrives more than this long after the last
 # flush (csrc/engine/timeline.cc); waiting longer guarantees the next event flushes.
@@ -44,32 +46,38 @@ def collectives(prefix: str, rounds: int = 2) -> list:
     return sorted(set(names))
 
 
-def run(args):
-    case = args["case"]
+@check
+def from_environment():
+    """The timeline DIST_SYNC_TIMELINE names."""
+    return {"names": collectives("env")}
+
+
+@check
+def started_and_stopped(args):
+    """start_timeline(args["path"]), stop, then again into args["path2"]."""
+    ds.start_timeline(args["path"])
+    first = collectives("api")
+    ds.stop_timeline()
+    collectives("after_stop", rounds=1)  # must not reach either file
+    ds.start_timeline(args["path2"])     # started again from Python: a second file
+    second = collectives("again", rounds=1)
+    ds.stop_timeline()
+    return {"names": {"first": first, "second": second}}
+
+
+@check.scenario
+def rank_0_killed():
+    """Rank 0 is killed after its events were flushed (and more were buffered)."""
     ds.init()
-    if case == "env":
-        names = collectives("env")
-    elif case == "api":
-        ds.start_timeline(args["path"])
-        first = collectives("api")
-        ds.stop_timeline()
-        collectives("after_stop", rounds=1)  # must not reach either file
-        ds.start_timeline(args["path2"])     # started again from Python: a second file
-        second = collectives("again", rounds=1)
-        ds.stop_timeline()
-        names = {"first": first, "second": second}
-    elif case == "kill":
-        names = collectives("kill")
-        time.sleep(FLUSH_INTERVAL_S * 2)
-        ds.allreduce(np.ones(4, dtype=np.float32), op=ds.Sum, name="kill.flush")  # flushes
-        # More events that stay in the writer's buffer when the process dies.
-        collectives("unflushed", rounds=1)
-        if ds.rank() == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(120)  # mpirun ends this rank once rank 0 is gone; the test's timeout backs it
-    ds.shutdown()
-    return {"names": names}
+    collectives("kill")
+    time.sleep(FLUSH_INTERVAL_S * 2)
+    ds.allreduce(np.ones(4, dtype=np.float32), op=ds.Sum, name="kill.flush")  # flushes
+    # More events that stay in the writer's buffer when the process dies.
+    collectives("unflushed", rounds=1)
+    if ds.rank() == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(120)  # mpirun ends this rank once rank 0 is gone; the test's timeout backs it
 
 
 if __name__ == "__main__":
-    main(run)
+    check.main()

@@ -10,10 +10,9 @@ import torch
 
 import dist_sync as ds
 import dist_sync.torch as hvd
-from tests.support.worker import main
-from tests.support.torch_checks import Registry
+from tests.support.torch_checks import torch_registry
 
-check = Registry()
+check = torch_registry()
 BIG = 32 << 20  # elements: large enough that the ring is still reading when the handle goes
 
 
@@ -283,4 +282,4 @@ def forked_child_cannot_init():
 
 
 if __name__ == "__main__":
-    main(check.run)
+    check.main()

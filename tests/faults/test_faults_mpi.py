@@ -9,23 +9,21 @@ with ``--enable-recovery`` mpirun lets them run on, and the engine's own livenes
 """
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import pytest
 
-from tests.support import faults
-from tests.support import harness
+from tests.support import faults, harness
 
 # MPICH's mpiexec (hydra) ends the other ranks with SIGKILL, which no process can report on,
 # and leaves its /dev/shm/mpich_shm_* segment behind; these tests describe Open MPI's behaviour.
 pytestmark = pytest.mark.skipif(harness.mpi_flavor(harness.mpirun_path()) != "openmpi",
                                 reason="fault reporting under mpirun is specified for Open MPI")
 
+WORKER = "tests.faults.faults_worker"
 # "Every other rank stops within 60 seconds": the whole job, start-up included.
 JOB_TIMEOUT = 60.0
 
@@ -34,7 +32,7 @@ def run_dead_rank(tmp_path: Path, np_: int, how: str, during: str,
                   mpirun_args: Optional[List[str]] = None):
     job = faults.token()
     victim = 1
-    run = harness.run("fault_dead_rank", np_,
+    run = harness.run(WORKER, np_, "dead_rank",
                       {"how": how, "during": during, "victim": victim,
                        "info_dir": str(tmp_path), "token": job},
                       timeout=JOB_TIMEOUT, mpirun_args=mpirun_args)
@@ -85,7 +83,7 @@ def test_dead_rank_detected_by_the_engine_when_mpirun_lets_the_job_run_on(tmp_pa
 @pytest.mark.parametrize("framework,np_", [("numpy", 2), ("numpy", 3), ("torch", 2), ("torch", 3)])
 def test_exception_on_one_rank_names_it_on_every_rank(tmp_path, framework, np_):
     job = faults.token()
-    run = harness.run("fault_exception", np_,
+    run = harness.run(WORKER, np_, "exception_in_training",
                       {"framework": framework, "victim": 1, "step": 3,
                        "info_dir": str(tmp_path), "token": job},
                       timeout=120 if framework == "torch" else JOB_TIMEOUT)
@@ -115,10 +113,10 @@ def missing(np_: int) -> str:
 @pytest.mark.parametrize("cached", [False, True], ids=["negotiated", "cached"])
 @pytest.mark.parametrize("np_", [2, 3])
 def test_stall_warning_names_tensor_and_missing_rank(tmp_path, np_, cached):
-    run = harness.run("fault_stall", np_, {"cached": cached, "sleep": 4,
-                                           "info_dir": str(tmp_path), "token": faults.token()},
+    run = harness.run(WORKER, np_, "stall", {"cached": cached, "sleep": 4,
+                                             "info_dir": str(tmp_path), "token": faults.token()},
                       timeout=90, env={"DIST_SYNC_STALL_WARNING_SECONDS": "1"})
-    values = run.values(np_)
+    values = run.values()
     assert all(v["error"] is None for v in values), run.describe()
     if cached:  # the stalled round really went through the cache
         assert all(v["cache_hits"] >= 1 for v in values), values
@@ -132,8 +130,8 @@ def test_stall_timeout_fails_every_rank_with_tensor_and_missing_rank(tmp_path, n
     job = faults.token()
     env = {"DIST_SYNC_STALL_WARNING_SECONDS": "1", "DIST_SYNC_STALL_TIMEOUT_SECONDS": "3",
            "DIST_SYNC_FATAL_GRACE_SECONDS": "2"}
-    run = harness.run("fault_stall", np_, {"cached": cached, "sleep": 600,
-                                           "info_dir": str(tmp_path), "token": job},
+    run = harness.run(WORKER, np_, "stall", {"cached": cached, "sleep": 600,
+                                             "info_dir": str(tmp_path), "token": job},
                       timeout=JOB_TIMEOUT, env=env)
     assert not run.timed_out, run.describe()
     assert run.returncode != 0, run.describe()  # the sleeping rank's engine ended the job
@@ -152,36 +150,19 @@ def test_stall_timeout_fails_every_rank_with_tensor_and_missing_rank(tmp_path, n
     assert faults.leftover_shm(faults.process_records(tmp_path)) == [], run.describe()
 
 
-SINGLETON = """
-import json
-import numpy as np
-import dist_sync as ds
-from tests.support.faults import mapped_shm_files
-ds.init()
-assert ds.allreduce(np.ones(3), op=ds.Sum).tolist() == [1.0, 1.0, 1.0]
-print(json.dumps(mapped_shm_files()))
-"""
-
-
 @pytest.mark.parametrize("btl", [None, "^ofi"], ids=["default", "exclusions"])
 def test_singleton_run_leaves_no_shared_memory(btl):
     # `python train.py` without mpirun: Open MPI is a singleton with no launcher to remove its
     # shared-memory segment, so dist_sync keeps the transport out (Note [Singleton shared memory]).
-    env = harness.worker_env()
-    env.pop("OMPI_MCA_btl", None)
-    if btl is not None:
-        env["OMPI_MCA_btl"] = btl
-    done = subprocess.run([sys.executable, "-c", SINGLETON],
-                          capture_output=True, text=True, env=env, timeout=JOB_TIMEOUT)
-    assert done.returncode == 0, done.stdout + done.stderr
-    mapped = json.loads(done.stdout.strip().splitlines()[-1])
+    (mapped,) = harness.run_ok(WORKER, None, "singleton", timeout=JOB_TIMEOUT,
+                               env={"OMPI_MCA_btl": btl})   # None: not set at all
     assert faults.leftover_shm({0: {"shm": mapped}}, settle_seconds=2) == []
 
 
 def sigterm_probe(mode: str) -> "subprocess.CompletedProcess[str]":
-    """Runs tests/workers/sigterm_probe.py alone and sends it SIGTERM once it is ready (the
+    """Runs the worker's sigterm scenario alone and sends it SIGTERM once it is ready (the
     forked_child mode signals its own child)."""
-    process = subprocess.Popen([sys.executable, "-m", harness.worker_module("sigterm_probe"), mode],
+    process = subprocess.Popen(harness.worker_command(WORKER, ["sigterm"], {"mode": mode}),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=harness.worker_env())
     try:

@@ -8,16 +8,16 @@ import torch.nn.functional as F
 
 import dist_sync
 import dist_sync.torch as hvd
-from tests.support.worker import main
-from tests.support.torch_checks import Registry, allreduce_sweep, close, digest, raises, to_storage, to_torch
 from dist_sync.torch import _staging
 from tests.support.reference import compare, make_input
+from tests.support.torch_checks import (allreduce_sweep, close, digest, raises, to_storage,
+                                        to_torch, torch_registry)
 
 # Exact float32 arithmetic on the GPU (no TF32), so float64 references apply.
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 
-check = Registry()
+check = torch_registry()
 SWEEP_DTYPES = ["float16", "bfloat16", "float32", "int32"]
 SWEEP_OPS = ["sum", "average", "min", "max", "product"]
 
@@ -304,4 +304,4 @@ def pinned_pool_allocates_in_the_first_step_only():
 
 
 if __name__ == "__main__":
-    main(check.run)
+    check.main()

@@ -1,7 +1,7 @@
 """Host staging on a real GPU without MPI: torch's streams, events and pinned memory under the
-stager, with tests/fake_device.py's FakeCore in place of the engine (it reads the pinned input
-when the operation is submitted and writes the result when it is waited for). Skipped where
-torch sees no GPU."""
+stager, with tests/support/fake_device.py's FakeCore in place of the engine (it reads the pinned
+input when the operation is submitted and writes the result when it is waited for). Skipped
+where torch sees no GPU."""
 from __future__ import annotations
 
 import pytest

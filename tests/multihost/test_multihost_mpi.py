@@ -17,6 +17,9 @@ from tests.multihost import cluster_harness as ch
 from tests.multihost.netns import VirtualCluster
 from tests.support.reference import DTYPES, OPS
 
+WORKER = "tests.multihost.multihost_worker"
+SWEEP = "tests.engine.allreduce_worker"
+
 
 def assert_no_processes_left(cluster: VirtualCluster, timeout: float = 10.0) -> None:
     """mpirun, prted and every rank must be gone from every host once a run has returned."""
@@ -32,7 +35,7 @@ def traffic(before: Dict[str, Tuple[int, int]], after: Dict[str, Tuple[int, int]
 
 
 def test_topology_two_hosts_two_ranks(cluster2: VirtualCluster) -> None:
-    results = ch.run_ok(cluster2, "topology", 2, timeout=120)
+    results = ch.run_ok(cluster2, WORKER, 2, "topology", timeout=120)
     hosts = ch.host_of_rank([2, 2])
     for rank, info in enumerate(results):
         host = cluster2.hosts[hosts[rank]]
@@ -52,7 +55,7 @@ def test_topology_uneven_three_hosts(cluster3: VirtualCluster) -> None:
     """2 + 1 + 1 ranks: local_size differs per host, so the job is not homogeneous, and the
     local_rank-1 "cross" group has only host 0's second rank."""
     layout = [2, 1, 1]
-    results = ch.run_ok(cluster3, "topology", layout, timeout=120)
+    results = ch.run_ok(cluster3, WORKER, layout, "topology", timeout=120)
     expected = [  # rank: (host, local_rank, local_size, cross_rank, cross_size)
         (0, 0, 2, 0, 3), (0, 1, 2, 0, 1), (1, 0, 1, 1, 3), (2, 0, 1, 2, 3)]
     for rank, info in enumerate(results):
@@ -66,7 +69,7 @@ def test_topology_uneven_three_hosts(cluster3: VirtualCluster) -> None:
 
 
 def sweep_payload_bytes(size: int, counts: List[int]) -> int:
-    """Bytes of all the allreduce inputs of one rank in tests/workers/allreduce_sweep.py."""
+    """Bytes of all the allreduce inputs of one rank in tests/engine/allreduce_worker.py."""
     total = 0
     for dtype in DTYPES:
         if dtype == "bfloat16":
@@ -80,7 +83,7 @@ def test_allreduce_sweep_across_hosts(cluster2: VirtualCluster) -> None:
     the links: for host 1's ranks to know the result, host 0 must send at least one reduced
     copy of every input, whatever the algorithm, so each host's eth0 sends >= the payload."""
     before = cluster2.counters()
-    results = ch.run_ok(cluster2, "allreduce_sweep", 2, timeout=300)
+    results = ch.run_ok(cluster2, SWEEP, 2, "sweep", timeout=300)
     moved = traffic(before, cluster2.counters())
     for rank, result in enumerate(results):
         assert result["failures"] == [], f"rank {rank}: {result['failures'][:5]}"
@@ -100,9 +103,9 @@ def test_allreduce_small_segments_no_fusion_across_hosts(cluster2: VirtualCluste
     its settings differ from rank 0's."""
     env = {"DIST_SYNC_RING_SEGMENT_BYTES": "64", "DIST_SYNC_SMALL_ALLREDUCE_BYTES": "0",
            "DIST_SYNC_FUSION_THRESHOLD": "0", "DIST_SYNC_RING_IN_FLIGHT": "1"}
-    run = ch.run(cluster2, "allreduce_sweep", 2, {"dtypes": ["float32", "int8", "float16"]},
+    run = ch.run(cluster2, SWEEP, 2, "sweep", {"dtypes": ["float32", "int8", "float16"]},
                  timeout=300, env=env)
-    results = run.values(4)
+    results = run.values()
     for rank, result in enumerate(results):
         assert result["failures"] == [], f"rank {rank}: {result['failures'][:5]}"
     assert len({r["digest"] for r in results}) == 1
@@ -115,8 +118,8 @@ def test_fused_async_across_hosts(cluster2: VirtualCluster) -> None:
     """240 small named tensors in flight at once, three rounds (the later ones answered from the
     response cache), results checked against numpy on every rank; the engine's timeline shows
     that it did fuse requests into one ring pass."""
-    results = ch.run_ok(cluster2, "fused_async", 2, {"tensors": 240, "rounds": 3, "timeline": True},
-                        timeout=300)
+    results = ch.run_ok(cluster2, WORKER, 2, "fused_async",
+                        {"tensors": 240, "rounds": 3, "timeline": True}, timeout=300)
     for rank, result in enumerate(results):
         assert result["failures"] == [], f"rank {rank}: {result['failures'][:5]}"
         assert result["tensors"] == 240
@@ -140,7 +143,8 @@ def test_training_equivalence_across_hosts(cluster2: VirtualCluster) -> None:
         pytest.skip(f"dist_sync.torch does not import: {error}")
     if missing:
         pytest.skip(f"dist_sync.torch has no {', '.join(missing)} yet")
-    results = ch.run_ok(cluster2, "train_equivalence", 2, {"steps": 6, "per_rank": 8}, timeout=300)
+    results = ch.run_ok(cluster2, WORKER, 2, "train_equivalence", {"steps": 6, "per_rank": 8},
+                        timeout=300)
     assert len({r["digest"] for r in results}) == 1, "ranks ended with different parameters"
     assert [r["hostname"] for r in results] == ["node0", "node0", "node1", "node1"]
     for rank, result in enumerate(results):
@@ -154,7 +158,7 @@ def test_training_equivalence_across_hosts(cluster2: VirtualCluster) -> None:
 def test_failure_on_a_remote_host_ends_the_job(cluster2: VirtualCluster) -> None:
     """A rank on host 1 raises while the others wait in an allreduce: mpirun must end the job on
     both hosts, report the error, and leave no process behind."""
-    run = ch.run(cluster2, "fail_on_host", 2, {"fail_rank": 3}, timeout=120)
+    run = ch.run(cluster2, WORKER, 2, "fail_on_host", {"fail_rank": 3}, timeout=120)
     assert not run.timed_out, run.describe()
     assert run.returncode != 0, run.describe()
     assert 3 in run.ranks and not run.ranks[3].ok, run.describe()
@@ -180,7 +184,7 @@ def test_hierarchical_allreduce_sweep(cluster3: VirtualCluster, hosts: int) -> N
     bit-identical on every rank, with 2 ranks on each of 2 or 3 hosts."""
     layout = [2] * hosts
     dtypes = ["float32", "float64", "int32", "float16", "uint8"] if hosts == 2 else ["float32", "int32", "float16"]
-    results = ch.run_ok(cluster3, "allreduce_sweep", layout, {"dtypes": dtypes}, timeout=300,
+    results = ch.run_ok(cluster3, SWEEP, layout, "sweep", {"dtypes": dtypes}, timeout=300,
                         env=HIERARCHICAL)
     for rank, result in enumerate(results):
         assert result["failures"] == [], f"rank {rank}: {result['failures'][:5]}"
@@ -199,7 +203,7 @@ def test_hierarchical_allreduce_sends_fewer_bytes_between_hosts(cluster2: Virtua
     sent = {}
     for mode, env in (("flat", {"DIST_SYNC_HIERARCHICAL_ALLREDUCE": "0"}), ("hierarchical", HIERARCHICAL)):
         before = cluster2.counters()
-        results = ch.run_ok(cluster2, "allreduce_sweep", 2, args, timeout=180, env=env)
+        results = ch.run_ok(cluster2, SWEEP, 2, "sweep", args, timeout=180, env=env)
         assert all(r["failures"] == [] for r in results), results
         sent[mode] = max(tx for tx, _ in traffic(before, cluster2.counters()).values())
     assert payload <= sent["hierarchical"] < 1.2 * payload, sent
@@ -212,9 +216,9 @@ def test_hierarchical_allreduce_on_uneven_hosts_falls_back(cluster3: VirtualClus
     """2 + 1 + 1 ranks: the hosts cannot be split evenly, so every rank must fall back to the
     flat ring together. (Each rank used to decide alone and they hung until the stall timeout,
     which is short here so that a regression fails in seconds.)"""
-    run = ch.run(cluster3, "allreduce_sweep", [2, 1, 1], {"dtypes": ["float32"], "counts": [100000]},
+    run = ch.run(cluster3, SWEEP, [2, 1, 1], "sweep", {"dtypes": ["float32"], "counts": [100000]},
                  timeout=120, env={**HIERARCHICAL, "DIST_SYNC_STALL_TIMEOUT_SECONDS": "15"})
     assert_no_processes_left(cluster3)
-    results = run.values(4)
+    results = run.values()
     for rank, result in enumerate(results):
         assert result["failures"] == [], f"rank {rank}: {result['failures'][:5]}"

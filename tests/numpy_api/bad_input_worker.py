@@ -1,13 +1,18 @@
-"""Misuse of the numpy API that engine_errors.py does not cover: each is a clear exception at
-the call, and the engine keeps working afterwards. Zero-size arrays work for every op."""
+"""Misuse of the numpy API that tests/engine (mismatches) does not cover: each is a clear
+exception at the call, and the engine keeps working afterwards. Zero-size arrays work for every
+op."""
 import numpy as np
 
 import dist_sync as ds
 from tests.support.bad_input import Cases
-from tests.support.worker import main
+from tests.support.worker import Registry
+
+check = Registry()
 
 
-def run(args):
+@check.scenario
+def misuse():
+    """case -> the message of the exception it raised, on this rank."""
     # Before init(): every operation says to call init() first.
     before = Cases(alive=lambda: None)
     before.expect("before_init_allreduce", ds.DistSyncError, lambda: ds.allreduce(np.ones(2)))
@@ -89,4 +94,4 @@ def run(args):
 
 
 if __name__ == "__main__":
-    main(run)
+    check.main()

@@ -1,4 +1,4 @@
-"""A randomized batch of operations through the engine (tests/test_random_mpi.py draws it).
+"""A randomized batch of operations through the engine (test_random_mpi.py draws it).
 
 args: {"seed": int, "rounds": int, "ops": [{"kind", "dtype", "count", "op", "name", "pre",
        "post", "root"}]}. Every round submits every op asynchronously, named ones in an order
@@ -13,8 +13,10 @@ import numpy as np
 
 import dist_sync as ds
 from tests.support import hooks
-from tests.support.worker import main
 from tests.support.reference import compare, make_input
+from tests.support.worker import Registry
+
+check = Registry()
 
 
 def split_matrix(seed: int, index: int, size: int, limit: int) -> np.ndarray:
@@ -23,8 +25,8 @@ def split_matrix(seed: int, index: int, size: int, limit: int) -> np.ndarray:
     return rng.integers(0, limit + 1, size=(size, size))
 
 
-def run(args):
-    ds.init()
+@check
+def random_batch(args):
     rank, size = ds.rank(), ds.size()
     seed, ops = args["seed"], args["ops"]
     digest = hashlib.sha256()
@@ -99,10 +101,9 @@ def run(args):
         for i in sorted(identical):  # in op order: the synchronization order differs by rank
             digest.update(identical[i])
     stats = hooks.engine_stats()
-    ds.shutdown()
     return {"digest": digest.hexdigest(), "checked": checked, "executions": stats["executions"],
             "requests": stats["requests"]}
 
 
 if __name__ == "__main__":
-    main(run)
+    check.main()

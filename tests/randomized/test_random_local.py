@@ -1,9 +1,9 @@
 """Randomized collectives over the in-process thread communicator (no MPI, so hundreds of
 configurations run in seconds): random counts (0..~1e6, primes), dtypes, ops, scale factors,
 N = 1..5, segment sizes down to a byte, in-flight windows and small-message thresholds.
-Results against numpy (tests/reference.py), bit-identical on every rank.
+Results against numpy (tests/support/reference.py), bit-identical on every rank.
 
-Failures print the falsifying example and a replay blob (tests/randomized.py)."""
+Failures print the falsifying example and a replay blob (tests/support/randomized.py)."""
 from __future__ import annotations
 
 import numpy as np

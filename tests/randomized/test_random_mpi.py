@@ -6,7 +6,7 @@ cache evictions are exercised hard) and a batch of operations (kinds, dtypes, co
 checks that the results meant to be identical are bit-identical on every rank.
 
 Few examples per CI run (each is an mpirun launch); DIST_SYNC_HYPOTHESIS_EXPLORE=1 draws more
-and new ones (tests/randomized.py). A failure prints the falsifying example and a replay blob."""
+and new ones (tests/support/randomized.py). A failure prints the falsifying example and a replay blob."""
 from __future__ import annotations
 
 from typing import Any, Dict, List
@@ -18,6 +18,7 @@ from tests.support import harness
 from tests.support.randomized import bounded_segment, configured, counts, rank_counts, segment_bytes
 from tests.support.reference import DTYPES, OPS, storage_dtype
 
+WORKER = "tests.randomized.random_worker"
 # The numpy API has no bfloat16 (torch only); the thread tests cover it.
 NUMPY_DTYPES = [d for d in DTYPES if d != "bfloat16"]
 FLOATS = ("float16", "float32", "float64")
@@ -63,9 +64,9 @@ def jobs(draw) -> Dict[str, Any]:
 @configured(max_examples=20, shrink=False)
 @given(jobs())
 def test_random_engine_batches(job):
-    run = harness.run("random_engine", job["np"], {"seed": job["seed"], "ops": job["ops"], "rounds": 2},
-                      timeout=180, env=job["env"])
-    values = run.values(job["np"])
+    values = harness.run_ok(WORKER, job["np"], "random_batch",
+                            {"seed": job["seed"], "ops": job["ops"], "rounds": 2},
+                            timeout=180, env=job["env"])
     assert all(v["checked"] == 2 * len(job["ops"]) for v in values), values
     digests = {v["digest"] for v in values}
     assert len(digests) == 1, f"results differ bitwise between ranks: {values}"

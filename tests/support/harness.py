@@ -1,10 +1,14 @@
-"""Runs worker scripts under mpirun and collects every rank's result.
+"""Runs worker modules under mpirun and collects what every rank recorded (tests/support/worker.py
+is the worker side; tests/README.md shows both).
 
-A worker is a module of the tests package (tests/workers/*.py), run on every rank as
-``python -m tests.workers.<name>``; it calls ``tests.support.worker.main(fn)``; ``fn(args)`` runs
-on every rank and its return value (JSON-able) is written to a per-rank file. The harness fails a test with
-the ranks' combined output when a rank fails, mpirun exits non-zero, or the run times out (the
-whole process group is killed, so nothing hangs or lingers).
+    harness.run_ok(WORKER, 3, "join")            # one check or scenario: every rank's value
+    run = harness.run(WORKER, 3, "dead_rank", {...}, timeout=60)    # the job itself: exit code,
+                                                                    # output, run.ranks[r]
+    launch = harness.launch(WORKER, 2)           # every check of a worker, once per session
+    harness.check_values(launch, "grouped_allreduce_forms")         # one value per rank
+
+A job that outlives its timeout is killed with its whole process group, so nothing hangs or
+lingers; failures carry the ranks' combined output.
 """
 from __future__ import annotations
 
@@ -20,9 +24,13 @@ import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tests.support import ROOT
+
+# For jobs whose ranks could disagree: a mismatch fails in a minute with the engine's message
+# instead of hanging until the test's timeout.
+FAIL_FAST = {"DIST_SYNC_STALL_TIMEOUT_SECONDS": "60"}
 
 
 @dataclass
@@ -35,26 +43,45 @@ class RankResult:
 
 @dataclass
 class MpiRun:
+    """One job of a worker: its exit code and combined output, and what every rank recorded."""
+    size: int                     # ranks launched
     returncode: int
     output: str
     timed_out: bool
-    ranks: Dict[int, RankResult] = field(default_factory=dict)
+    name: Optional[str] = None    # the check or scenario launched alone; None: every check
+    results: Dict[int, Dict[str, RankResult]] = field(default_factory=dict)  # rank -> name -> ...
+    errors: Dict[int, str] = field(default_factory=dict)  # rank -> failure outside any check
+
+    @property
+    def ranks(self) -> Dict[int, RankResult]:
+        """rank -> what it recorded for the check or scenario launched alone."""
+        assert self.name is not None, "a launch of every check: use check_values()"
+        return {rank: named[self.name] for rank, named in self.results.items()
+                if self.name in named}
 
     def describe(self) -> str:
         lines = [f"mpirun exit code {self.returncode}" + (" (TIMED OUT)" if self.timed_out else "")]
-        for rank in sorted(self.ranks):
-            result = self.ranks[rank]
-            if not result.ok:
-                lines.append(f"--- rank {rank} failed:\n{result.error}")
+        for rank in sorted(set(self.results) | set(self.errors)):
+            if self.errors.get(rank):
+                lines.append(f"--- rank {rank} failed:\n{self.errors[rank]}")
+            for name, result in self.results.get(rank, {}).items():
+                if not result.ok:
+                    lines.append(f"--- rank {rank} failed {name}:\n{result.error}")
         lines.append("--- combined output:\n" + self.output[-20000:])
         return "\n".join(lines)
 
-    def values(self, size: int) -> List[Any]:
-        """Every rank's value; AssertionError (with all output) unless all `size` ranks succeeded."""
-        if self.timed_out or self.returncode != 0 or len(self.ranks) != size or not all(
-                r.ok for r in self.ranks.values()):
+    def complete(self) -> bool:
+        """The job ended well and every rank recorded its results."""
+        return (not self.timed_out and self.returncode == 0 and not any(self.errors.values())
+                and sorted(self.results) == list(range(self.size)))
+
+    def values(self) -> List[Any]:
+        """Every rank's value of the check or scenario launched alone; AssertionError (with all
+        output) unless every rank succeeded."""
+        ranks = self.ranks
+        if not self.complete() or not all(r.ok for r in ranks.values()) or len(ranks) != self.size:
             raise AssertionError(self.describe())
-        return [self.ranks[r].value for r in range(size)]
+        return [ranks[r].value for r in range(self.size)]
 
 
 def mpirun_path() -> str:
@@ -92,7 +119,9 @@ def launch_command(np: int, extra_mpirun_args: Optional[List[str]] = None) -> Li
     return command + list(extra_mpirun_args or [])
 
 
-def mpi_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+def mpi_env(extra: Optional[Dict[str, Optional[str]]] = None) -> Dict[str, str]:
+    """This environment for an mpirun job (ranks may outnumber cores; root allowed), plus
+    `extra` (a None value removes the variable)."""
     env = dict(os.environ)
     env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
     env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -101,7 +130,11 @@ def mpi_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     env.setdefault("PRTE_MCA_rmaps_default_mapping_policy", ":oversubscribe")
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("OMP_NUM_THREADS", "1")        # ranks outnumber cores; don't oversubscribe more
-    env.update(extra or {})
+    for name, value in (extra or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
 
 
@@ -114,48 +147,45 @@ def import_path() -> List[str]:
     return list(dict.fromkeys(paths + [str(ROOT)]))
 
 
-def worker_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """mpi_env for ``python -m tests...`` workers: import_path() on PYTHONPATH, and no current
-    directory on sys.path (PYTHONSAFEPATH), which could hold another dist_sync."""
-    env = mpi_env()
+def worker_env(extra: Optional[Dict[str, Optional[str]]] = None) -> Dict[str, str]:
+    """mpi_env for a worker (``python -m tests...``): import_path() on PYTHONPATH, and no current
+    directory on sys.path (PYTHONSAFEPATH), as that could hold another dist_sync."""
+    env = mpi_env(extra)
     env["PYTHONPATH"] = os.pathsep.join(import_path() + [p for p in [env.get("PYTHONPATH")] if p])
     env["PYTHONSAFEPATH"] = "1"
-    env.update(extra or {})
     return env
 
 
-_WORKERS = {
-    "allreduce_sweep": "tests.engine.allreduce_worker", "engine_collectives": "tests.engine.engine_worker",
-    "engine_errors": "tests.engine.engine_errors", "engine_misc": "tests.engine.engine_misc",
-    "engine_stall": "tests.engine.engine_stall", "engine_exception": "tests.engine.engine_exception",
-    "engine_late_sync": "tests.engine.engine_late_sync", "fused_layouts": "tests.engine.fused_layouts",
-    "engine_threads": "tests.engine.threads_worker", "large_buffers": "tests.engine.large_worker",
-    "timeline": "tests.engine.timeline_worker", "bad_input": "tests.numpy_api.bad_input_worker",
-    "torch_bad_input": "tests.torch_api.bad_input_worker", "torch_ops": "tests.torch_api.ops_worker",
-    "torch_training": "tests.torch_api.training_worker", "torch_staged": "tests.torch_api.staged_worker",
-    "fault_dead_rank": "tests.faults.faults_worker", "fault_exception": "tests.faults.fault_exception",
-    "fault_stall": "tests.faults.fault_stall", "sigterm_probe": "tests.faults.sigterm_probe",
-    "reliability": "tests.faults.reliability_worker", "random_engine": "tests.randomized.random_worker",
-    "torch_cuda": "tests.gpu.cuda_worker", "topology": "tests.multihost.multihost_worker",
-    "fused_async": "tests.multihost.fused_async", "fail_on_host": "tests.multihost.fail_on_host",
-    "train_equivalence": "tests.multihost.train_equivalence",
-}
+def worker_command(worker: str, names: Sequence[str] = (), args: Any = None) -> List[str]:
+    """The command that runs `names` of module `worker` (every check when empty) with JSON
+    `args`, in one process: put mpirun in front for a job."""
+    request = {"names": list(names), "args": args if args is not None else {}}
+    return [sys.executable, "-m", worker, json.dumps(request)]
 
 
-def worker_module(worker: str) -> str:
-    """The module of a worker named `worker`."""
-    return _WORKERS[worker]
+def read_results(out_dir: Path, run: MpiRun) -> MpiRun:
+    """Adds what the ranks wrote into `out_dir` to `run`."""
+    for path in Path(out_dir).glob("rank*.json"):
+        data = json.loads(path.read_text())
+        rank = data["rank"]
+        run.results[rank] = {name: RankResult(rank, r["ok"], r.get("value"), r.get("error", ""))
+                             for name, r in data["results"].items()}
+        run.errors[rank] = data.get("error", "")
+    return run
 
 
-def run(worker: str, np: int, args: Any = None, timeout: float = 120.0,
-        env: Optional[Dict[str, str]] = None, mpirun_args: Optional[List[str]] = None) -> MpiRun:
-    """Runs tests/workers/<worker>.py on `np` ranks with JSON `args`."""
+def run(worker: str, np: Optional[int], name: Optional[str] = None, args: Any = None,
+        timeout: float = 120.0, env: Optional[Dict[str, Optional[str]]] = None,
+        mpirun_args: Optional[List[str]] = None) -> MpiRun:
+    """Runs check or scenario `name` of module `worker` (every check when None) on `np` ranks
+    under mpirun, or as one process without mpirun (``python train.py``) when `np` is None."""
     with tempfile.TemporaryDirectory(prefix="dist_sync_test_") as out_dir:
-        command = launch_command(np, mpirun_args) + [sys.executable, "-m", worker_module(worker),
-                                                     json.dumps(args if args is not None else {})]
+        command = worker_command(worker, [name] if name else [], args)
+        if np is not None:
+            command = launch_command(np, mpirun_args) + command
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, env=worker_env({**(env or {}), "DIST_SYNC_TEST_OUT": out_dir}),
-                                   start_new_session=True)
+                                   text=True, start_new_session=True,
+                                   env=worker_env({**(env or {}), "DIST_SYNC_TEST_OUT": out_dir}))
         timed_out = False
         try:
             output, _ = process.communicate(timeout=timeout)
@@ -163,34 +193,56 @@ def run(worker: str, np: int, args: Any = None, timeout: float = 120.0,
             timed_out = True
             os.killpg(process.pid, signal.SIGKILL)
             output, _ = process.communicate()
-        result = MpiRun(process.returncode, output, timed_out)
-        for path in Path(out_dir).glob("rank*.json"):
-            data = json.loads(path.read_text())
-            result.ranks[data["rank"]] = RankResult(data["rank"], data["ok"], data.get("value"),
-                                                    data.get("error", ""))
-        return result
+        return read_results(Path(out_dir), MpiRun(1 if np is None else np, process.returncode,
+                                                   output, timed_out, name))
+
+
+def run_ok(worker: str, np: Optional[int], name: str, args: Any = None, timeout: float = 120.0,
+           env: Optional[Dict[str, Optional[str]]] = None) -> List[Any]:
+    """Runs one check or scenario and returns every rank's value, failing with all output
+    otherwise."""
+    return run(worker, np, name, args, timeout, env).values()
+
+
+_LAUNCHES: Dict[Tuple[Any, ...], MpiRun] = {}
+
+
+def launch(worker: str, np: int, name: Optional[str] = None, args: Any = None,
+           timeout: float = 300.0, env: Optional[Dict[str, str]] = None) -> MpiRun:
+    """run(), once per pytest session for the same arguments: the tests that assert on parts of
+    one job (every check of a worker, or the messages of one scenario) share it."""
+    key = (worker, np, name, json.dumps(args, sort_keys=True), timeout,
+           tuple(sorted((env or {}).items())))
+    if key not in _LAUNCHES:
+        _LAUNCHES[key] = run(worker, np, name, args, timeout, env)
+    return _LAUNCHES[key]
 
 
 def worker_checks(worker: str) -> List[str]:
-    """The names of the checks a worker registers (its module-level ``check.checks``), read by
-    importing the worker here, so pytest can report each check as a test of its own."""
-    return list(importlib.import_module(worker_module(worker)).check.checks)
+    """The names of the checks module `worker` registers (its Registry ``check``), read by
+    importing it here, so pytest can report each check as a test of its own."""
+    return list(importlib.import_module(worker).check.checks)
 
 
-def check_values(launch: Dict[str, Any], name: str) -> List[Any]:
-    """Every rank's value of one named check of a launch ({"ranks": [...]} or {"failure": ...});
-    fails unless every rank passed it and, where it reports a digest, all ranks got the same bits."""
-    assert "failure" not in launch, launch.get("failure")
-    results = [ranks[name] for ranks in launch["ranks"]]
+def each_check(worker: str, ranks: Sequence[int]) -> Any:
+    """Parametrizes a test with (np_, name) for every rank count and check of `worker`."""
+    import pytest
+
+    cases = [(np_, name) for np_ in ranks for name in worker_checks(worker)]
+    return pytest.mark.parametrize("np_,name", cases, ids=[f"np{n}-{c}" for n, c in cases])
+
+
+def check_values(launch: MpiRun, name: str) -> List[Any]:
+    """Every rank's value of check `name` of a launch of every check: fails unless the job ended
+    well, every rank passed the check and, where it reports a digest, all ranks got the same
+    bits."""
+    if not launch.complete():
+        raise AssertionError(launch.describe())
+    results = [launch.results[rank].get(name) for rank in range(launch.size)]
     for rank, result in enumerate(results):
-        assert result["ok"], f"rank {rank}:\n{result['error']}"
-    values = [r["value"] for r in results]
+        assert result is not None, f"rank {rank} did not run {name}"
+        assert result.ok, f"rank {rank}:\n{result.error}"
+    values = [r.value for r in results]
     if isinstance(values[0], dict) and "digest" in values[0]:
         assert len({v["digest"] for v in values}) == 1, "ranks got different bits"
     return values
-
-
-def run_ok(worker: str, np: int, args: Any = None, timeout: float = 120.0,
-           env: Optional[Dict[str, str]] = None) -> List[Any]:
-    """Runs a worker and returns every rank's value, failing with all output otherwise."""
-    return run(worker, np, args, timeout, env).values(np)

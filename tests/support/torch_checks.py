@@ -1,10 +1,9 @@
-"""Shared by the torch_* workers: a registry of named checks run in one mpirun launch, and
-conversions between torch tensors and tests/reference.py's numpy storage (bfloat16 as uint16
-bit patterns), and the allreduce sweep the CPU and CUDA workers share."""
+"""Shared by the torch workers: their Registry (torch seeded before the session), conversions
+between torch tensors and tests/support/reference.py's numpy storage (bfloat16 as uint16 bit
+patterns), and the allreduce sweep the CPU and CUDA workers share."""
 from __future__ import annotations
 
 import hashlib
-import traceback
 from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 
 import dist_sync.torch as hvd
 from tests.support.reference import compare, make_input
+from tests.support.worker import Registry
 
 # reference.py's op names -> dist_sync.torch's ops.
 OP = {"sum": hvd.Sum, "average": hvd.Average, "min": hvd.Min, "max": hvd.Max,
@@ -21,32 +21,10 @@ TORCH_DTYPES = {"uint8": torch.uint8, "int8": torch.int8, "int16": torch.int16,
                 "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
 
-class Registry:
-    """Named checks. Each runs on every rank, in registration order; it returns a JSON-able
-    value (a dict with "digest" when results must be bit-identical across ranks) or raises."""
-
-    def __init__(self) -> None:
-        self.checks: Dict[str, Callable[[], Any]] = {}
-
-    def __call__(self, fn: Callable[[], Any]) -> Callable[[], Any]:
-        assert fn.__name__ not in self.checks, fn.__name__
-        self.checks[fn.__name__] = fn
-        return fn
-
-    def run(self, args: dict) -> Dict[str, Any]:
-        torch.manual_seed(0)
-        hvd.init()
-        only = set(args.get("only") or [])
-        results: Dict[str, Any] = {}
-        for name, fn in self.checks.items():
-            if only and name not in only:
-                continue
-            try:
-                results[name] = {"ok": True, "value": fn()}
-            except Exception:  # noqa: BLE001 - reported per check
-                results[name] = {"ok": False, "error": traceback.format_exc()}
-        hvd.shutdown()
-        return results
+def torch_registry() -> Registry:
+    """A worker's Registry whose session starts from torch's seed 0, so checks that draw random
+    tensors draw the same ones on every rank and in every launch."""
+    return Registry(setup=lambda: torch.manual_seed(0))
 
 
 def to_torch(storage: np.ndarray, dtype: str) -> torch.Tensor:
@@ -111,10 +89,10 @@ def allreduce_sweep(dtypes: Sequence[str], ops: Sequence[str], counts: Sequence[
                     storage: Callable[[torch.Tensor, str], np.ndarray] = to_storage,
                     keep: Callable[[int], bool] = lambda count: True) -> Dict[str, str]:
     """Every allreduce form (plain, strided input, in place, async, async in place) for each
-    dtype, op and element count, against tests/reference.py. ``place`` puts an input where the
-    test wants it (a device), ``storage`` turns a result into reference storage (checking where
-    it lives), ``keep`` says which counts' results enter the digest (bit-identical on every
-    rank)."""
+    dtype, op and element count, against tests/support/reference.py. ``place`` puts an input
+    where the test wants it (a device), ``storage`` turns a result into reference storage
+    (checking where it lives), ``keep`` says which counts' results enter the digest
+    (bit-identical on every rank)."""
     rank, size = hvd.rank(), hvd.size()
     failures, outputs = [], []
     for dtype in dtypes:

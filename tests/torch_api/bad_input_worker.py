@@ -8,10 +8,14 @@ import torch
 
 import dist_sync.torch as hvd
 from tests.support.bad_input import Cases
-from tests.support.worker import main
+from tests.support.worker import Registry
+
+check = Registry()
 
 
-def run(args):
+@check.scenario
+def misuse():
+    """case -> the message of the exception it raised, on this rank."""
     before = Cases(alive=lambda: None)
     before.expect("before_init_allreduce", hvd.DistSyncError, lambda: hvd.allreduce(torch.ones(2)))
     before.expect("before_init_async", hvd.DistSyncError, lambda: hvd.allreduce_async(torch.ones(2)))
@@ -102,4 +106,4 @@ def run(args):
 
 
 if __name__ == "__main__":
-    main(run)
+    check.main()

@@ -5,12 +5,11 @@ import warnings
 import torch
 
 import dist_sync.torch as hvd
-from tests.support.worker import main
-from tests.support.torch_checks import (OP, Registry, allreduce_sweep, close, digest, raises, strided,
-                           to_storage, to_torch)
 from tests.support.reference import DTYPES, OPS, compare, make_input
+from tests.support.torch_checks import (OP, allreduce_sweep, close, digest, raises, strided,
+                                        to_storage, to_torch, torch_registry)
 
-check = Registry()
+check = torch_registry()
 FLOATS = ["float16", "bfloat16", "float32", "float64"]
 
 
@@ -473,4 +472,4 @@ def double_backward_is_refused():
 
 
 if __name__ == "__main__":
-    main(check.run)
+    check.main()

@@ -1,9 +1,9 @@
 """Host staging (Note [Host staging]) through the real engine under mpirun, on a simulated
-device (tests/fake_device.py): CPU tensors claimed by a fake backend take exactly the path CUDA
-tensors take (pinned pool, side streams, events, staging thread, device kind CUDA), and the
-simulated streams run their copies only when something waits for them.
+device (tests/support/fake_device.py): CPU tensors claimed by a fake backend take exactly the
+path CUDA tensors take (pinned pool, side streams, events, staging thread, device kind CUDA), and
+the simulated streams run their copies only when something waits for them.
 
-- The value and training checks of torch_ops.py and torch_training.py run again with every
+- The value and training checks of ops_worker.py and training_worker.py run again with every
   tensor staged ("host" user stream: results are read on the host, which waits at synchronize()).
 - Checks of their own: a lazy user stream (results appear only once the stream has run), a
   producer still running when the op is called, names fixed at the call, the device kind
@@ -17,15 +17,13 @@ import torch
 
 import dist_sync
 import dist_sync.torch as hvd
-from tests.torch_api import ops_worker as torch_ops
-from tests.torch_api import training_worker as torch_training
-from tests.support.worker import main
-from tests.support.torch_checks import Registry, digest, raises
 from dist_sync import _session
 from dist_sync.torch import _staging
 from tests.support.fake_device import FakeBackend, FakeDevice
+from tests.support.torch_checks import digest, raises, torch_registry
+from tests.torch_api import ops_worker, training_worker
 
-check = Registry()
+check = torch_registry()
 
 
 class staged:
@@ -51,14 +49,14 @@ def rank_size():
 # --- the CPU suites again, every tensor staged -----------------------------------------------
 
 REUSED = {
-    torch_ops: ["allreduce_every_dtype_op_and_form", "allreduce_prescale_postscale",
+    ops_worker: ["allreduce_every_dtype_op_and_form", "allreduce_prescale_postscale",
                 "grouped_allreduce_forms", "allgather_every_dtype",
                 "broadcast_every_dtype_and_root", "alltoall_splits_and_even", "reducescatter_ops",
                 "autograd_allreduce", "autograd_grouped_allreduce", "autograd_allgather",
                 "autograd_broadcast", "autograd_alltoall", "autograd_reducescatter",
                 "allreduce_with_compression", "poll_and_synchronize", "join_with_uneven_steps",
                 "inplace_results_bump_the_version_counter"],
-    torch_training: ["equivalence_sgd_momentum", "equivalence_sgd_two_backward_passes",
+    training_worker: ["equivalence_sgd_momentum", "equivalence_sgd_two_backward_passes",
                      "equivalence_adam", "equivalence_groups_int",
                      "equivalence_groups_list_and_predivide", "reductions_start_during_backward",
                      "op_sum_and_compression", "unused_parameters_do_not_hang",
@@ -239,12 +237,12 @@ def pool_allocates_in_the_first_step_only():
     step and reused afterwards."""
     rank, size = rank_size()
     with staged("host") as s:
-        model = torch_training.mlp(31).float()
+        model = training_worker.mlp(31).float()
         optimizer = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
                                              named_parameters=model.named_parameters())
         counts = []
         for step in range(4):
-            x, y = torch_training.data(step, 4)
+            x, y = training_worker.data(step, 4)
             optimizer.zero_grad()
             torch.nn.functional.mse_loss(model(x.float() + rank), y.float()).backward()
             optimizer.step()
@@ -255,4 +253,4 @@ def pool_allocates_in_the_first_step_only():
 
 
 if __name__ == "__main__":
-    main(check.run)
+    check.main()

@@ -1,10 +1,10 @@
 """Host staging of CUDA tensors (Note [Host staging]) without a GPU and without MPI.
 
-The stager runs over tests/fake_device.py's simulated device (whose streams run their work only
-when something waits for it) and a fake engine core that reads an operation's input memory at
-submission, as the real engine may at negotiation, and writes the result when it is waited for:
-a submission before the copy to host memory has run, or a result read before the copy back, gives
-wrong numbers. The fakes are injected through the stager and pytest's monkeypatch of dist_sync's
+The stager runs over tests/support/fake_device.py's simulated device (whose streams run their
+work only when something waits for it) and a fake engine core that reads an operation's input
+memory at submission, as the real engine may at negotiation, and writes the result when it is
+waited for: a submission before the copy to host memory has run, or a result read before the
+copy back, gives wrong numbers. The fakes are injected through the stager and pytest's monkeypatch of dist_sync's
 own module attributes; nothing of torch is patched.
 """
 from __future__ import annotations

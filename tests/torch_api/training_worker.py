@@ -7,10 +7,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import dist_sync.torch as hvd
-from tests.support.worker import main
-from tests.support.torch_checks import Registry, close, digest, raises
+from tests.support.torch_checks import close, digest, raises, torch_registry
 
-check = Registry()
+check = torch_registry()
 
 
 def rank_size():
@@ -773,4 +772,4 @@ def sync_batch_norm_errors():
 
 
 if __name__ == "__main__":
-    main(check.run)
+    check.main()
