@@ -4,8 +4,8 @@ that validates it, whether every rank must agree on it, and its documentation.
 ``init()`` keyword arguments override the environment; both go through the same rule, so a
 bad value fails with a message naming the setting wherever it came from. The README's settings
 table is this table rendered by :func:`markdown_table` (``python -m dist_sync.config`` prints it;
-tests/test_docs.py checks the README holds it verbatim). docs/benchmarks.md says how the tuned
-defaults were chosen. The engine receives the resolved values (no C++ default restates them).
+tests/packaging/test_docs_local.py checks the README holds it verbatim). docs/benchmarks.md says
+how the tuned defaults were chosen. The engine receives the resolved values (no C++ default restates them).
 """
 from __future__ import annotations
 

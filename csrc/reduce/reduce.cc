@@ -138,7 +138,8 @@ struct Scaler {
 
 // The hot loop. Each combination of flags is its own instantiation so the common case
 // (no scaling) is a plain load-combine-store loop that the compiler vectorises. Kept out of line
-// so the build's vectorisation report (tests/test_vectorized.py) can name each instantiation.
+// so the build's vectorisation report (tests/packaging/test_vectorized_local.py) can name each
+// instantiation.
 template <typename Codec, typename Op, bool kPre, bool kPost>
 __attribute__((noinline, noclone)) void reduce_loop(typename Codec::Storage* dst, const typename Codec::Storage* own,
                  const typename Codec::Storage* other, size_t count,

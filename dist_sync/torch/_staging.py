@@ -46,7 +46,7 @@ docs/architecture.md, "CUDA tensors".
 
 Everything the stager needs from CUDA goes through a :class:`DeviceBackend`, so tests can drive
 the same code with a simulated device whose streams run their work only when something waits
-for it (tests/fake_device.py): a missing wait then shows up as a wrong result.
+for it (tests/support/fake_device.py): a missing wait then shows up as a wrong result.
 """
 from __future__ import annotations
 
