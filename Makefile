@@ -83,7 +83,7 @@ sanitize: install
 
 # 20 000 fused small and 200 large allreduces on 2 ranks: every result checked, RSS watched.
 soak: install
-	$(MPIRUN) $(BIN)/python tools/soak.py
+	$(MPIRUN) $(BIN)/python -m benchmarks.soak
 
 clean:
 	rm -rf build $(VENV) $(VENV_MPICH) dist_sync/_core*.so *.egg-info

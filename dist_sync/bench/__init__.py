@@ -7,8 +7,9 @@
   buffer, one by one, and in DDP-style buckets.
 * ``tune``: sweeps of the tunables (ring segment size and depth, the recursive-doubling
   threshold, cycle time, fusion threshold) with the defaults they suggest.
-* ``scaling``: multi-host ring against a parameter server (dist_sync.bench.scaling).
-* ``report``: Markdown tables from the JSON files of the others (how docs/benchmarks.md is made).
+
+The benchmarks that need a source checkout or root (multi-host scaling, the Markdown report,
+the soak and the CUDA timings) live in the checkout's benchmarks/ folder instead.
 
 docs/benchmarks.md explains how each is measured and how to reproduce the published numbers.
 """

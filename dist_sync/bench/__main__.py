@@ -6,26 +6,26 @@ import importlib
 import logging
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
-# Benchmarks with their own argument parser (argparse here only lists them): their arguments
-# are handed over untouched.
-_DELEGATED = {
-    "scaling": "multi-host scaling: ring allreduce against a parameter server "
-               "(dist_sync.bench.scaling; see its --help)",
+# Benchmarks that need a source checkout, so are not installed: how to run them there.
+_MOVED = {
+    "scaling": "python -m benchmarks.scaling",
+    "report": "python -m benchmarks.report",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand; imports nothing heavy (``--help`` stays fast)."""
-    from . import allreduce, fusion, report, tune
+    from . import allreduce, fusion, tune
 
     parser = argparse.ArgumentParser(
         prog="python -m dist_sync.bench",
         description="dist_sync benchmarks. Run under mpirun, e.g. "
                     "mpirun -np 2 python -m dist_sync.bench allreduce -b 4K -e 256M -f 4",
         epilog="docs/benchmarks.md says how each benchmark is measured and how to reproduce "
-               "the published numbers.")
+               "the published numbers. Benchmarks that need a source checkout are run from its "
+               "root: " + ", ".join(_MOVED.values()) + ".")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     allreduce.add_arguments(sub.add_parser(
@@ -38,37 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_arguments(sub.add_parser(
         "tune", help="sweep the tunables and suggest defaults",
         description=tune.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
-    report.add_arguments(sub.add_parser(
-        "report", help="Markdown tables from the JSON files of the benchmarks above (no MPI)",
-        description=report.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
-    for name, text in _DELEGATED.items():
-        sub.add_parser(name, help=text, add_help=False)
     return parser
-
-
-def run_scaling(argv: Sequence[str]) -> int:
-    """Hands ``argv`` to dist_sync.bench.scaling, which may not be part of this build."""
-    name = f"{__package__}.scaling"
-    try:
-        scaling = importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        if error.name != name:
-            raise  # scaling exists but one of its own imports is missing: show that
-        print("python -m dist_sync.bench scaling: the scaling benchmark "
-              "(dist_sync/bench/scaling.py) is not part of this installation of dist_sync.",
-              file=sys.stderr)
-        return 2
-    return int(scaling.main(list(argv)))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # A delegated benchmark gets every argument after its name, its own --help included.
     position = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
-    if position is not None and argv[position] in _DELEGATED:
-        logging.basicConfig(level=logging.DEBUG if "-v" in argv[:position] or
-                            "--verbose" in argv[:position] else logging.WARNING)
-        return run_scaling(argv[position + 1:])
+    if position is not None and argv[position] in _MOVED:
+        print(f"python -m dist_sync.bench {argv[position]}: this benchmark needs a source "
+              f"checkout of dist_sync and is not installed with it; from the root of a checkout "
+              f"run `{_MOVED[argv[position]]}` (benchmarks/{argv[position]}.py).", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

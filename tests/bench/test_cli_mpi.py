@@ -1,5 +1,6 @@
 """Smoke tests of ``python -m dist_sync.bench``: every subcommand runs under mpirun on tiny sizes
-and its JSON holds every size/variant with no wrong values. No timing assertions: this box is
+and its JSON holds every size/variant with no wrong values, which ``python -m benchmarks.report``
+turns into Markdown. No timing assertions: this box is
 shared and the numbers are the benchmark's business, not the test's."""
 import importlib.util
 import json
@@ -32,8 +33,8 @@ def run_bench(np_, args, timeout=180):
 
 
 def run_report(paths):
-    """``python -m dist_sync.bench report`` (no MPI); returns its Markdown."""
-    result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "report", *map(str, paths)],
+    """``python -m benchmarks.report`` (no MPI); returns its Markdown."""
+    result = subprocess.run([sys.executable, "-m", "benchmarks.report", *map(str, paths)],
                             capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -149,27 +150,14 @@ def test_tune_small_sweeps(tmp_path):
     assert "#### tune, 2 ranks" in report and "Suggested: `ring_segment_bytes`" in report
 
 
-def test_scaling_is_handed_its_arguments():
-    result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "scaling", "--help"],
+@pytest.mark.parametrize("name", ["scaling", "report"])
+def test_benchmarks_of_the_checkout_are_named(name):
+    # Not installed with the package: the command line says how to run them from a checkout.
+    result = subprocess.run([sys.executable, "-m", "dist_sync.bench", name, "--help"],
                             capture_output=True, text=True, cwd=ROOT, timeout=60)
-    if (ROOT / "dist_sync" / "bench" / "scaling.py").exists():
-        assert result.returncode == 0, result.stderr
-        assert "usage" in result.stdout.lower() and "scaling" in result.stdout
-    else:
-        assert result.returncode == 2
-        assert "dist_sync/bench/scaling.py" in result.stderr and "not part of" in result.stderr
-
-
-def test_scaling_missing_is_explained(monkeypatch, capsys):
-    from dist_sync.bench import __main__ as cli
-
-    def missing(name):
-        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-    monkeypatch.setattr(cli.importlib, "import_module", missing)
-    assert cli.main(["scaling", "--hosts", "2"]) == 2
-    error = capsys.readouterr().err
-    assert "dist_sync/bench/scaling.py" in error and "not part of" in error
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"run `python -m benchmarks.{name}` (benchmarks/{name}.py)" in result.stderr
+    assert "needs a source checkout" in result.stderr
 
 
 def test_bad_arguments_are_refused():

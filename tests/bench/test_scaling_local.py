@@ -1,5 +1,5 @@
-"""dist_sync.bench.scaling without network namespaces: the theory it plots against, and its
-argument checks (the runs themselves are in tests/multihost/test_scaling_bench.py)."""
+"""benchmarks.scaling without network namespaces: the theory it plots against, and its argument
+checks (the runs themselves are in tests/multihost/test_scaling_mpi.py)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from dist_sync.bench import scaling
+from benchmarks import scaling
 from tests.support import ROOT
 
 S = 8 << 20
@@ -63,14 +63,14 @@ def test_parse_rate(text: str, expected: float) -> None:
     (["--iterations", "0"], "--iterations must be >= 1"),
 ])
 def test_bad_arguments_are_refused_before_anything_is_built(argv, message) -> None:
-    result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "scaling", *argv],
+    result = subprocess.run([sys.executable, "-m", "benchmarks.scaling", *argv],
                             capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 2, result
     assert message in result.stderr, result.stderr
 
 
 def test_help_names_the_theory() -> None:
-    result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "scaling", "--help"],
+    result = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--help"],
                             capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0
     assert "Ring versus parameter server" in result.stdout and "--rate" in result.stdout

@@ -5,7 +5,7 @@
 # 2. builds the extension in place against that Open MPI (16 cores: a minute or two),
 # 3. runs tests/gpu (CUDA correctness sweep, streams, device kinds, data-parallel == single
 #    process on a CUDA model: 2 ranks sharing the GPU) and the host-staging tests,
-# 4. times a 64 MiB staged allreduce and a training step (tests/gpu/bench_cuda.py, 2 ranks).
+# 4. times a 64 MiB staged allreduce and a training step (benchmarks/cuda.py, 2 ranks).
 # Prints PASS/FAIL per stage and exits non-zero if any failed. PYTHON picks the interpreter.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -97,7 +97,7 @@ timeout 420 "$PY" -m pytest -v -p no:cacheprovider tests/gpu \
 result "tests" "${PIPESTATUS[0]}"
 
 stage "timings: 64 MiB staged allreduce and a training step, 2 ranks"
-timeout 180 "$MPIRUN" -np 2 --bind-to none --oversubscribe "$PY" tests/gpu/bench_cuda.py
+timeout 180 "$MPIRUN" -np 2 --bind-to none --oversubscribe "$PY" -m benchmarks.cuda
 result "timings" $?
 
 stage "summary"

@@ -196,7 +196,7 @@ def test_hierarchical_allreduce_sweep(cluster3: VirtualCluster, hosts: int) -> N
 def test_hierarchical_allreduce_sends_fewer_bytes_between_hosts(cluster2: VirtualCluster) -> None:
     """2 hosts x 2 ranks, 1 MiB float32 allreduces: the flat ring over 4 ranks sends
     2(4-1)/4 = 1.5 S out of each host, the hierarchical one 2(2-1)/2 = 1 S (Note [Ring versus
-    parameter server] in dist_sync/bench/scaling.py). Bytes are counted on eth0, so this checks
+    parameter server] in benchmarks/scaling.py). Bytes are counted on eth0, so this checks
     the algorithm, not the timing."""
     args = {"dtypes": ["float32"], "counts": [1 << 18]}
     payload = 5 * 2 * (1 << 20)  # 5 ops x (out of place, in place) x 1 MiB

@@ -1,4 +1,4 @@
-"""`python -m dist_sync.bench scaling` end to end on small buffers: it builds and removes its own
+"""`python -m benchmarks.scaling` end to end on small buffers: it builds and removes its own
 hosts, checks every result, and the bytes it reports follow the theory (counted on eth0, so this
 is deterministic; the times are only reported, never asserted)."""
 from __future__ import annotations
@@ -22,7 +22,7 @@ def run_scaling(tmp_path: Path, *argv: str) -> List[Dict[str, Any]]:
     """Runs the benchmark; its results, after checking that it removed the hosts it built."""
     out = tmp_path / "out"
     before = set(netns.list_namespaces())   # the session's own clusters may be up
-    result = subprocess.run([sys.executable, "-m", "dist_sync.bench", "scaling", *argv,
+    result = subprocess.run([sys.executable, "-m", "benchmarks.scaling", *argv,
                              "-o", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     left = set(netns.list_namespaces()) - before

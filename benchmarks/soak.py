@@ -1,7 +1,7 @@
 """`make soak`: many operations through one engine session, checking every result and watching
 the resident memory of every rank for growth (a leak per operation shows up as a trend).
 
-    mpirun -np 2 python tools/soak.py [--small 20000] [--large 200] [--large-mib 32]
+    mpirun -np 2 python -m benchmarks.soak [--small 20000] [--large 200] [--large-mib 32]
 
 Phase 1: `--small` allreduces of 1..1024 float32 elements, submitted asynchronously in batches of
 50 so that the engine fuses them (names repeat, so they are answered from the response cache).
@@ -66,7 +66,8 @@ def large_step(step: int, rank: int, size: int, buffer: np.ndarray) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", type=int, default=20000, help="small allreduces (multiple of 50)")
     parser.add_argument("--large", type=int, default=200, help="large allreduces")
     parser.add_argument("--large-mib", type=int, default=32, help="MiB per large allreduce")

@@ -1,12 +1,13 @@
 """Multi-host scaling: dist_sync's ring allreduce against a parameter server, over real TCP between
 network-namespace hosts whose every link is rate-limited, so the network and not the CPU decides.
 
-    sudo python -m dist_sync.bench scaling [--hosts 2,3,4] [--size 8M] [--rate 200mbit] [-o DIR]
+    sudo .venv/bin/python -m benchmarks.scaling [--hosts 2,3,4] [--size 8M] [--rate 200mbit]
+                                               [-o DIR]
 
-Run it as root from a source checkout, *not* under mpirun: it builds the hosts itself (with
-tests/multihost/netns.py: one network namespace per host, veth links to a switch, tc token-bucket
-filters on both directions of every link), runs mpirun across them once per host count, and
-removes every namespace again, also on failure or Ctrl-C. Each run has one rank per host (add
+Run it as root from the root of a source checkout, *not* under mpirun: it builds the hosts
+itself (with tests/multihost/netns.py: one network namespace per host, veth links to a switch,
+tc token-bucket filters on both directions of every link), runs mpirun across them once per host
+count, and removes every namespace again, also on failure or Ctrl-C. Each run has one rank per host (add
 --ranks-per-host 2 --algorithms ring,hierarchical to measure the hierarchical allreduce).
 
 For every host count N it times the same float32 buffer of S bytes through
@@ -43,7 +44,6 @@ the CPU the kernel needs to move packets when ranks outnumber cores.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -55,8 +55,9 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Dict, List, Sequence, Tuple
+
+from tests.multihost import netns
 
 RANK_COMMAND = "_rank"          # argv[0] of the per-rank program that mpirun starts
 ALGORITHMS = ("ring", "ps", "hierarchical")
@@ -109,7 +110,7 @@ def parse_rate(text: str) -> float:
 
 
 def parse_size(text: str) -> int:
-    from .. import config as _config  # light: no engine, no MPI
+    from dist_sync import config as _config  # light: no engine, no MPI
     try:
         size = _config.parse_bytes(text)
     except ValueError as error:
@@ -139,11 +140,11 @@ def parse_algorithms(text: str) -> List[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m dist_sync.bench scaling",
+        prog="python -m benchmarks.scaling",
         description=__doc__.split("\n\n")[0],
         epilog="Needs root (network namespaces, veth, tc) and a source checkout of dist_sync "
                "(tests/multihost/netns.py). Note [Ring versus parameter server] in "
-               "dist_sync/bench/scaling.py states the theory; docs/multihost_scaling.md shows results.")
+               "benchmarks/scaling.py states the theory; docs/multihost_scaling.md shows results.")
     parser.add_argument("--hosts", type=parse_hosts, default=[2, 3, 4], metavar="N,N,...",
                         help="host counts to run (default 2,3,4)")
     parser.add_argument("--ranks-per-host", type=int, default=1, metavar="L",
@@ -209,7 +210,7 @@ def _read_counters(interface: str) -> Tuple[int, int, int]:
 
 def rank_main(spec: Dict[str, Any]) -> int:
     """Times spec["algorithms"] on this rank; rank 0 writes every measurement to spec["output"]."""
-    from . import common
+    from dist_sync.bench import common
     MPI = common.require_mpi4py()        # first: MPI_THREAD_MULTIPLE for the engine thread
     import numpy as np
 
@@ -324,20 +325,6 @@ def _median(values: Sequence[float]) -> float:
     return float(ordered[middle]) if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
-def load_netns() -> ModuleType:
-    """tests/multihost/netns.py of this source checkout (the virtual cluster is test tooling,
-    shared with `make test-multihost`, so it is not installed with the package)."""
-    source = Path(__file__).resolve().parents[2] / "tests" / "multihost" / "netns.py"
-    if not source.exists():
-        raise SystemExit(f"scaling: needs a source checkout of dist_sync: the hosts are built by "
-                         f"tests/multihost/netns.py, not found at {source}")
-    spec = importlib.util.spec_from_file_location("dist_sync_multihost_netns", source)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module      # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def _engine_settings(algorithm_set: Sequence[str]) -> Dict[str, Any]:
     if "hierarchical" in algorithm_set:
         return {"hierarchical_allreduce": True}
@@ -347,14 +334,14 @@ def _engine_settings(algorithm_set: Sequence[str]) -> Dict[str, Any]:
 
 
 def _has_hierarchical() -> bool:
-    from .. import config as _config
+    from dist_sync import config as _config
     return any(s.key == "hierarchical_allreduce" for s in _config.SETTINGS)
 
 
 def _rank_env() -> Dict[str, str]:
     """What reaches the ranks (the hosts start with a clean environment, like ssh): the caller's
     DIST_SYNC_* settings, its PYTHONPATH, and one OpenMP thread (ranks may outnumber cores)."""
-    from .. import config as _config
+    from dist_sync import config as _config
     env = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     known = {s.env for s in _config.SETTINGS}
     env.update({k: v for k, v in os.environ.items() if k in known})
@@ -363,7 +350,7 @@ def _rank_env() -> Dict[str, str]:
     return env
 
 
-def run_host_count(netns: ModuleType, hosts: int, args: argparse.Namespace, rate_bps: float,
+def run_host_count(hosts: int, args: argparse.Namespace, rate_bps: float,
                    scratch: Path) -> Tuple[List[Measurement], Dict[str, Any]]:
     """Builds `hosts` hosts, runs every algorithm on them, tears them down."""
     measurements: List[Measurement] = []
@@ -379,7 +366,7 @@ def run_host_count(netns: ModuleType, hosts: int, args: argparse.Namespace, rate
             spec = {"algorithms": job, "size": args.size, "iterations": args.iterations,
                     "warmup": args.warmup, "interface": netns.INTERFACE, "output": str(output),
                     "settings": _engine_settings(job)}
-            program = [sys.executable, "-m", "dist_sync.bench.scaling", RANK_COMMAND, json.dumps(spec)]
+            program = [sys.executable, "-m", "benchmarks.scaling", RANK_COMMAND, json.dumps(spec)]
             mca = [word for name, value in args.mca for word in ("--mca", name, value)]
             command = cluster.mpirun_command(program, args.ranks_per_host, env=_rank_env(),
                                              mpirun_args=mca)
@@ -500,7 +487,7 @@ def _finite(value: Any) -> Any:
 
 
 def main(argv: List[str]) -> int:
-    """`python -m dist_sync.bench scaling ...` (and, with RANK_COMMAND first, the rank program)."""
+    """`python -m benchmarks.scaling ...` (and, with RANK_COMMAND first, the rank program)."""
     if argv[:1] == [RANK_COMMAND]:
         if len(argv) != 2:
             print(f"scaling {RANK_COMMAND}: expects one JSON argument", file=sys.stderr)
@@ -527,7 +514,6 @@ def main(argv: List[str]) -> int:
         print("scaling: run it directly, not under mpirun: it starts mpirun across the hosts it "
               "builds", file=sys.stderr)
         return 2
-    netns = load_netns()
     reason = netns.unavailable_reason()
     if reason:
         print(f"scaling: cannot build network-namespace hosts here: {reason}", file=sys.stderr)
@@ -544,7 +530,7 @@ def main(argv: List[str]) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="dist_sync_scaling_") as scratch:
             for hosts in args.hosts:
-                measured, info = run_host_count(netns, hosts, args, rate_bps, Path(scratch))
+                measured, info = run_host_count(hosts, args, rate_bps, Path(scratch))
                 results.extend(measured)
     except KeyboardInterrupt:
         left = netns.leftovers(int(os.environ.get(netns.OWNER_ENV) or os.getpid()))
@@ -552,7 +538,7 @@ def main(argv: List[str]) -> int:
         print(f"scaling: interrupted; the hosts were {state}", file=sys.stderr)
         return 130
 
-    command = "python -m dist_sync.bench scaling " + " ".join(argv)
+    command = "python -m benchmarks.scaling " + " ".join(argv)
     title = (f"{command}\nS = {args.size / MIB:g} MiB float32, {args.ranks_per_host} rank(s)/host, "
              f"links {args.rate} each way, {args.iterations} timed iterations (median)")
     table = render_text(results)

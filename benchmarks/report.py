@@ -1,4 +1,4 @@
-"""``python -m dist_sync.bench report FILE.json ...``: Markdown tables from benchmark JSON files.
+"""``python -m benchmarks.report FILE.json ...``: Markdown tables from benchmark JSON files.
 
 docs/benchmarks.md is made with it, so whoever reruns the benchmarks on another machine can
 regenerate its tables the same way. Several files of the same benchmark and rank count (repeated
@@ -13,8 +13,8 @@ import sys
 from collections import defaultdict
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
-from . import common
-from .allreduce import TOOLS as ALLREDUCE_TOOLS
+from dist_sync.bench import common
+from dist_sync.bench.allreduce import TOOLS as ALLREDUCE_TOOLS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -210,7 +210,7 @@ def tune_tables(out: TextIO, run: Dict[str, Any]) -> None:
           file=out)
 
 
-def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+def run(args: argparse.Namespace) -> int:
     """Prints Markdown for every group of files (same benchmark and rank count)."""
     groups: Dict[Tuple[str, int], List[Dict[str, Any]]] = defaultdict(list)
     for path in args.files:
@@ -240,3 +240,16 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             print(f"(no report for benchmark {benchmark!r})", file=out)
         print(file=out)
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description="Markdown tables from the JSON files of python -m dist_sync.bench "
+                    "allreduce, fusion and tune (--json)")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Timings of CUDA tensors through host staging, under mpirun (ranks may share one GPU):
 
-    mpirun -np 2 --bind-to none python tests/gpu/bench_cuda.py
+    mpirun -np 2 --bind-to none python -m benchmarks.cuda
 
 1. A 64 MiB float32 allreduce: staged from the GPU (copy to pinned memory, engine, copy back),
    next to its parts: the same allreduce on host memory (the engine alone) and the two copies
@@ -11,7 +11,7 @@
    step without dist_sync.
 
 Prints lines that start with ``TIMING`` on rank 0. Timings only; tests/gpu/test_cuda_*.py check
-correctness.
+correctness. Run from the root of the checkout (tests/gpu/run_on_gpu.sh runs it).
 """
 from __future__ import annotations
 
@@ -108,12 +108,13 @@ def training_step(dev: torch.device, rounds: int, batch: int) -> Dict[str, List[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cuda",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        raise SystemExit("bench_cuda.py needs a CUDA GPU (torch.cuda.is_available() is False)")
+        raise SystemExit("benchmarks.cuda needs a CUDA GPU (torch.cuda.is_available() is False)")
     hvd.init()
     index = hvd.local_rank() % torch.cuda.device_count()
     torch.cuda.set_device(index)
