@@ -63,7 +63,7 @@ test-unit: install
 # MPICH build is imported rather than the in-place Open MPI one).
 test-mpich: install-mpich
 	cd tests && DIST_SYNC_TEST_MPIRUN=$(BIN_MPICH)/mpirun $(BIN_MPICH)/pytest -q -p no:cacheprovider \
-	  test_allreduce_mpi.py test_engine_mpi.py test_ring_threads.py
+	  test_allreduce_mpi.py test_engine_mpi.py test_ring_threads.py launch/test_run.py
 	@# MPICH leaves its shared-memory file behind when a job ends in MPI_Abort (the stall-timeout test).
 	rm -f /dev/shm/mpich_shm_* 2>/dev/null || true
 
