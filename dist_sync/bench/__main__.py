@@ -13,6 +13,10 @@ from typing import List, Optional, Sequence
 _DELEGATED = {
     "scaling": "multi-host scaling: ring allreduce against a parameter server "
                "(dist_sync.bench.scaling; see its --help)",
+    "launch": "dist_sync.run's start-up against a bare mpirun of the same function "
+              "(not under mpirun; dist_sync.bench.launch, see its --help)",
+    "dask": "rows/s a rank reads from its Dask partitions against one process iterating the "
+            "same pandas data (under mpirun -np 5; dist_sync.bench.dask, see its --help)",
 }
 
 
@@ -46,19 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_scaling(argv: Sequence[str]) -> int:
-    """Hands ``argv`` to dist_sync.bench.scaling, which may not be part of this build."""
-    name = f"{__package__}.scaling"
+def run_delegated(benchmark: str, argv: Sequence[str]) -> int:
+    """Hands ``argv`` to dist_sync.bench.<benchmark>, which may not be part of this build."""
+    name = f"{__package__}.{benchmark}"
     try:
-        scaling = importlib.import_module(name)
+        module = importlib.import_module(name)
     except ModuleNotFoundError as error:
         if error.name != name:
-            raise  # scaling exists but one of its own imports is missing: show that
-        print("python -m dist_sync.bench scaling: the scaling benchmark "
-              "(dist_sync/bench/scaling.py) is not part of this installation of dist_sync.",
+            raise  # the benchmark exists but one of its own imports is missing: show that
+        print(f"python -m dist_sync.bench {benchmark}: the {benchmark} benchmark "
+              f"(dist_sync/bench/{benchmark}.py) is not part of this installation of dist_sync.",
               file=sys.stderr)
         return 2
-    return int(scaling.main(list(argv)))
+    return int(module.main(list(argv)))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -68,7 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if position is not None and argv[position] in _DELEGATED:
         logging.basicConfig(level=logging.DEBUG if "-v" in argv[:position] or
                             "--verbose" in argv[:position] else logging.WARNING)
-        return run_scaling(argv[position + 1:])
+        return run_delegated(argv[position], argv[position + 1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -288,6 +288,23 @@ def bad_input(client):
     return len(cases)
 
 
+@check
+def rows_per_second_benchmark(client):
+    """python -m dist_sync.bench dask's measurement, on tiny sizes (the numbers are the
+    benchmark's business; here: it runs and reports every number)."""
+    from dist_sync.bench.dask import VARIANTS, measure
+    results = measure(client, rows=3000, columns=4, partitions=6, batch=64, repeats=3)
+    assert sum(results["rows_per_rank"]) == 3000
+    for variant in VARIANTS:
+        numbers = results[variant]
+        assert len(numbers["single_rows_per_s"]) == 3 and len(numbers["rank_rows_per_s"]) == 3
+        assert all(len(per_rank) == 3 and min(per_rank) > 0
+                   for per_rank in numbers["rank_rows_per_s"])
+        assert numbers["ratio"] > 0 and numbers["slowest_rank_ratio"] > 0
+    assert len(results["run_overhead_s"]["times"]) == 3
+    return {v: round(results[v]["ratio"], 2) for v in VARIANTS}
+
+
 def main(out_path: str) -> None:
     from dask_mpi import initialize
     initialize(nthreads=1, dashboard=False, memory_limit=0)   # only rank 1 returns

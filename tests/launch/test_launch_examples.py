@@ -52,3 +52,28 @@ def test_train_dask_reaches_95_percent_on_the_worker_ranks():
                       r"worker \[(\d+), (\d+), (\d+)\]$", output, re.M)
     assert final and float(final.group(1)) > 0.95, output
     assert sum(int(final.group(i)) for i in (2, 3, 4)) == 1437
+
+
+def readme_block(section: str) -> str:
+    """The first Python code block of a README section."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    body = readme.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return body.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_launching_from_python_runs(tmp_path):
+    script = tmp_path / "launch_readme.py"
+    script.write_text(readme_block("Launching from Python"))
+    output = run([sys.executable, str(script)], timeout=120)
+    assert "[(0, 30.0), (1, 30.0), (2, 30.0)]" in output, output
+    for rank in range(3):
+        assert f"[{rank}] rank {rank} sees 30\n" in output, output
+
+
+def test_readme_data_in_dask_runs(tmp_path):
+    pytest.importorskip("dask_mpi")
+    script = tmp_path / "dask_readme.py"
+    script.write_text(readme_block("Data in Dask"))
+    output = run([sys.executable, "-m", "dist_sync.run", "-np", "5", "--no-prefix", str(script)])
+    match = re.search(r"^rows per worker: \[(\d+), (\d+), (\d+)\] of 1797$", output, re.M)
+    assert match and sum(int(match.group(i)) for i in (1, 2, 3)) == 1797, output

@@ -1,0 +1,186 @@
+"""Reading data in Dask: rows per second a rank gets from the partitions its worker holds,
+through dist_sync.dask, against one process iterating the same data as a plain pandas
+DataFrame.
+
+    mpirun -np 5 python -m dist_sync.bench dask [--rows 600000] [--repeats 5]
+
+dask-mpi makes rank 0 the scheduler, rank 1 the client (which also measures the single
+process) and ranks 2.. the workers. The data is a DataFrame of --rows rows, --columns float32
+feature columns and an int64 label, persisted as --partitions partitions. Each repeat measures,
+for two ways of consuming batches of --batch-size rows (features and labels):
+
+  pandas  the rank's shard as one DataFrame (dist_sync.dask's format="pandas"), sliced with
+          .iloc and turned into numpy arrays batch by batch;
+  torch   the rank's shard as a TensorDataset (format="torch", target="label") read through a
+          DataLoader that fetches whole batches (a BatchSampler as its sampler);
+
+the rows per second of each rank, from the moment its task holds its partitions (so building
+the shard from them, which dist_sync.dask does, is included) to its last batch, and of the
+client doing the same on the whole DataFrame in one piece. Ranks take turns (a barrier between
+them), so on a machine with fewer cores than processes each measures alone, as a worker with
+cores of its own would. The ratio is the median over repeats of the ranks' mean rows/s over
+the median single-process rows/s. Also timed: a whole dist_sync.dask.run of a function that
+does nothing (placement, task start, dist_sync's init and shutdown on the workers).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+VARIANTS = ("pandas", "torch")
+
+
+def batches_per_second(shard: Any, variant: str, batch: int) -> int:
+    """Consumes ``shard`` in batches of (features, labels); returns the rows seen."""
+    rows = 0
+    if variant == "pandas":
+        features = [c for c in shard.columns if c != "label"]
+        for start in range(0, len(shard), batch):
+            part = shard.iloc[start:start + batch]
+            x, y = part[features].to_numpy(), part["label"].to_numpy()
+            rows += len(y)
+            assert len(x) == len(y)
+        return rows
+    import torch
+    from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+    torch.set_num_threads(1)   # a training loop's setting where ranks share a host's cores
+    sampler = BatchSampler(SequentialSampler(shard), batch, drop_last=False)
+    for x, y in DataLoader(shard, sampler=sampler, batch_size=None):
+        rows += len(y)
+    return rows
+
+
+def timed_pass(parts: List[Any], variant: str, batch: int, meta: Any) -> Dict[str, float]:
+    """Builds the shard from ``parts`` as dist_sync.dask does, then reads it all: rows/s."""
+    from ..dask.shard import make_shard
+    started = time.perf_counter()
+    shard = make_shard(parts, "frame", variant, "label" if variant == "torch" else None, meta)
+    rows = batches_per_second(shard, variant, batch)
+    elapsed = time.perf_counter() - started
+    return {"rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed}
+
+
+def rank_pass(parts: List[Any], batch: int, meta: Any) -> Dict[str, Dict[str, float]]:
+    """Runs on every worker, one rank at a time."""
+    import dist_sync
+    results: Dict[str, Dict[str, float]] = {}
+    for variant in VARIANTS:
+        for turn in range(dist_sync.size()):
+            dist_sync.barrier()
+            if turn == dist_sync.rank():
+                results[variant] = timed_pass(parts, variant, batch, meta)
+    dist_sync.barrier()
+    return results
+
+
+def nothing(shard: Any) -> int:
+    return len(shard)
+
+
+def synthetic(rows: int, columns: int, seed: int) -> Any:
+    import pandas as pd
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.standard_normal((rows, columns), dtype=np.float32),
+                         columns=[f"f{i}" for i in range(columns)])
+    frame["label"] = rng.integers(0, 10, rows, dtype=np.int64)
+    return frame
+
+
+def measure(client: Any, rows: int, columns: int, partitions: int, batch: int,
+            repeats: int) -> Dict[str, Any]:
+    """The measurements of the module docstring, on the cluster of ``client``."""
+    import dask.dataframe as dd
+    from distributed import wait
+
+    import dist_sync.dask
+
+    frame = synthetic(rows, columns, seed=1)
+    meta = frame.iloc[:0]
+    ddf = dd.from_pandas(frame, npartitions=partitions).persist()
+    wait(ddf)
+    placement = dist_sync.dask.plan(client, ddf)
+    dist_sync.dask.run(client, rank_pass, ddf, args=(batch, meta),
+                       format="partitions")                     # untimed: imports, first touch
+    for variant in VARIANTS:
+        timed_pass([frame], variant, batch, meta)
+    single: Dict[str, List[float]] = {v: [] for v in VARIANTS}
+    ranks: Dict[str, List[List[float]]] = {v: [] for v in VARIANTS}
+    overhead: List[float] = []
+    for _ in range(repeats):
+        for variant in VARIANTS:
+            single[variant].append(timed_pass([frame], variant, batch, meta)["rows_per_s"])
+        per_rank = dist_sync.dask.run(client, rank_pass, ddf, args=(batch, meta),
+                                      format="partitions")
+        for variant in VARIANTS:
+            ranks[variant].append([r[variant]["rows_per_s"] for r in per_rank])
+        started = time.perf_counter()
+        dist_sync.dask.run(client, nothing, ddf)
+        overhead.append(time.perf_counter() - started)
+    results: Dict[str, Any] = {"rows_per_rank": list(placement.rows),
+                               "partitions_moved": len(placement.moved),
+                               "run_overhead_s": {"median": statistics.median(overhead),
+                                                  "times": overhead}}
+    for variant in VARIANTS:
+        base = statistics.median(single[variant])
+        mean_rank = statistics.median(statistics.mean(r) for r in ranks[variant])
+        slowest = statistics.median(min(r) for r in ranks[variant])
+        results[variant] = {"single_rows_per_s": single[variant],
+                            "rank_rows_per_s": ranks[variant],
+                            "single_median": base, "rank_mean_median": mean_rank,
+                            "ratio": mean_rank / base, "slowest_rank_ratio": slowest / base}
+    return results
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m dist_sync.bench dask", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=600_000)
+    parser.add_argument("--columns", type=int, default=16)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args(argv)
+    if args.repeats < 3:
+        parser.error("--repeats must be at least 3 (medians of fewer mean little)")
+
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    from dask_mpi import initialize
+    initialize(nthreads=1, dashboard=False, memory_limit=0)   # only rank 1 returns
+
+    from distributed import Client
+
+    from .common import write_json
+
+    load_at_start = os.getloadavg()
+    with Client() as client:
+        results = measure(client, args.rows, args.columns, args.partitions, args.batch_size,
+                          args.repeats)
+    print(f"dist_sync.dask: {args.rows} rows x {args.columns} float32 columns + label in "
+          f"{args.partitions} partitions, {len(results['rows_per_rank'])} workers (rows "
+          f"{results['rows_per_rank']}), batches of {args.batch_size}, {args.repeats} repeats")
+    print(f"{'variant':<9}{'one process rows/s':>20}{'per rank rows/s':>18}{'ratio':>8}"
+          f"{'slowest rank':>14}")
+    for variant in VARIANTS:
+        row = results[variant]
+        print(f"{variant:<9}{row['single_median']:>20,.0f}{row['rank_mean_median']:>18,.0f}"
+              f"{row['ratio']:>7.2f}x{row['slowest_rank_ratio']:>13.2f}x")
+    print(f"a whole dist_sync.dask.run of a function that does nothing: "
+          f"{results['run_overhead_s']['median']:.3f} s (median)")
+    if args.json:
+        write_json(args.json, {"benchmark": "dask", "environment": {
+            "command": " ".join(["python", "-m", "dist_sync.bench", "dask", *argv]),
+            "cpu_count": os.cpu_count(), "load_average_start": list(load_at_start)},
+            "settings": vars(args), "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
