@@ -7,10 +7,16 @@ Open MPI's ranks are, and the launcher's descendants, since Hydra gives its prox
 sessions of their own) and the MPI shared-memory files they have mapped. Then SIGTERM to the
 launcher, which passes it to every rank, escalates to SIGKILL for ranks that ignore it and,
 under Open MPI, removes the job's segments (``/dev/shm/sm_segment.*``). After at most a grace
-period every noted process still alive is killed, and the noted shared-memory files still
-there are removed (MPICH's mpiexec kills its ranks without removing its segment; a rank that
-fails records its own for the same end). The launcher is also told to receive SIGTERM when the
-caller dies (Linux), so a killed notebook kernel leaves no job behind.
+period every noted process still alive is killed and every noted file still there removed.
+
+MPICH's mpiexec kills its ranks without removing its segment (``/dev/shm/mpich_shm_*``), also
+when a rank fails on its own. So under MPICH the ranks of dist_sync.run record their segments
+in the job directory as soon as MPI has made them (dist_sync.launch.on_rank), and after a
+failed run, when the launcher is gone, the recorded files still there are removed.
+
+The launcher is also told to receive SIGTERM when the caller dies (Linux), so a killed notebook
+kernel leaves no process of its job behind; with the caller gone, nobody removes what the
+launcher leaves in /dev/shm (Open MPI's, whose output then has no reader, sometimes does).
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, TextIO, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, TextIO, Tuple
 
 from .output import OutputPump
 
@@ -33,17 +39,25 @@ TERMINATE_GRACE_SECONDS = 10.0
 # How long output still arriving after the launcher exited is waited for (a rank that left a
 # child process holding the pipe open must not keep the caller waiting).
 _DRAIN_SECONDS = 5.0
-# Shared-memory files of MPI transports, the only ones removed after a kill.
+# Shared-memory files of MPI transports, the only ones ever removed.
 _MPI_SHM_PREFIXES = ("sm_segment.", "vader_segment.", "mpich_shm_", "shm_segment.")
 
 
-def _die_with_parent() -> None:
-    """Runs in the launcher's child process before exec: SIGTERM when the caller dies."""
+def _parent_death_signal() -> Optional[Callable[[], None]]:
+    """A preexec_fn that makes the child receive SIGTERM when the caller dies (Linux). prctl
+    is looked up here, in the parent: a child forked from a threaded process must not load
+    libraries before exec."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+    def set_signal() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return set_signal
 
 
 class Job:
@@ -60,7 +74,7 @@ class Job:
             self.process = subprocess.Popen(
                 list(argv), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
                 stdout=out_write, stderr=err_write, start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                preexec_fn=_parent_death_signal())
         except BaseException:
             for fd in (out_read, err_read):
                 os.close(fd)
@@ -70,26 +84,24 @@ class Job:
             os.close(err_write)
         self.pump.start(out_read, err_read)
         log.debug("started %s (pid %d)", " ".join(argv), self.process.pid)
+        # Where the ranks recorded their segments, if they did (Note [Ending a job]).
+        self.recorded_segments: Callable[[], Iterable[str]] = lambda: ()
 
     def wait(self, timeout: Optional[float] = None) -> int:
         """The launcher's exit code once it and its output are done. On a timeout the job is
         ended and TimeoutError raised; on KeyboardInterrupt (or any other exception while
         waiting) the job is ended and the exception re-raised."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while True:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"the job did not finish within {timeout:g} s")
-                try:
-                    # Short waits: a KeyboardInterrupt is raised between them at once.
-                    self.process.wait(0.2 if remaining is None else min(0.2, remaining))
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            # A blocking wait returns the moment the launcher exits; Ctrl-C interrupts it.
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.terminate()
+            raise TimeoutError(f"the job did not finish within {timeout:g} s") from None
         except BaseException:
             self.terminate()
             raise
+        if self.process.returncode != 0:
+            self.remove_shared_memory(self.recorded_segments())
         self.pump.join(_DRAIN_SECONDS)
         return self.process.returncode
 
@@ -98,9 +110,7 @@ class Job:
         # Taken first: once the launcher is gone, its ranks can no longer be told by their
         # parent, and MPICH's mpiexec kills its ranks without removing their segment.
         processes = self.processes()
-        shared_memory: Set[str] = set()
-        for pid in processes:
-            shared_memory |= mapped_shared_memory(pid)
+        shared_memory = self.segments_now(processes) | set(self.recorded_segments())
         if self.process.poll() is None:
             try:
                 self.process.send_signal(signal.SIGTERM)
@@ -123,8 +133,15 @@ class Job:
         while time.monotonic() < deadline and any(
                 _start_time(pid) == started for pid, started in processes.items()):
             time.sleep(0.05)  # killed processes are reaped by their parents or by init
-        self.remove_shared_memory(shared_memory)
+        self.remove_shared_memory(shared_memory | set(self.recorded_segments()))
         self.pump.join(_DRAIN_SECONDS)
+
+    def segments_now(self, processes: Optional[Iterable[int]] = None) -> Set[str]:
+        """The MPI shared-memory files the job's processes have mapped now."""
+        found: Set[str] = set()
+        for pid in self.processes() if processes is None else processes:
+            found |= mapped_shared_memory(pid)
+        return found
 
     def processes(self) -> Dict[int, int]:
         """The job's live processes now, with their start times: the launcher's session (Open

@@ -3,7 +3,8 @@
 A job directory holds ``payload.pkl`` (the caller's ``sys.path`` and the cloudpickled call) and,
 once the ranks are done, one ``result.<rank>.pkl`` per rank: the cloudpickled return value, or
 what the rank raised (its type, message, formatted traceback, the exception itself where it
-can be pickled, and when it was raised).
+can be pickled, and when it was raised). Under MPICH each rank also leaves
+``segments.<rank>``, the MPI shared-memory files it mapped (Note [Ending a job]).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 PAYLOAD = "payload.pkl"
+# dist_sync.launch.on_rank's flag: record MPI's shared-memory files here (needed under MPICH).
+RECORD_SEGMENTS = "--record-segments"
 
 
 def _cloudpickle() -> Any:
@@ -46,7 +49,6 @@ class Outcome:
     traceback: str = ""           # formatted on the rank, frames of the user's code only
     exception: Optional[BaseException] = None   # the exception itself, where it unpickles
     failed_at: float = 0.0        # time.time() on the rank, to tell the first failure
-    shared_memory: Tuple[str, ...] = ()   # MPI segments a failed rank had mapped
 
 
 def user_traceback(error: BaseException, skip_frames: int) -> Any:
@@ -130,6 +132,21 @@ def read_payload(job_dir: str) -> Tuple[Callable[..., Any], Tuple[Any, ...], Dic
             f"every host mounts") from None
     sys.path[:] = payload["sys_path"] + [p for p in sys.path if p not in payload["sys_path"]]
     return pickle.loads(payload["call"])
+
+
+def write_segments(job_dir: str, rank: int, paths: Sequence[str]) -> None:
+    """Records the MPI shared-memory files a rank has mapped (Note [Ending a job])."""
+    _write_atomically(os.path.join(job_dir, f"segments.{rank}"), "\n".join(paths).encode())
+
+
+def read_segments(job_dir: str) -> List[str]:
+    """Every shared-memory file the ranks recorded."""
+    paths: List[str] = []
+    for name in os.listdir(job_dir) if os.path.isdir(job_dir) else ():
+        if name.startswith("segments.") and not name.endswith(".tmp"):
+            with open(os.path.join(job_dir, name)) as handle:
+                paths += [line for line in handle.read().splitlines() if line]
+    return paths
 
 
 def write_outcome(job_dir: str, outcome: Outcome) -> None:

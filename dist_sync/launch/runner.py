@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TextI
 from . import mpi
 from .errors import raise_for_outcomes
 from .job import Job
-from .payload import read_outcomes, write_payload
+from .payload import RECORD_SEGMENTS, read_outcomes, read_segments, write_payload
 
 log = logging.getLogger("dist_sync.launch")
 
@@ -78,16 +78,16 @@ def run(fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: Optional[Dict[
     try:
         write_payload(job_dir, fn, args, kwargs)
         argv = command + [sys.executable, "-m", "dist_sync.launch.on_rank", job_dir]
+        if launcher.flavor != mpi.OPENMPI:   # Open MPI's launcher removes its segments itself
+            argv.append(RECORD_SEGMENTS)
         job = Job(argv, job_env, launcher.flavor, stdout, stderr, prefix_output)
+        job.recorded_segments = lambda: read_segments(job_dir)
         try:
             exit_code = job.wait(timeout)
         except TimeoutError:
             raise TimeoutError(f"dist_sync.run: {_name(fn)} on {np} ranks did not finish "
                                f"within {timeout:g} s; the job was ended") from None
         outcomes = read_outcomes(job_dir, np)
-        if exit_code != 0:
-            job.remove_shared_memory({path for outcome in outcomes if outcome is not None
-                                      for path in outcome.shared_memory})
         for outcome in outcomes:
             if outcome is not None and not outcome.ok:
                 outcome.traceback = localize_traceback(outcome.traceback, fn)

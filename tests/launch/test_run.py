@@ -129,23 +129,32 @@ def test_a_failing_rank_raises_in_the_caller_with_its_traceback():
     assert time.monotonic() - started < 100
 
 
-def test_a_killed_rank_fails_the_job_with_the_launcher_output():
-    def die():
+def test_a_killed_rank_fails_the_job_and_leaves_no_shared_memory(tmp_path):
+    def die(out):
         import os
+        import time
         import numpy
         import dist_sync
         dist_sync.init()
         if dist_sync.rank() == 1:
+            time.sleep(0.5)
             os._exit(3)
+        with open("/proc/self/maps") as maps, open(out, "w") as handle:
+            handle.write("\n".join({line.split(None, 5)[5].strip() for line in maps
+                                    if "/dev/shm/" in line and "(deleted)" not in line}))
         dist_sync.allreduce(numpy.ones(4))
 
+    segments = tmp_path / "segments"
     with pytest.raises(JobError) as caught:
-        dist_sync.run(die, np=2, stdout=io.StringIO(), stderr=io.StringIO(), timeout=120)
+        dist_sync.run(die, args=(str(segments),), np=2, stdout=io.StringIO(),
+                      stderr=io.StringIO(), timeout=120)
     assert not isinstance(caught.value, RankError)
     message = str(caught.value)
     assert "dist_sync.run(" in message and "failed (launcher exit code" in message
     assert "rank 1 left no result" in message
     assert caught.value.exit_code != 0   # Open MPI names the rank in its output; MPICH does not
+    mapped = [p for p in segments.read_text().splitlines() if p]
+    assert mapped and [p for p in mapped if os.path.exists(p)] == []
 
 
 def test_an_unpicklable_return_value_is_reported():
@@ -234,9 +243,11 @@ def _start_sleepers(tmp_path: Path, ignore_sigterm: bool, timeout: str = ""):
     return process, ranks
 
 
-def _assert_nothing_left(ranks: Dict[int, dict]) -> None:
+def _assert_nothing_left(ranks: Dict[int, dict], shared_memory: bool = True) -> None:
     pids = [info["pid"] for info in ranks.values()] + [info["ppid"] for info in ranks.values()]
     assert _wait_gone(pids) == [], "processes of the job are still running"
+    if not shared_memory:
+        return
     shm = {path for info in ranks.values() for path in info["shm"]}
     assert shm, "the ranks mapped no shared memory: nothing was checked"
     assert [p for p in shm if os.path.exists(p)] == []
@@ -254,6 +265,18 @@ def test_ctrl_c_ends_the_job_and_leaves_nothing_behind(tmp_path, ignore_sigterm)
     assert process.returncode != 0
     assert "KeyboardInterrupt" in output, output
     _assert_nothing_left(ranks)
+
+
+def test_a_killed_caller_takes_its_job_with_it(tmp_path):
+    process, ranks = _start_sleepers(tmp_path, False)
+    process.kill()
+    process.communicate(timeout=60)
+    # The launcher gets SIGTERM and ends the ranks. With nobody left to read its output it may
+    # not remove its shared memory (README, "Launching from Python"): processes only.
+    _assert_nothing_left(ranks, shared_memory=False)
+    for path in {p for info in ranks.values() for p in info["shm"]}:
+        if os.path.exists(path):
+            os.unlink(path)
 
 
 def test_a_timeout_ends_the_job_and_leaves_nothing_behind(tmp_path):
