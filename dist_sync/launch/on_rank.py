@@ -1,5 +1,5 @@
 """What every rank of a job started by dist_sync.run executes:
-``python -m dist_sync.launch.on_rank JOB_DIR``.
+``python -m dist_sync.launch.on_rank JOB_DIR [--record-segments]``.
 
 Calls the function from the job directory and leaves its outcome there. A failure is recorded
 and then handed to ``sys.excepthook`` as if uncaught (the traceback starts at the user's

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import linecache
-import logging
 import os
 import re
 import shutil
@@ -17,8 +16,6 @@ from . import mpi
 from .errors import raise_for_outcomes
 from .job import Job
 from .payload import RECORD_SEGMENTS, read_outcomes, read_segments, write_payload
-
-log = logging.getLogger("dist_sync.launch")
 
 
 def run(fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: Optional[Dict[str, Any]] = None,

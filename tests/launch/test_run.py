@@ -13,7 +13,6 @@ import sys
 import textwrap
 import threading
 import time
-import types
 from pathlib import Path
 from typing import Dict, List
 
