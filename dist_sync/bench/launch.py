@@ -10,18 +10,21 @@ dist_sync, allreduces one number and shuts down, so both forms pay for MPI's sta
 dist_sync's init; the difference is dist_sync.run's own work: pickling the call, the rank
 entry point, rank-tagged output streamed through the caller, the per-rank result files.
 Rounds alternate the two forms (bare first), after one untimed round of each; the table gives
-the median and spread of the timed rounds and the ratio of the medians. The launcher's
+the median and spread of the timed rounds, the ratio of the medians, and the CPU time each form
+used in all its processes (the caller's and every child's; steadier than wall-clock time on a
+machine shared with other work). The launcher's
 ``--version`` probe, made once per process on the first dist_sync.run, is timed separately.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..launch import mpi
 from ..launch.runner import run as dist_sync_run
@@ -43,29 +46,37 @@ def job() -> int:
     return 0
 
 
-def time_bare(launcher: mpi.Launcher, np_: int) -> float:
+def _cpu_seconds() -> float:
+    """CPU time of this process and of every child it has waited for (mpirun and its ranks)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), \
+        resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def time_bare(launcher: mpi.Launcher, np_: int) -> Tuple[float, float]:
     command = [launcher.path, "-np" if launcher.flavor == mpi.OPENMPI else "-n", str(np_),
                "--bind-to" if launcher.flavor == mpi.OPENMPI else "-bind-to", "none"]
     if launcher.flavor == mpi.OPENMPI:
         command.append("--oversubscribe")
     env = mpi.environment(launcher)
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), _cpu_seconds()
     subprocess.run(command + [sys.executable, "-c", BARE_CODE], env=env, check=True,
                    stdin=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _cpu_seconds() - started_cpu
 
 
-def time_run(np_: int) -> float:
-    started = time.perf_counter()
+def time_run(np_: int) -> Tuple[float, float]:
+    started, started_cpu = time.perf_counter(), _cpu_seconds()
     values = dist_sync_run(job, np=np_, timeout=300)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, _cpu_seconds() - started_cpu
     assert values == [0] * np_, values
-    return elapsed
+    return elapsed, cpu
 
 
-def summary(times: List[float]) -> Dict[str, Any]:
+def summary(samples: List[Tuple[float, float]]) -> Dict[str, Any]:
+    times, cpu = [t for t, _ in samples], [c for _, c in samples]
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "times_s": times}
+            "times_s": times, "cpu_median_s": statistics.median(cpu), "cpu_s": cpu}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -92,17 +103,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     for _ in range(args.repeats):
         bare.append(time_bare(launcher, args.np))
         launched.append(time_run(args.np))
-    results = {"bare_mpirun": summary(bare), "dist_sync_run": summary(launched),
-               "ratio_of_medians": statistics.median(launched) / statistics.median(bare),
-               "launcher_probe_s": probe}
+    results: Dict[str, Any] = {"bare_mpirun": summary(bare), "dist_sync_run": summary(launched),
+                               "launcher_probe_s": probe}
+    results["ratio_of_medians"] = (results["dist_sync_run"]["median_s"]
+                                   / results["bare_mpirun"]["median_s"])
+    results["cpu_ratio_of_medians"] = (results["dist_sync_run"]["cpu_median_s"]
+                                       / results["bare_mpirun"]["cpu_median_s"])
     print(f"launch overhead, {args.np} ranks, {launcher.path} ({launcher.flavor}), "
           f"{args.repeats} rounds")
-    print(f"{'form':<16}{'median s':>10}{'min s':>9}{'max s':>9}")
+    print(f"{'form':<16}{'median s':>10}{'min s':>9}{'max s':>9}{'CPU s (median)':>16}")
     for name, key in (("bare mpirun", "bare_mpirun"), ("dist_sync.run", "dist_sync_run")):
         row = results[key]
-        print(f"{name:<16}{row['median_s']:>10.3f}{row['min_s']:>9.3f}{row['max_s']:>9.3f}")
-    print(f"dist_sync.run / bare mpirun: {results['ratio_of_medians']:.2f}x "
-          f"(target <= 1.2x); launcher probe on the first call: {probe * 1000:.0f} ms")
+        print(f"{name:<16}{row['median_s']:>10.3f}{row['min_s']:>9.3f}{row['max_s']:>9.3f}"
+              f"{row['cpu_median_s']:>16.3f}")
+    print(f"dist_sync.run / bare mpirun: {results['ratio_of_medians']:.2f}x wall-clock "
+          f"(target <= 1.2x), {results['cpu_ratio_of_medians']:.2f}x CPU; launcher probe on "
+          f"the first call: {probe * 1000:.0f} ms")
     if args.json:
         write_json(args.json, {"benchmark": "launch", "environment": {
             "command": " ".join(["python", "-m", "dist_sync.bench", "launch", *(argv or [])]),

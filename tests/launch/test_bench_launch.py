@@ -33,6 +33,7 @@ def test_launch_bench(tmp_path):
     results = json.loads(out.read_text())["results"]
     for form in ("bare_mpirun", "dist_sync_run"):
         assert len(results[form]["times_s"]) == 3 and results[form]["median_s"] > 0
+        assert len(results[form]["cpu_s"]) == 3 and results[form]["cpu_median_s"] > 0
     assert results["ratio_of_medians"] == pytest.approx(
         results["dist_sync_run"]["median_s"] / results["bare_mpirun"]["median_s"])
     assert results["launcher_probe_s"] > 0
