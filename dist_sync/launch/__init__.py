@@ -3,6 +3,14 @@ launcher) and its command line ``python -m dist_sync.run``. Knows launchers; kno
 from __future__ import annotations
 
 from .errors import JobError, RankError
-from .runner import run
 
 __all__ = ["JobError", "RankError", "run"]
+
+
+def __getattr__(name: str):
+    # Every rank imports this package (python -m dist_sync.launch.on_rank); the launcher's own
+    # modules load only where a job is started.
+    if name == "run":
+        from .runner import run
+        return run
+    raise AttributeError(f"module 'dist_sync.launch' has no attribute {name!r}")

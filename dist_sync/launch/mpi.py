@@ -7,8 +7,6 @@ they tag each rank's output and in what they need in the environment.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,6 +41,7 @@ def find_launcher(path: Optional[str] = None) -> Launcher:
                 path = str(beside)
                 break
     if path is None:
+        import shutil
         path = shutil.which("mpirun") or shutil.which("mpiexec")
     if path is None:
         raise FileNotFoundError(
@@ -56,6 +55,7 @@ def find_launcher(path: Optional[str] = None) -> Launcher:
 
 @lru_cache(maxsize=None)
 def _flavor(path: str) -> str:
+    import subprocess  # here: ranks import this module for world_rank() alone
     try:
         done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60,
                               stdin=subprocess.DEVNULL)

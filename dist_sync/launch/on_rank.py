@@ -13,7 +13,6 @@ import sys
 import threading
 from typing import List, Optional
 
-from .job import mapped_shared_memory
 from .mpi import world_rank
 from .payload import (RECORD_SEGMENTS, Outcome, failure, read_payload, user_traceback,
                       write_outcome, write_segments)
@@ -26,6 +25,7 @@ _SEGMENT_POLL_SECONDS = 0.05
 def _record_segments(job_dir: str, rank: int, done: threading.Event) -> None:
     """Waits (while the function runs) until MPI has mapped its shared memory, then records it
     for the launcher: MPICH's mpiexec leaves it behind when a rank dies (Note [Ending a job])."""
+    from .job import mapped_shared_memory
     while not done.wait(_SEGMENT_POLL_SECONDS):
         found = mapped_shared_memory(os.getpid())
         if found:
