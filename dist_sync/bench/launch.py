@@ -18,12 +18,14 @@ machine shared with other work). The launcher's
 from __future__ import annotations
 
 import argparse
+import builtins
 import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
+import types
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..launch import mpi
@@ -65,9 +67,14 @@ def time_bare(launcher: mpi.Launcher, np_: int) -> Tuple[float, float]:
     return time.perf_counter() - started, _cpu_seconds() - started_cpu
 
 
+# The job as a function of no importable module (a notebook's or __main__'s), which cloudpickle
+# sends by value: sent by reference, every rank would import this benchmark module first.
+JOB_BY_VALUE = types.FunctionType(job.__code__, {"__builtins__": builtins}, job.__name__)
+
+
 def time_run(np_: int) -> Tuple[float, float]:
     started, started_cpu = time.perf_counter(), _cpu_seconds()
-    values = dist_sync_run(job, np=np_, timeout=300)
+    values = dist_sync_run(JOB_BY_VALUE, np=np_, timeout=300)
     elapsed, cpu = time.perf_counter() - started, _cpu_seconds() - started_cpu
     assert values == [0] * np_, values
     return elapsed, cpu
