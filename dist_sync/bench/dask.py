@@ -15,8 +15,9 @@ for two ways of consuming batches of --batch-size rows (features and labels):
           DataLoader that fetches whole batches (a BatchSampler as its sampler);
 
 the rows per second of each rank, from the moment its task holds its partitions (so building
-the shard from them, which dist_sync.dask does, is included) to its last batch, and of the
-client doing the same on the whole DataFrame in one piece. Ranks take turns (a barrier between
+the shard from them, which dist_sync.dask does, is included) to its last batch, and of a fresh
+Python process (started by the client, without Dask or MPI) doing the same on the whole
+DataFrame in one piece, once per repeat. Ranks take turns (a barrier between
 them), so on a machine with fewer cores than processes each measures alone, as a worker with
 cores of its own would. The ratio is the median over repeats of the ranks' mean rows/s over
 the median single-process rows/s. Rows are counted per second of wall-clock time and per
@@ -93,6 +94,38 @@ def partition(spec: Any) -> Any:
     return synthetic(rows, columns, seed)
 
 
+def partition_specs(rows: int, columns: int, partitions: int) -> List[Any]:
+    return [(rows // partitions + (i < rows % partitions), columns, i) for i in range(partitions)]
+
+
+def single_process(rows: int, columns: int, partitions: int, batch: int) -> Dict[str, Any]:
+    """The baseline: a fresh Python process (no Dask, no MPI) that makes the same data as one
+    pandas DataFrame and times one pass of each variant over it (SINGLE_PROCESS below)."""
+    import json
+    import subprocess
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OMPI_", "PMIX_", "PRTE_", "PMI_", "HYDRA_"))}
+    done = subprocess.run([sys.executable, "-m", "dist_sync.bench.dask", SINGLE_PROCESS,
+                           str(rows), str(columns), str(partitions), str(batch)],
+                          capture_output=True, text=True, env=env, check=True, timeout=600)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+SINGLE_PROCESS = "--single-process"
+
+
+def _single_process_main(rows: int, columns: int, partitions: int, batch: int) -> None:
+    import json
+    import pandas as pd
+    frame = pd.concat([partition(spec) for spec in partition_specs(rows, columns, partitions)],
+                      ignore_index=True)
+    meta = frame.iloc[:0]
+    for variant in VARIANTS:
+        timed_pass([frame], variant, batch, meta)   # untimed: imports, first touch
+    print(json.dumps({variant: timed_pass([frame], variant, batch, meta)
+                      for variant in VARIANTS}))
+
+
 def synthetic(rows: int, columns: int, seed: int) -> Any:
     import pandas as pd
     rng = np.random.default_rng(seed)
@@ -110,24 +143,20 @@ def measure(client: Any, rows: int, columns: int, partitions: int, batch: int,
 
     import dist_sync.dask
 
-    import pandas as pd
-    specs = [(rows // partitions + (i < rows % partitions), columns, i) for i in range(partitions)]
-    frame = pd.concat([partition(spec) for spec in specs], ignore_index=True)
-    meta = frame.iloc[:0]
+    specs = partition_specs(rows, columns, partitions)
+    meta = synthetic(0, columns, 0)
     # Made on the workers, as data loaded in a cluster would be.
     ddf = dd.from_map(partition, specs, meta=meta, enforce_metadata=False).persist()
     wait(ddf)
     placement = dist_sync.dask.plan(client, ddf)
     dist_sync.dask.run(client, rank_pass, ddf, args=(batch, meta),
                        format="partitions")                     # untimed: imports, first touch
-    for variant in VARIANTS:
-        timed_pass([frame], variant, batch, meta)
     single: Dict[str, List[Dict[str, float]]] = {v: [] for v in VARIANTS}
     ranks: Dict[str, List[List[Dict[str, float]]]] = {v: [] for v in VARIANTS}
     overhead: List[float] = []
     for _ in range(repeats):
-        for variant in VARIANTS:
-            single[variant].append(timed_pass([frame], variant, batch, meta))
+        for variant, numbers in single_process(rows, columns, partitions, batch).items():
+            single[variant].append(numbers)
         per_rank = dist_sync.dask.run(client, rank_pass, ddf, args=(batch, meta),
                                       format="partitions")
         for variant in VARIANTS:
@@ -156,6 +185,9 @@ def measure(client: Any, rows: int, columns: int, partitions: int, batch: int,
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [SINGLE_PROCESS]:
+        _single_process_main(*map(int, argv[1:5]))
+        return 0
     parser = argparse.ArgumentParser(prog="python -m dist_sync.bench dask", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=600_000)
