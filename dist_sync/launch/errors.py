@@ -6,7 +6,7 @@ from typing import Iterable, List, Optional, Sequence
 from .payload import Outcome
 
 # Errors that a rank raises because another rank failed first (its peers' collectives fail
-# with the reason, Note [Telling peers why a rank left] in dist_sync/_engine.py).
+# with the reason, Note [Telling peers why a rank left] in dist_sync/_session.py).
 _CONSEQUENCES = ("DistSyncError",)
 
 
