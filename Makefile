@@ -65,7 +65,7 @@ test-unit: install
 test-mpich: install-mpich
 	DIST_SYNC_TEST_MPIRUN=$(BIN_MPICH)/mpirun $(BIN_MPICH)/pytest -q -p no:cacheprovider \
 	  tests/engine/test_allreduce_mpi.py tests/engine/test_engine_mpi.py \
-	  tests/collectives/test_algorithms_local.py
+	  tests/collectives/test_algorithms_local.py tests/launch/test_run_mpi.py
 	@# MPICH leaves its shared-memory file behind when a job ends in MPI_Abort (the stall-timeout test).
 	rm -f /dev/shm/mpich_shm_* 2>/dev/null || true
 

@@ -82,6 +82,8 @@ setup(
         "torch": ["torch>=2.1"],
         "test": ["pytest>=7", "hypothesis>=6", "mpi4py>=4.0", "scikit-learn", "matplotlib"],
         "bench": ["mpi4py>=4.0", "matplotlib"],
+        "dask": ["dask[array,dataframe]>=2024.12", "distributed>=2024.12", "dask-mpi>=2022.4",
+                 "mpi4py>=4.0"],
     },
     zip_safe=False,
 )

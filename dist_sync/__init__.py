@@ -36,6 +36,15 @@ from .ops import (Average, Max, Min, Product, ReduceOp, Sum, allgather, allgathe
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # dist_sync.run and its errors load the launcher's modules only when first used, so that
+    # `import dist_sync` on every rank does not pay for them.
+    if name in ("run", "JobError", "RankError"):
+        from . import launch
+        return getattr(launch, name)
+    raise AttributeError(f"module 'dist_sync' has no attribute {name!r}")
+
 __all__ = [
     "DistSyncError", "Handle", "ReduceOp", "Average", "Sum", "Min", "Max", "Product",
     "init", "shutdown", "is_initialized", "rank", "size", "local_rank", "local_size",
@@ -46,5 +55,5 @@ __all__ = [
     "broadcast_async_", "allgather", "allgather_async", "alltoall", "alltoall_async",
     "reducescatter", "reducescatter_async", "barrier", "join", "broadcast_object",
     "allgather_object", "start_timeline", "stop_timeline", "mpi_library_version",
-    "mpi_threads_supported",
+    "mpi_threads_supported", "run", "JobError", "RankError",
 ]

@@ -6,12 +6,20 @@ import importlib
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 # Benchmarks that need a source checkout, so are not installed: how to run them there.
 _MOVED = {
     "scaling": "python -m benchmarks.scaling",
     "report": "python -m benchmarks.report",
+}
+# Installed benchmarks with their own argument parser (argparse here only lists them): their
+# arguments are handed over untouched.
+_DELEGATED = {
+    "launch": "dist_sync.run's start-up against a bare mpirun of the same function "
+              "(not under mpirun; dist_sync.bench.launch, see its --help)",
+    "dask": "rows/s a rank reads from its Dask partitions against one process iterating the "
+            "same pandas data (under mpirun -np 5; dist_sync.bench.dask, see its --help)",
 }
 
 
@@ -38,7 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_arguments(sub.add_parser(
         "tune", help="sweep the tunables and suggest defaults",
         description=tune.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    for name, text in _DELEGATED.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
+
+
+def run_delegated(benchmark: str, argv: Sequence[str]) -> int:
+    """Hands ``argv`` to dist_sync.bench.<benchmark>."""
+    module = importlib.import_module(f"{__package__}.{benchmark}")
+    return int(module.main(list(argv)))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -49,6 +65,10 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"checkout of dist_sync and is not installed with it; from the root of a checkout "
               f"run `{_MOVED[argv[position]]}` (benchmarks/{argv[position]}.py).", file=sys.stderr)
         return 2
+    if position is not None and argv[position] in _DELEGATED:
+        logging.basicConfig(level=logging.DEBUG if "-v" in argv[:position] or
+                            "--verbose" in argv[:position] else logging.WARNING)
+        return run_delegated(argv[position], argv[position + 1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
