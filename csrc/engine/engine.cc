@@ -27,8 +27,7 @@ constexpr uint64_t kFlagStallReport = 1u << 2;  // the coordinator wants to insp
 constexpr std::chrono::microseconds kBusyPoll{200};
 
 bool is_cacheable(const RequestMeta& meta) {
-  return meta.cacheable && (meta.type == OpType::kAllreduce || meta.type == OpType::kBroadcast ||
-                            meta.type == OpType::kReducescatter);
+  return meta.cacheable && op_traits(meta.type).cacheable;
 }
 
 void set_bit(uint64_t* words, uint32_t bit) { words[bit / 64] |= uint64_t{1} << (bit % 64); }
@@ -54,14 +53,16 @@ bool single_dtype(const RequestMeta& meta, DataType* dtype) {
   return true;
 }
 
-// Whether two responses may share one pass over the ring (Note [Fusion without copies]).
+// Whether two responses may share one execution (Note [Fusion without copies]).
 bool fusable(const Response& a, const Response& b) {
   if (!a.error.empty() || !b.error.empty() || a.type != b.type) return false;
+  const OpTraits& traits = op_traits(a.type);
+  if (!traits.fusable) return false;
   const RequestMeta& x = a.requests.front();
   const RequestMeta& y = b.requests.front();
   if (x.device != y.device) return false;
-  if (a.type == OpType::kBroadcast) return x.root == y.root;
-  if (a.type != OpType::kAllreduce) return false;
+  if (traits.has_root && x.root != y.root) return false;
+  if (!traits.reduces) return true;
   DataType dx, dy;
   return single_dtype(x, &dx) && single_dtype(y, &dy) && dx == dy && x.reduce_op == y.reduce_op &&
          x.average == y.average && x.prescale == y.prescale && x.postscale == y.postscale;

@@ -2,19 +2,6 @@
 
 namespace dist_sync {
 
-std::string op_type_name(OpType type) {
-  switch (type) {
-    case OpType::kAllreduce: return "allreduce";
-    case OpType::kBroadcast: return "broadcast";
-    case OpType::kAllgather: return "allgather";
-    case OpType::kAlltoall: return "alltoall";
-    case OpType::kReducescatter: return "reducescatter";
-    case OpType::kBarrier: return "barrier";
-    case OpType::kJoin: return "join";
-  }
-  return "op(" + std::to_string(static_cast<int>(type)) + ")";
-}
-
 std::string device_kind_name(DeviceKind device) {
   switch (device) {
     case DeviceKind::kCpu: return "cpu";

@@ -8,20 +8,9 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "engine/op_traits.h"
 
 namespace dist_sync {
-
-enum class OpType : int32_t {
-  kAllreduce = 0,  // also grouped allreduce: one request, several entries
-  kBroadcast = 1,
-  kAllgather = 2,
-  kAlltoall = 3,
-  kReducescatter = 4,
-  kBarrier = 5,
-  kJoin = 6,
-};
-
-std::string op_type_name(OpType type);
 
 // The device a tensor lives on, as the framework layer reports it. The engine reduces host
 // memory only; a device tensor is staged by the framework layer (Note [Host staging] in
