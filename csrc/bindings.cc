@@ -10,9 +10,13 @@
 #include <functional>
 #include <memory>
 
+#include "collectives/allgatherv.h"
 #include "collectives/allreduce.h"
-#include "collectives/data_movement.h"
+#include "collectives/alltoallv.h"
+#include "collectives/broadcast.h"
 #include "collectives/hierarchical.h"
+#include "collectives/recursive_doubling.h"
+#include "collectives/reducescatter.h"
 #include "collectives/ring.h"
 #include "collectives/segments.h"
 #include "comm/mpi_comm.h"
@@ -198,6 +202,7 @@ std::vector<py::bytes> thread_collective(const std::string& kind, int size,
   const DataType dtype = static_cast<DataType>(dtype_code);
   const ReduceOp op = static_cast<ReduceOp>(op_code);
   const size_t element_bytes = dtype_size(dtype);
+  const int allreduce_tag = op_traits(OpType::kAllreduce).tag;
   CollectiveConfig config;
   config.segment_bytes = segment_bytes;
   config.small_allreduce_bytes = small_bytes;
@@ -219,11 +224,11 @@ std::vector<py::bytes> thread_collective(const std::string& kind, int size,
             if (kind == "recursive_doubling") {
               out = in;
               std::vector<std::byte> scratch(in.size());
-              recursive_doubling_allreduce(comm, out.data(), count, dtype, op, scratch.data(), kTagAllreduce);
+              recursive_doubling_allreduce(comm, out.data(), count, dtype, op, scratch.data(), allreduce_tag);
             } else if (kind == "ring") {
               SpanList spans(in.data(), out.data(), in.size());
               ring_collective(comm, spans, even_chunk_bounds(count, size, element_bytes),
-                              RingPhases::kBoth, dtype, op, scaling, config, workspace, kTagAllreduce);
+                              RingPhases::kBoth, dtype, op, scaling, config, workspace, allreduce_tag);
             } else {
               // Split into uneven pieces so the ring sees segments straddling tensors.
               SpanList spans;
@@ -234,16 +239,16 @@ std::vector<py::bytes> thread_collective(const std::string& kind, int size,
                 offset += bytes;
                 piece = piece * 3 + element_bytes;
               }
-              allreduce(comm, spans, dtype, op, scaling, config, workspace);
+              allreduce(comm, spans, dtype, op, scaling, config, workspace, allreduce_tag);
             }
           } else if (kind == "inplace") {
             out = in;
             SpanList spans(out.data(), out.data(), out.size());
-            allreduce(comm, spans, dtype, op, scaling, config, workspace);
+            allreduce(comm, spans, dtype, op, scaling, config, workspace, allreduce_tag);
           } else if (kind == "broadcast") {
             out = in;
             SpanList spans(out.data(), out.data(), out.size());
-            broadcast(comm, spans, root, config, workspace);
+            broadcast(comm, spans, root, config, workspace, op_traits(OpType::kBroadcast).tag);
           } else if (kind == "allgather") {
             std::vector<size_t> blocks;
             size_t total = 0;
@@ -252,14 +257,15 @@ std::vector<py::bytes> thread_collective(const std::string& kind, int size,
               total += block.size();
             }
             out.assign(total, '\0');
-            allgatherv(comm, in.data(), out.data(), blocks, config, workspace);
+            allgatherv(comm, in.data(), out.data(), blocks, config, workspace,
+                       op_traits(OpType::kAllgather).tag);
           } else if (kind == "reducescatter") {
             const std::vector<size_t> rows = even_chunk_bounds(count, size, 1);
             const size_t mine = rows[static_cast<size_t>(r) + 1] - rows[static_cast<size_t>(r)];
             out.assign(mine * element_bytes, '\0');
             std::vector<std::byte> scratch(in.size());
             reducescatter(comm, in.data(), out.data(), scratch.data(), rows, dtype, op, scaling,
-                          config, workspace);
+                          config, workspace, op_traits(OpType::kReducescatter).tag);
           } else if (kind == "alltoall") {
             // split_rows is the N x N matrix of elements sent from rank s to rank d.
             const size_t n = static_cast<size_t>(size), me = static_cast<size_t>(r);
@@ -271,7 +277,7 @@ std::vector<py::bytes> thread_collective(const std::string& kind, int size,
               total += recv[p];
             }
             out.assign(total, '\0');
-            alltoallv(comm, in.data(), send, out.data(), recv);
+            alltoallv(comm, in.data(), send, out.data(), recv, op_traits(OpType::kAlltoall).tag);
           } else {
             throw UsageError("unknown collective kind " + kind);
           }
@@ -308,23 +314,24 @@ std::vector<double> bench_collective(const std::string& kind, size_t bytes, int 
   double token_scratch = 0;
   for (int i = 0; i < warmup + iterations; ++i) {
     recursive_doubling_allreduce(*comm, &token, 1, DataType::kFloat64, ReduceOp::kSum,
-                                 reinterpret_cast<std::byte*>(&token_scratch), kTagNegotiation);
+                                 reinterpret_cast<std::byte*>(&token_scratch), kNegotiationTag);
     const auto start = std::chrono::steady_clock::now();
     if (kind == "allreduce" || kind == "allreduce_inplace") {
       SpanList spans(kind == "allreduce" ? input.get() : output.get(), output.get(), buffer_bytes);
-      allreduce(*comm, spans, dtype, ReduceOp::kSum, Scaling{}, config.collectives, workspace);
+      allreduce(*comm, spans, dtype, ReduceOp::kSum, Scaling{}, config.collectives, workspace,
+                op_traits(OpType::kAllreduce).tag);
     } else if (kind == "ring") {
       SpanList spans(input.get(), output.get(), buffer_bytes);
       ring_collective(*comm, spans, even_chunk_bounds(count, comm->size(), element_bytes),
                       RingPhases::kBoth, dtype, ReduceOp::kSum, Scaling{}, config.collectives,
-                      workspace, kTagAllreduce);
+                      workspace, op_traits(OpType::kAllreduce).tag);
     } else if (kind == "recursive_doubling") {
       std::memcpy(output.get(), input.get(), buffer_bytes);
       recursive_doubling_allreduce(*comm, output.get(), count, dtype, ReduceOp::kSum,
-                                   scratch.get(), kTagAllreduce);
+                                   scratch.get(), op_traits(OpType::kAllreduce).tag);
     } else if (kind == "broadcast") {
       SpanList spans(output.get(), output.get(), buffer_bytes);
-      broadcast(*comm, spans, 0, config.collectives, workspace);
+      broadcast(*comm, spans, 0, config.collectives, workspace, op_traits(OpType::kBroadcast).tag);
     } else {
       throw UsageError("unknown benchmark kind " + kind);
     }
@@ -334,7 +341,7 @@ std::vector<double> bench_collective(const std::string& kind, size_t bytes, int 
   // The slowest rank defines each iteration's time.
   std::vector<double> slowest_scratch(times.size());
   recursive_doubling_allreduce(*comm, times.data(), times.size(), DataType::kFloat64, ReduceOp::kMax,
-                               reinterpret_cast<std::byte*>(slowest_scratch.data()), kTagNegotiation);
+                               reinterpret_cast<std::byte*>(slowest_scratch.data()), kNegotiationTag);
   return times;
 }
 
@@ -368,7 +375,7 @@ std::vector<py::bytes> thread_hierarchical(int hosts, int per_host, const std::v
           out.assign(in.size(), '\0');
           SpanList spans(in.data(), out.data(), in.size());
           hierarchical_allreduce(local, cross, spans, dtype, static_cast<ReduceOp>(op_code), scaling,
-                                 config, workspace);
+                                 config, workspace, op_traits(OpType::kAllreduce).tag);
       }, [&](int r) {
         local_fabrics[static_cast<size_t>(r / per_host)]->kill_rank(r % per_host);
         cross_fabrics[static_cast<size_t>(r % per_host)]->kill_rank(r / per_host);

@@ -6,13 +6,18 @@
 #include <cstring>
 #include <sstream>
 
+#include "collectives/allgatherv.h"
 #include "collectives/allreduce.h"
-#include "collectives/data_movement.h"
+#include "collectives/alltoallv.h"
+#include "collectives/broadcast.h"
 #include "collectives/hierarchical.h"
+#include "collectives/recursive_doubling.h"
+#include "collectives/reducescatter.h"
 #include "collectives/ring.h"
 #include "common/errors.h"
 #include "common/logging.h"
 #include "common/termination_report.h"
+#include "engine/byte_messages.h"
 #include "engine/wire.h"
 
 namespace dist_sync {
@@ -210,7 +215,7 @@ void Engine::agree_on_settings() {
                                 config_.hierarchical_allreduce ? 1u : 0u};
   std::vector<uint8_t> bytes(mine.size() * sizeof(uint64_t));
   std::memcpy(bytes.data(), mine.data(), bytes.size());
-  broadcast_bytes(*comm_, bytes, 0, kTagNegotiation);
+  broadcast_bytes(*comm_, bytes, 0, kNegotiationTag);
   std::vector<uint64_t> agreed(mine.size());
   std::memcpy(agreed.data(), bytes.data(), bytes.size());
   static const char* const names[] = {"DIST_SYNC_RING_SEGMENT_BYTES", "DIST_SYNC_SMALL_ALLREDUCE_BYTES",
@@ -233,7 +238,7 @@ void Engine::agree_on_settings() {
   int64_t extremes[2] = {local_comm_ ? local_comm_->size() : 0, local_comm_ ? -local_comm_->size() : 0};
   int64_t scratch[2];
   recursive_doubling_allreduce(*comm_, extremes, 2, DataType::kInt64, ReduceOp::kMax,
-                               reinterpret_cast<std::byte*>(scratch), kTagNegotiation);
+                               reinterpret_cast<std::byte*>(scratch), kNegotiationTag);
   const int64_t largest = extremes[0], smallest = -extremes[1];
   std::string why_not;
   if (smallest != largest) {
@@ -313,7 +318,7 @@ bool Engine::cycle() {
   std::vector<uint64_t> scratch(state.size());
   recursive_doubling_allreduce(*comm_, state.data(), state.size(), DataType::kUInt64,
                                ReduceOp::kBitAnd, reinterpret_cast<std::byte*>(scratch.data()),
-                               kTagNegotiation);
+                               kNegotiationTag);
   flags = ~state[0];
   for (size_t w = 0; w < 2 * words; ++w) submitted[w] = ~submitted[w];
 
@@ -370,7 +375,7 @@ ResponseList Engine::full_round(bool stall_report, Clock::time_point now) {
   if (stall_report) {
     for (const auto& entry : cached_pending_) message.pending_cache_bits.push_back(entry.first);
   }
-  const auto gathered = gather_bytes(*comm_, encode(message), 0, kTagNegotiation);
+  const auto gathered = gather_bytes(*comm_, encode(message), 0, kNegotiationTag);
   std::vector<uint8_t> reply;
   if (coordinator_) {
     std::vector<RankMessage> messages;
@@ -378,7 +383,7 @@ ResponseList Engine::full_round(bool stall_report, Clock::time_point now) {
     for (const auto& bytes : gathered) messages.push_back(decode_rank_message(bytes));
     reply = encode(coordinator_->full_round(messages, cache_, now));
   }
-  broadcast_bytes(*comm_, reply, 0, kTagNegotiation);
+  broadcast_bytes(*comm_, reply, 0, kNegotiationTag);
   return decode_response_list(reply);
 }
 
@@ -512,10 +517,11 @@ void Engine::execute_allreduce(const Response& response, const std::vector<Reque
   for (const auto& [dtype, spans] : by_dtype) {
     if (use_hierarchical(spans.bytes())) {
       hierarchical_allreduce(*local_comm_, *cross_comm_, spans, dtype, first.reduce_op, scaling,
-                             config_.collectives, workspace_, phases);
+                             config_.collectives, workspace_, op_traits(OpType::kAllreduce).tag,
+                             phases);
     } else {
       allreduce(*comm_, spans, dtype, first.reduce_op, scaling, config_.collectives, workspace_,
-                phases);
+                op_traits(OpType::kAllreduce).tag, phases);
     }
   }
 }
@@ -545,7 +551,7 @@ void Engine::execute_broadcast(const Response& response, const std::vector<Reque
       }
     }
   }
-  broadcast(*comm_, spans, root, config_.collectives, workspace_);
+  broadcast(*comm_, spans, root, config_.collectives, workspace_, op_traits(OpType::kBroadcast).tag);
 }
 
 void Engine::execute_allgather(const Response& response, Request* local, OpResult& result) {
@@ -560,7 +566,8 @@ void Engine::execute_allgather(const Response& response, Request* local, OpResul
   }
   auto output = std::make_shared<OutputBuffer>(static_cast<size_t>(total_rows) * row_bytes);
   const void* input = local != nullptr ? local->inputs.front() : nullptr;
-  allgatherv(*comm_, input, output->data(), blocks, config_.collectives, workspace_);
+  allgatherv(*comm_, input, output->data(), blocks, config_.collectives, workspace_,
+             op_traits(OpType::kAllgather).tag);
   result.output = std::move(output);
   result.output_shape = tensor.shape.empty() ? std::vector<int64_t>{total_rows} : tensor.shape;
   result.output_shape[0] = total_rows;
@@ -583,7 +590,8 @@ void Engine::execute_alltoall(const Response& response, Request* local, OpResult
     total_rows += rows;
   }
   auto output = std::make_shared<OutputBuffer>(static_cast<size_t>(total_rows) * row_bytes);
-  alltoallv(*comm_, local->inputs.front(), send_bytes, output->data(), recv_bytes);
+  alltoallv(*comm_, local->inputs.front(), send_bytes, output->data(), recv_bytes,
+            op_traits(OpType::kAlltoall).tag);
   result.output = std::move(output);
   result.output_shape = tensor.shape.empty() ? std::vector<int64_t>{total_rows} : tensor.shape;
   result.output_shape[0] = total_rows;
@@ -605,7 +613,8 @@ void Engine::execute_reducescatter(const Response& response, Request* local, OpR
   const void* input = local != nullptr ? local->inputs.front() : zeros(total_bytes);
   const Scaling scaling = scaling_of(meta);
   reducescatter(*comm_, input, output->data(), scratch, element_bounds, tensor.dtype,
-                meta.reduce_op, scaling, config_.collectives, workspace_);
+                meta.reduce_op, scaling, config_.collectives, workspace_,
+                op_traits(OpType::kReducescatter).tag);
   result.output = std::move(output);
   result.output_shape = tensor.shape;
   if (result.output_shape.empty()) result.output_shape.push_back(1);
