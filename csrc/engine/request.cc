@@ -48,4 +48,10 @@ size_t RequestMeta::total_bytes() const {
   return total;
 }
 
+size_t Response::total_bytes() const {
+  size_t total = 0;
+  for (const RequestMeta& meta : requests) total += meta.total_bytes();
+  return total;
+}
+
 }  // namespace dist_sync

@@ -70,6 +70,8 @@ struct Response {
   // Alltoall: rows sent by each rank to each rank ([sender * size + receiver]).
   std::vector<int64_t> split_matrix;
   int32_t last_joined = -1;  // join: the rank that joined last
+
+  size_t total_bytes() const;
 };
 
 struct ResponseList {
