@@ -1,11 +1,13 @@
 // pybind11 module dist_sync._core: raw pointers, byte counts and dtype codes in, handles out.
 // Knows no torch, and of numpy only where a submitted array's data pointer is (Note [Submission
 // cost]); dist_sync/ (Python) does the array handling. Every call that can wait releases the GIL.
+#include <pybind11/native_enum.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -77,31 +79,54 @@ std::shared_ptr<Engine> shared_engine() {
   return session().engine;
 }
 
-template <typename T>
-T get_or(const py::dict& config, const char* key, T fallback) {
-  return config.contains(key) ? config[key].cast<T>() : fallback;
+// A setting's Python value as the text SettingField::set reads (converting as pybind11 does).
+std::string setting_text(const SettingField& field, const py::handle& value) {
+  try {
+    switch (field.kind) {
+      case SettingField::Kind::kUnsigned: return std::to_string(value.cast<uint64_t>());
+      case SettingField::Kind::kInteger: return std::to_string(value.cast<int64_t>());
+      case SettingField::Kind::kReal: return py::str(py::float_(value.cast<double>())).cast<std::string>();
+      case SettingField::Kind::kBoolean: return value.cast<bool>() ? "1" : "0";
+      case SettingField::Kind::kText: return value.cast<std::string>();
+    }
+  } catch (const py::cast_error&) {
+  }
+  static const char* const expected[] = {"a non-negative int", "an int", "a number", "a bool", "a str"};
+  throw UsageError(detail::concat("setting '", field.key, "' must be ",
+                                  expected[static_cast<int>(field.kind)], ", got ",
+                                  py::repr(value).cast<std::string>()));
 }
 
-EngineConfig engine_config(const py::dict& c) {
-  EngineConfig config;
-  config.fusion_threshold_bytes = get_or<size_t>(c, "fusion_threshold_bytes", config.fusion_threshold_bytes);
-  config.cycle_time = std::chrono::microseconds(
-      static_cast<int64_t>(get_or<double>(c, "cycle_time_ms", 5.0) * 1000.0));
-  config.cache_capacity = get_or<size_t>(c, "cache_capacity", config.cache_capacity);
-  config.stall_warning_seconds = get_or<double>(c, "stall_warning_seconds", config.stall_warning_seconds);
-  config.stall_timeout_seconds = get_or<double>(c, "stall_timeout_seconds", config.stall_timeout_seconds);
-  config.fatal_grace_seconds = get_or<double>(c, "fatal_grace_seconds", config.fatal_grace_seconds);
-  config.collectives.segment_bytes = get_or<size_t>(c, "ring_segment_bytes", config.collectives.segment_bytes);
-  config.collectives.small_allreduce_bytes =
-      get_or<size_t>(c, "small_allreduce_bytes", config.collectives.small_allreduce_bytes);
-  config.collectives.in_flight = get_or<int>(c, "ring_in_flight", config.collectives.in_flight);
-  config.log_level = static_cast<LogLevel>(get_or<int>(c, "log_level", static_cast<int>(config.log_level)));
-  config.timeline_path = get_or<std::string>(c, "timeline", "");
-  config.hierarchical_allreduce = get_or<bool>(c, "hierarchical_allreduce", false);
+// The engine's settings from the complete dict dist_sync.config.load() returns (the one place
+// that declares names, defaults and parsing): every key the engine has must be there.
+EngineConfig engine_config(const py::dict& settings) {
+  EngineConfig config{};
+  std::string missing;
+  for (const SettingField& field : setting_fields()) {
+    if (!settings.contains(field.key)) {
+      missing += (missing.empty() ? "'" : ", '") + std::string(field.key) + "'";
+      continue;
+    }
+    field.set(config, setting_text(field, settings[field.key]));
+  }
+  DS_CHECK(missing.empty(), "the settings lack ", missing,
+           ": pass the complete dict dist_sync.config.load() returns");
   return config;
 }
 
-void init(const py::dict& config, int64_t comm_f2c) {
+// key -> DIST_SYNC_ variable of the settings every rank must share (Note [Settings every rank
+// must share]), as dist_sync/config.py marks them.
+std::vector<SharedSetting> shared_settings(const py::dict& shared) {
+  std::vector<SharedSetting> settings;
+  for (const auto& [key, variable] : shared) {
+    SharedSetting setting{key.cast<std::string>(), variable.cast<std::string>(), ""};
+    setting_field(setting.key);  // a key the engine has, or UsageError
+    settings.push_back(std::move(setting));
+  }
+  return settings;
+}
+
+void init(const py::dict& config, const py::dict& shared, int64_t comm_f2c) {
   Session& s = session();
   if (s.engine && s.engine->running()) return;  // idempotent
   if (s.engine) {
@@ -109,6 +134,7 @@ void init(const py::dict& config, int64_t comm_f2c) {
     s.engine.reset();
   }
   const EngineConfig engine_settings = engine_config(config);
+  std::vector<SharedSetting> agreed = shared_settings(shared);
   py::gil_scoped_release release;
   mpi_initialize();
   std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(comm_f2c);
@@ -123,7 +149,7 @@ void init(const py::dict& config, int64_t comm_f2c) {
     peers.push_back(PeerProcess{pid, comm->describe_rank(peer_rank)});
   }
   const int rank = comm->rank();
-  s.engine = std::make_shared<Engine>(engine_settings, std::move(comm),
+  s.engine = std::make_shared<Engine>(engine_settings, std::move(agreed), std::move(comm),
                                       [raw] { raw->abort_job(1); }, std::move(local), std::move(cross));
   install_termination_report(rank, peers);  // Note [Saying why mpirun ended a rank]
 }
@@ -203,10 +229,7 @@ std::vector<py::bytes> thread_collective(const std::string& kind, int size,
   const ReduceOp op = static_cast<ReduceOp>(op_code);
   const size_t element_bytes = dtype_size(dtype);
   const int allreduce_tag = op_traits(OpType::kAllreduce).tag;
-  CollectiveConfig config;
-  config.segment_bytes = segment_bytes;
-  config.small_allreduce_bytes = small_bytes;
-  config.in_flight = in_flight;
+  const CollectiveConfig config{segment_bytes, small_bytes, in_flight};
   const Scaling scaling{prescale, postscale, divisor};
   auto fabric = std::make_shared<ThreadFabric>(size);
   std::vector<std::string> outputs(static_cast<size_t>(size));
@@ -350,11 +373,9 @@ std::vector<double> bench_collective(const std::string& kind, size_t bytes, int 
 std::vector<py::bytes> thread_hierarchical(int hosts, int per_host, const std::vector<std::string>& inputs,
                                            int dtype_code, int op_code, double prescale,
                                            double postscale, int64_t divisor, size_t segment_bytes,
-                                           size_t small_bytes) {
+                                           size_t small_bytes, int in_flight) {
   const DataType dtype = static_cast<DataType>(dtype_code);
-  CollectiveConfig config;
-  config.segment_bytes = segment_bytes;
-  config.small_allreduce_bytes = small_bytes;
+  const CollectiveConfig config{segment_bytes, small_bytes, in_flight};
   const Scaling scaling{prescale, postscale, divisor};
   const int size = hosts * per_host;
   std::vector<std::shared_ptr<ThreadFabric>> local_fabrics, cross_fabrics;
@@ -383,6 +404,47 @@ std::vector<py::bytes> thread_hierarchical(int hosts, int per_host, const std::v
   return as_bytes(outputs);
 }
 
+// NAME for a C++ name in lower or mixed case ("allreduce", "bfloat16", "Average").
+std::string enum_member(const std::string& name) {
+  std::string upper = name;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return upper;
+}
+
+// The C++ enums Python shares, as enum.IntEnum with the C++ values. Members are made from the
+// names the C++ side already uses (op traits, dtype and op names), so nothing is listed twice.
+void bind_enums(py::module_& m) {
+  py::native_enum<OpType> op_type(m, "OpType", "enum.IntEnum",
+                                  "Collective operation types (csrc/engine/op_traits.h).");
+  for (int i = 0; i < kNumOpTypes; ++i) {
+    const OpTraits& traits = op_traits(static_cast<OpType>(i));
+    op_type.value(enum_member(traits.name).c_str(), traits.type);
+  }
+  op_type.finalize();
+  py::native_enum<DataType> data_type(m, "DataType", "enum.IntEnum",
+                                      "Element types the engine reduces (csrc/common/dtype.h).");
+  for (int i = 0; i < kNumUserDataTypes; ++i) {
+    const auto dtype = static_cast<DataType>(i);
+    data_type.value(enum_member(dtype_name(dtype)).c_str(), dtype);
+  }
+  data_type.finalize();
+  py::native_enum<DeviceKind> device_kind(m, "DeviceKind", "enum.IntEnum",
+                                          "Where a tensor lives (csrc/engine/request.h).");
+  for (int i = 0; i < kNumDeviceKinds; ++i) {
+    const auto device = static_cast<DeviceKind>(i);
+    device_kind.value(enum_member(device_kind_name(device)).c_str(), device);
+  }
+  device_kind.finalize();
+  py::native_enum<ReduceOp> reduce_op(
+      m, "ReduceOp", "enum.IntEnum",
+      "Reductions, numbered as Horovod's (csrc/common/dtype.h); ADASUM is reserved.");
+  for (int i = 0; i < kNumUserReduceOps; ++i) {
+    const auto op = static_cast<ReduceOp>(i);
+    reduce_op.value(enum_member(reduce_op_name(op)).c_str(), op);
+  }
+  reduce_op.finalize();
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -402,13 +464,15 @@ PYBIND11_MODULE(_core, m) {
     }
   });
 
+  bind_enums(m);
+
   py::class_<OutputBuffer, std::shared_ptr<OutputBuffer>>(m, "_Buffer", py::buffer_protocol())
       .def_buffer([](OutputBuffer& buffer) {
         return py::buffer_info(buffer.data(), 1, py::format_descriptor<uint8_t>::format(), 1,
                                {static_cast<py::ssize_t>(buffer.bytes())}, {1});
       });
 
-  m.def("init", &init, py::arg("config"), py::arg("comm_f2c") = -1);
+  m.def("init", &init, py::arg("config"), py::arg("shared"), py::arg("comm_f2c") = -1);
   m.def("shutdown", &shutdown, py::arg("finalize_mpi") = true, py::arg("reason") = "");
   m.def("is_initialized", [] {
     Session& s = session();
@@ -432,17 +496,21 @@ PYBIND11_MODULE(_core, m) {
   // A training step submits one tensor per gradient, so the per-call cost adds up (ResNet-50:
   // 161 calls). Each tensor arrives as (name, input, output, dtype code, shape), where input
   // and output are numpy arrays (their data pointers read here, far cheaper than numpy's
-  // .ctypes.data) or raw addresses (torch's data_ptr(); 0: no output).
+  // .ctypes.data) or raw addresses (torch's data_ptr(); 0: no output). op_type, reduce_op and
+  // device are the exported enums' members taken as plain ints (an IntEnum is an int): the
+  // native-enum caster would add an isinstance check and a .value lookup per argument.
   m.def(
       "submit",
       [](int op_type, const std::string& name, const std::vector<py::tuple>& tensors,
-         int reduce_op, bool average, double prescale, double postscale, int root,
+         int reduce_op, double prescale, double postscale, int root,
          const std::vector<int64_t>& splits, int device, bool cacheable) {
+        DS_CHECK(is_op_type(op_type), "unknown op type ", op_type);
+        DS_CHECK(is_user_reduce_op(reduce_op), "unknown reduce op ", reduce_op);
+        DS_CHECK(is_device_kind(device), "unknown device kind ", device);
         Request request;
         request.meta.type = static_cast<OpType>(op_type);
         request.meta.name = name;
         request.meta.reduce_op = static_cast<ReduceOp>(reduce_op);
-        request.meta.average = average;
         request.meta.prescale = prescale;
         request.meta.postscale = postscale;
         request.meta.root = root;
@@ -462,8 +530,9 @@ PYBIND11_MODULE(_core, m) {
         }
         return engine().submit(std::move(request));
       },
-      py::arg("op_type"), py::arg("name"), py::arg("tensors"), py::arg("reduce_op") = 0,
-      py::arg("average") = false, py::arg("prescale") = 1.0, py::arg("postscale") = 1.0,
+      py::arg("op_type"), py::arg("name"), py::arg("tensors"),
+      py::arg("reduce_op") = static_cast<int>(ReduceOp::kSum), py::arg("prescale") = 1.0,
+      py::arg("postscale") = 1.0,
       py::arg("root") = 0, py::arg("splits") = std::vector<int64_t>{}, py::arg("device") = 0,
       py::arg("cacheable") = true);
 
@@ -488,8 +557,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("stop_timeline", [] { engine().timeline().stop(); });
 
   m.def("_bench_collective", &bench_collective, py::arg("kind"), py::arg("bytes"),
-        py::arg("dtype") = 7, py::arg("iterations") = 10, py::arg("warmup") = 2,
-        py::arg("settings") = py::dict());
+        py::arg("dtype") = static_cast<int>(DataType::kFloat32), py::arg("iterations") = 10, py::arg("warmup") = 2,
+        py::arg("settings"));
 
   // Test hooks (underscore: not API).
   m.def("_engine_stats", [] {
@@ -517,7 +586,9 @@ PYBIND11_MODULE(_core, m) {
     const void* data = reinterpret_cast<const void*>(address);
     return HugePageMap({MemoryRange{data, bytes}}).covers(data, bytes);
   });
-  m.def("_thread_hierarchical", &thread_hierarchical);
+  m.def("_thread_hierarchical", &thread_hierarchical, py::arg("hosts"), py::arg("per_host"),
+        py::arg("inputs"), py::arg("dtype"), py::arg("op"), py::arg("prescale"), py::arg("postscale"),
+        py::arg("divisor"), py::arg("segment_bytes"), py::arg("small_bytes"), py::arg("in_flight") = 4);
   m.def("_reduce", [](py::bytes dst_own, py::bytes other, int dtype, int op, double prescale,
                       double postscale, int64_t divisor, bool finalize) {
     std::string own = dst_own;

@@ -59,18 +59,21 @@ class Setting:
     default: Any
     parse: Callable[[str], Any]
     help: str
+    # Every rank must use the same value (it decides message sizes, algorithms or cache bit
+    # positions): the engine adopts rank 0's and warns on a rank whose own differs.
+    shared: bool = False
 
 
 SETTINGS = [
     Setting("fusion_threshold_bytes", "DIST_SYNC_FUSION_THRESHOLD", 64 << 20, parse_bytes,
             "Ready tensors of the same dtype/op are reduced together in one ring pass up to this "
-            "many bytes; 0 disables fusion."),
+            "many bytes; 0 disables fusion.", shared=True),
     Setting("cycle_time_ms", "DIST_SYNC_CYCLE_TIME_MS", 5.0, _non_negative_float,
             "How often an idle engine runs a negotiation cycle. A submitted tensor wakes the "
             "engine at once; this bounds how long it waits for a rank whose engine is idle."),
     Setting("cache_capacity", "DIST_SYNC_CACHE_CAPACITY", 1024, int,
             "Entries in the response cache (requests negotiated once, then answered by one bit); "
-            "0 disables it."),
+            "0 disables it.", shared=True),
     Setting("stall_warning_seconds", "DIST_SYNC_STALL_WARNING_SECONDS", 60.0, _non_negative_float,
             "Rank 0 warns about operations submitted by some ranks but not others for this long."),
     Setting("stall_timeout_seconds", "DIST_SYNC_STALL_TIMEOUT_SECONDS", 1800.0, _non_negative_float,
@@ -80,15 +83,16 @@ SETTINGS = [
             "by itself before dist_sync ends the job with MPI_Abort."),
     Setting("ring_segment_bytes", "DIST_SYNC_RING_SEGMENT_BYTES", 0, parse_bytes,
             "Ring messages are cut into segments of this size so reduction overlaps transfer; "
-            "0 (default): 1 MiB within a host, 32 KiB when the ring crosses hosts."),
+            "0 (default): 1 MiB within a host, 32 KiB when the ring crosses hosts.", shared=True),
     Setting("ring_in_flight", "DIST_SYNC_RING_IN_FLIGHT", 4, _positive_int,
             "Ring segments in flight per direction."),
     Setting("small_allreduce_bytes", "DIST_SYNC_SMALL_ALLREDUCE_BYTES", 64 << 10, parse_bytes,
             "Allreduces up to this size use recursive doubling (fewer, latency-bound messages) "
-            "instead of the ring."),
+            "instead of the ring.", shared=True),
     Setting("hierarchical_allreduce", "DIST_SYNC_HIERARCHICAL_ALLREDUCE", False, _parse_bool,
             "Allreduce large buffers hierarchically: reduce-scatter within each host, allreduce "
-            "across hosts, allgather within each host (needs the same number of ranks per host)."),
+            "across hosts, allgather within each host (needs the same number of ranks per host).",
+            shared=True),
     Setting("log_level", "DIST_SYNC_LOG_LEVEL", _LOG_LEVELS["warning"], _parse_level,
             "debug, info, warning, error or off (messages from the C++ engine, on stderr)."),
     Setting("timeline", "DIST_SYNC_TIMELINE", "", str,

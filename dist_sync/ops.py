@@ -16,28 +16,26 @@ from ._engine import (ALLGATHER, ALLREDUCE, ALLTOALL, BARRIER, BROADCAST, JOIN, 
 
 
 class ReduceOp(int):
-    """A reduction: Average, Sum, Min, Max or Product."""
-
-    _names = {0: "Average", 1: "Sum", 2: "Min", 3: "Max", 4: "Product"}
+    """A reduction: Average, Sum, Min, Max or Product, numbered as the engine's
+    (dist_sync._core.ReduceOp, Horovod's numbers)."""
 
     def __repr__(self) -> str:
-        return f"dist_sync.{self._names[int(self)]}"
+        return f"dist_sync.{_core.ReduceOp(int(self)).name.capitalize()}"
 
 
-Average = ReduceOp(0)
-Sum = ReduceOp(1)
-Min = ReduceOp(2)
-Max = ReduceOp(3)
-Product = ReduceOp(4)
-# The engine's codes (csrc/common/dtype.h ReduceOp); Average is Sum divided by the size.
-_ENGINE_OP = {0: 0, 1: 0, 2: 1, 3: 2, 4: 3}
+Average = ReduceOp(_core.ReduceOp.AVERAGE)
+Sum = ReduceOp(_core.ReduceOp.SUM)
+Min = ReduceOp(_core.ReduceOp.MIN)
+Max = ReduceOp(_core.ReduceOp.MAX)
+Product = ReduceOp(_core.ReduceOp.PRODUCT)
+_USER_OPS = (Average, Sum, Min, Max, Product)
 
 
-def engine_op(op: Any) -> Tuple[int, bool]:
-    """(engine reduce-op code, average?) for a user-facing op; ValueError if unknown."""
-    if isinstance(op, bool) or not isinstance(op, (int, np.integer)) or int(op) not in _ENGINE_OP:
+def engine_op(op: Any) -> "_core.ReduceOp":
+    """The engine's reduce op for a user-facing op; ValueError if unknown."""
+    if isinstance(op, bool) or not isinstance(op, (int, np.integer)) or int(op) not in _USER_OPS:
         raise ValueError(f"op must be one of dist_sync.Average, Sum, Min, Max, Product; got {op!r}")
-    return _ENGINE_OP[int(op)], int(op) == 0
+    return _core.ReduceOp(int(op))
 
 
 def _require_array(value: Any, what: str) -> np.ndarray:
@@ -102,13 +100,12 @@ def allreduce_async_(array: np.ndarray, op: ReduceOp = Average, name: Optional[s
 
 def _allreduce(source: np.ndarray, target: np.ndarray, op: ReduceOp, name: Optional[str],
                prescale_factor: float, postscale_factor: float) -> Handle:
-    reduce_op, average = engine_op(op)
+    reduce_op = engine_op(op)
     pre, post = _scale_args(prescale_factor, postscale_factor)
     check_name(name)
     tensor_name = name if name is not None else ""
     return submit(ALLREDUCE, name, [_spec(tensor_name, source, target)], (source, target),
-                  lambda raw: target, reduce_op=reduce_op, average=average, prescale=pre,
-                  postscale=post)
+                  lambda raw: target, reduce_op=reduce_op, prescale=pre, postscale=post)
 
 
 def allreduce(array: np.ndarray, op: ReduceOp = Average, name: Optional[str] = None,
@@ -133,7 +130,7 @@ def _grouped(arrays: Sequence[np.ndarray], in_place: bool, op: ReduceOp, name: O
              prescale_factor: float, postscale_factor: float) -> Handle:
     if not isinstance(arrays, (list, tuple)) or not arrays:
         raise TypeError("grouped_allreduce expects a non-empty list of numpy arrays")
-    reduce_op, average = engine_op(op)
+    reduce_op = engine_op(op)
     pre, post = _scale_args(prescale_factor, postscale_factor)
     check_name(name)
     sources, targets, specs = [], [], []
@@ -149,7 +146,7 @@ def _grouped(arrays: Sequence[np.ndarray], in_place: bool, op: ReduceOp, name: O
         targets.append(target)
         specs.append(_spec(f"{name or 'group'}.{index}", source, target))
     return submit(ALLREDUCE, name, specs, (sources, targets), lambda raw: list(targets),
-                  reduce_op=reduce_op, average=average, prescale=pre, postscale=post)
+                  reduce_op=reduce_op, prescale=pre, postscale=post)
 
 
 def grouped_allreduce_async(arrays: Sequence[np.ndarray], op: ReduceOp = Average,
@@ -296,12 +293,12 @@ def reducescatter_async(array: np.ndarray, op: ReduceOp = Average, name: Optiona
     array = _contiguous_input(_require_array(array, "reducescatter"))
     if array.ndim == 0:
         raise ValueError("reducescatter needs an array with at least one dimension")
-    reduce_op, average = engine_op(op)
+    reduce_op = engine_op(op)
     pre, post = _scale_args(prescale_factor, postscale_factor)
     dtype = array.dtype
     return submit(REDUCESCATTER, name, [_spec(name or "", array, None)], array,
-                  lambda raw: _from_buffer(raw, dtype), reduce_op=reduce_op, average=average,
-                  prescale=pre, postscale=post)
+                  lambda raw: _from_buffer(raw, dtype), reduce_op=reduce_op, prescale=pre,
+                  postscale=post)
 
 
 def reducescatter(array: np.ndarray, op: ReduceOp = Average, name: Optional[str] = None,

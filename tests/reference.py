@@ -6,11 +6,13 @@ from typing import List, Tuple
 
 import numpy as np
 
+from dist_sync._core import DataType, ReduceOp
+
 DTYPES = ["uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float32", "float64"]
 OPS = ["sum", "min", "max", "product", "average"]
-# Engine codes (csrc/common/dtype.h).
-DTYPE_CODE = {name: code for code, name in enumerate(DTYPES)}
-OP_CODE = {"sum": 0, "min": 1, "max": 2, "product": 3, "average": 0}
+# The engine's codes, as it exports them.
+DTYPE_CODE = {name: DataType[name.upper()] for name in DTYPES}
+OP_CODE = {name: ReduceOp[name.upper()] for name in OPS}
 
 
 def to_bfloat16_bits(values: np.ndarray) -> np.ndarray:

@@ -60,10 +60,6 @@ std::string disagreement(const Contributions& c, const std::string& field,
   return out.str();
 }
 
-std::string op_description(const RequestMeta& meta) {
-  return meta.average ? "Average" : reduce_op_name(meta.reduce_op);
-}
-
 // Finds the first field the ranks disagree on, in the order a user would want to hear about it.
 std::string check_agreement(const Contributions& c) {
   const RequestMeta& first = *c.metas.front();
@@ -89,7 +85,7 @@ std::string check_agreement(const Contributions& c) {
     if (!error.empty()) return error;
   }
   if (traits.reduces) {
-    error = disagreement(c, "reduction op", op_description);
+    error = disagreement(c, "reduction op", [](const RequestMeta& m) { return reduce_op_name(m.reduce_op); });
     if (!error.empty()) return error;
     error = disagreement(c, "prescale_factor", [](const RequestMeta& m) { return format_double(m.prescale); });
     if (!error.empty()) return error;

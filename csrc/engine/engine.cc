@@ -18,9 +18,11 @@ constexpr std::chrono::microseconds kBusyPoll{200};
 
 }  // namespace
 
-Engine::Engine(const EngineConfig& config, std::unique_ptr<Communicator> comm, AbortJob abort_job,
+Engine::Engine(const EngineConfig& config, std::vector<SharedSetting> shared_settings,
+               std::unique_ptr<Communicator> comm, AbortJob abort_job,
                std::unique_ptr<Communicator> local, std::unique_ptr<Communicator> cross)
     : config_(config),
+      shared_settings_(std::move(shared_settings)),
       comm_(std::move(comm)),
       local_comm_(std::move(local)),
       cross_comm_(std::move(cross)),
@@ -64,6 +66,9 @@ uint64_t Engine::submit(Request request) {
   if (stopped_) throw Error("dist_sync has stopped: " + stop_reason_);
   if (shutdown_requested_) throw Error("dist_sync is shutting down (shutdown() was called)");
   const std::string& name = request.meta.name;
+  DS_CHECK(!op_traits(request.meta.type).reduces || request.meta.reduce_op != ReduceOp::kAdasum,
+           "Adasum is not implemented yet (reduce op ", static_cast<int>(ReduceOp::kAdasum),
+           " is reserved for it); use Average, Sum, Min, Max or Product for '", name, "'");
   if (in_flight_.count(name) != 0) {
     throw UsageError(detail::concat(
         "an operation named '", name, "' is already in flight on rank ", rank_,
@@ -113,14 +118,14 @@ void Engine::loop() {
     // Idle waits are measured from the end of the previous cycle: the cycle's allreduce ends at
     // nearly the same moment on every rank, so idle ranks wake together and a cycle costs one
     // quick exchange instead of the earliest rank polling for the latest one.
-    auto cycle_end = Clock::now() - config_.cycle_time;
+    auto cycle_end = Clock::now() - config_.cycle_time();
     std::chrono::microseconds backoff{0};
     while (true) {
       {
         std::unique_lock<std::mutex> lock(mutex_);
         // With local work pending, cycle again at once (or soon, if the last cycle made no
         // progress); otherwise once per cycle time, or as soon as something is submitted.
-        const auto wait = pending_.empty() ? config_.cycle_time : backoff;
+        const auto wait = pending_.empty() ? config_.cycle_time() : backoff;
         wake_.wait_until(lock, cycle_end + wait,
                          [this] { return !queue_.empty() || shutdown_requested_; });
       }

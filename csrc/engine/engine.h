@@ -36,9 +36,11 @@ class Engine {
   // within the grace period: it must end the job (MPI_Abort for the MPI communicator).
   using AbortJob = std::function<void()>;
 
-  // `local` and `cross` (the ranks on this host; one rank per host) may be null; they are used
-  // for the hierarchical allreduce when it is enabled.
-  Engine(const EngineConfig& config, std::unique_ptr<Communicator> comm, AbortJob abort_job,
+  // Every rank agrees on `shared_settings` before anything else (Note [Settings every rank must
+  // share]). `local` and `cross` (the ranks on this host; one rank per host) may be null; they
+  // are used for the hierarchical allreduce when it is enabled.
+  Engine(const EngineConfig& config, std::vector<SharedSetting> shared_settings,
+         std::unique_ptr<Communicator> comm, AbortJob abort_job,
          std::unique_ptr<Communicator> local = nullptr, std::unique_ptr<Communicator> cross = nullptr);
   ~Engine();
   Engine(const Engine&) = delete;
@@ -96,6 +98,7 @@ class Engine {
   void finish(const std::string& name, OpResult result);
 
   EngineConfig config_;  // settings every rank must share are replaced by rank 0's at start
+  const std::vector<SharedSetting> shared_settings_;
   const std::unique_ptr<Communicator> comm_;
   const std::unique_ptr<Communicator> local_comm_;
   const std::unique_ptr<Communicator> cross_comm_;

@@ -1,7 +1,6 @@
 // Negotiation (Note [Negotiation cycle]): the settings every rank must share, then each cycle's
 // intake, bit-vector allreduce, full round with the coordinator, fusion and response cache.
 #include <algorithm>
-#include <cstring>
 
 #include "collectives/recursive_doubling.h"
 #include "common/errors.h"
@@ -57,40 +56,32 @@ bool fusable(const Response& a, const Response& b) {
   if (!traits.reduces) return true;
   DataType dx, dy;
   return single_dtype(x, &dx) && single_dtype(y, &dy) && dx == dy && x.reduce_op == y.reduce_op &&
-         x.average == y.average && x.prescale == y.prescale && x.postscale == y.postscale;
+         x.prescale == y.prescale && x.postscale == y.postscale;
 }
 
 }  // namespace
 
 // Note [Settings every rank must share]
-// Segment size, the small-message threshold, the fusion threshold, the cache capacity and the
-// hierarchical switch decide message sizes, algorithms and bit positions; ranks that disagreed
-// would hang or mis-pair messages. Rank 0's values win, and a rank whose own differ says so.
+// Some settings decide message sizes, algorithms and bit positions (today the segment size, the
+// small-message threshold, the fusion threshold, the cache capacity and the hierarchical
+// switch); ranks that disagreed would hang or mis-pair messages. dist_sync/config.py marks them
+// `shared`, and init() hands their keys to the engine, which agrees on exactly those: rank 0's
+// values win, and a rank whose own differ says so, naming the variable.
 void Engine::agree_on_settings() {
   comm_->set_wait_config(data_wait_);
-  std::vector<uint64_t> mine = {config_.collectives.segment_bytes,
-                                config_.collectives.small_allreduce_bytes,
-                                config_.fusion_threshold_bytes, config_.cache_capacity,
-                                config_.hierarchical_allreduce ? 1u : 0u};
-  std::vector<uint8_t> bytes(mine.size() * sizeof(uint64_t));
-  std::memcpy(bytes.data(), mine.data(), bytes.size());
+  std::vector<SharedSetting> mine = shared_settings_;
+  for (SharedSetting& setting : mine) setting.value = setting_field(setting.key).get(config_);
+  std::vector<uint8_t> bytes = encode(mine);
   broadcast_bytes(*comm_, bytes, 0, kNegotiationTag);
-  std::vector<uint64_t> agreed(mine.size());
-  std::memcpy(agreed.data(), bytes.data(), bytes.size());
-  static const char* const names[] = {"DIST_SYNC_RING_SEGMENT_BYTES", "DIST_SYNC_SMALL_ALLREDUCE_BYTES",
-                                      "DIST_SYNC_FUSION_THRESHOLD", "DIST_SYNC_CACHE_CAPACITY",
-                                      "DIST_SYNC_HIERARCHICAL_ALLREDUCE"};
-  for (size_t i = 0; i < mine.size(); ++i) {
-    if (mine[i] != agreed[i]) {
-      log_message(LogLevel::kWarning, detail::concat(names[i], " is ", mine[i], " on this rank but ",
-                                                     agreed[i], " on rank 0; using rank 0's"));
-    }
+  for (const SharedSetting& agreed : decode_shared_settings(bytes)) {
+    const SettingField& field = setting_field(agreed.key);
+    const std::string own = field.get(config_);
+    if (own == agreed.value) continue;
+    log_message(LogLevel::kWarning, detail::concat(agreed.variable, " is ", own, " on this rank but ",
+                                                   agreed.value, " on rank 0; using rank 0's"));
+    field.set(config_, agreed.value);
   }
-  config_.collectives.segment_bytes = agreed[0];
-  config_.collectives.small_allreduce_bytes = agreed[1];
-  config_.fusion_threshold_bytes = agreed[2];
-  if (agreed[3] != cache_.capacity()) cache_ = ResponseCache(agreed[3]);
-  config_.hierarchical_allreduce = agreed[4] != 0;
+  if (config_.cache_capacity != cache_.capacity()) cache_ = ResponseCache(config_.cache_capacity);
   if (!config_.hierarchical_allreduce) return;
   // The hierarchy needs the same number of ranks on every host: chunk boundaries within a host
   // must line up with the cross-host groups. Decided together, so every rank agrees.

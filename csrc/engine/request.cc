@@ -28,7 +28,7 @@ int64_t TensorMeta::row_elements() const {
 
 bool RequestMeta::same_signature(const RequestMeta& other) const {
   if (type != other.type || name != other.name || reduce_op != other.reduce_op ||
-      average != other.average || prescale != other.prescale || postscale != other.postscale ||
+      prescale != other.prescale || postscale != other.postscale ||
       root != other.root || device != other.device || cacheable != other.cacheable ||
       splits != other.splits || tensors.size() != other.tensors.size()) {
     return false;

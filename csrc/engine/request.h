@@ -16,6 +16,8 @@ namespace dist_sync {
 // memory only; a device tensor is staged by the framework layer (Note [Host staging] in
 // dist_sync/torch). The kind is still negotiated so CPU-on-one-rank, CUDA-on-another fails.
 enum class DeviceKind : int32_t { kCpu = 0, kCuda = 1 };
+constexpr int kNumDeviceKinds = 2;
+inline bool is_device_kind(int32_t raw) { return raw >= 0 && raw < kNumDeviceKinds; }
 
 std::string device_kind_name(DeviceKind device);
 
@@ -38,7 +40,6 @@ struct RequestMeta {
   std::string name;  // the negotiation key
   std::vector<TensorMeta> tensors;
   ReduceOp reduce_op = ReduceOp::kSum;
-  bool average = false;
   double prescale = 1.0;
   double postscale = 1.0;
   int32_t root = 0;

@@ -65,11 +65,11 @@ def _finish_inplace(tensors: Sequence[torch.Tensor]):
 
 def _allreduce(source: torch.Tensor, target: torch.Tensor, op: ReduceOp, name: Optional[str],
                prescale_factor: float, postscale_factor: float, finish) -> Handle:
-    reduce_op, average = engine_op(op)
+    reduce_op = engine_op(op)
     pre, post = _scale_args(prescale_factor, postscale_factor)
     check_name(name)
     return _tensor.submit(ALLREDUCE, name, "allreduce", [_tensor.Entry(name or "", source, target)],
-                          (source, target), finish, reduce_op=reduce_op, average=average,
+                          (source, target), finish, reduce_op=reduce_op,
                           prescale=pre, postscale=post)
 
 
@@ -118,7 +118,7 @@ def _grouped(tensors: Sequence[torch.Tensor], in_place: bool, op: ReduceOp, name
     what = "grouped_allreduce_" if in_place else "grouped_allreduce"
     if not isinstance(tensors, (list, tuple)) or not tensors:
         raise TypeError(f"{what} expects a non-empty list of tensors")
-    reduce_op, average = engine_op(op)
+    reduce_op = engine_op(op)
     pre, post = _scale_args(prescale_factor, postscale_factor)
     check_name(name)
     sources: List[torch.Tensor] = []
@@ -147,7 +147,7 @@ def _grouped(tensors: Sequence[torch.Tensor], in_place: bool, op: ReduceOp, name
         def finish(raw: Any) -> List[torch.Tensor]:
             return list(targets)
     return _tensor.submit(ALLREDUCE, name, what, entries, (sources, targets), finish,
-                          reduce_op=reduce_op, average=average, prescale=pre, postscale=post)
+                          reduce_op=reduce_op, prescale=pre, postscale=post)
 
 
 def grouped_allreduce_async(tensors: Sequence[torch.Tensor], average: Optional[bool] = None,
@@ -270,13 +270,13 @@ def reducescatter_async(tensor: torch.Tensor, name: Optional[str] = None,
                                       "reducescatter")
     if source.dim() == 0:
         raise ValueError("reducescatter needs a tensor with at least one dimension")
-    reduce_op, average = engine_op(op)
+    reduce_op = engine_op(op)
     pre, post = _scale_args(prescale_factor, postscale_factor)
     dtype = source.dtype
     return _tensor.submit(REDUCESCATTER, name, "reducescatter",
                           [_tensor.Entry(name or "", source)], source,
                           lambda raw: _tensor.from_buffer(raw, dtype, source),
-                          reduce_op=reduce_op, average=average, prescale=pre, postscale=post)
+                          reduce_op=reduce_op, prescale=pre, postscale=post)
 
 
 def reducescatter_rows(rows: int, size: int) -> List[int]:

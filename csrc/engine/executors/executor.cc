@@ -30,7 +30,8 @@ std::byte* ZeroBuffer::get(size_t bytes) {
 }
 
 Scaling scaling_of(const RequestMeta& meta, int size) {
-  return Scaling{meta.prescale, meta.postscale, meta.average ? int64_t{size} : int64_t{1}};
+  return Scaling{meta.prescale, meta.postscale,
+                 meta.reduce_op == ReduceOp::kAverage ? int64_t{size} : int64_t{1}};
 }
 
 size_t joined_bytes(const Response& response, const std::vector<Request*>& locals) {
