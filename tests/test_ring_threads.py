@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dist_sync import _core
+from dist_sync import _testhooks
 from reference import (DTYPE_CODE, DTYPES, OP_CODE, OPS, compare, make_input, storage_dtype)
 from thread_ranks import run
 
@@ -121,7 +121,7 @@ def test_float16_conversion_exhaustive():
     """Every float16 value widens exactly and narrows back to itself; float32 values round to
     nearest even like numpy."""
     halves = np.arange(65536, dtype=np.uint32).astype(np.uint16)
-    as_float = np.array([_core._half_to_float(int(h)) for h in halves[::97]], dtype=np.float32)
+    as_float = np.array([_testhooks.half_to_float(int(h)) for h in halves[::97]], dtype=np.float32)
     expected = halves[::97].view(np.float16).astype(np.float32)
     np.testing.assert_array_equal(np.isnan(as_float), np.isnan(expected))
     finite = ~np.isnan(expected)
@@ -129,7 +129,7 @@ def test_float16_conversion_exhaustive():
     rng = np.random.default_rng(0)
     floats = np.concatenate([rng.standard_normal(2000).astype(np.float32) * 10.0 ** rng.integers(-8, 6, 2000),
                              np.array([65519.0, 65520.0, 1e-8, 6e-8, -0.0, np.inf, -np.inf], np.float32)])
-    narrowed = np.array([_core._float_to_half(float(f)) for f in floats], dtype=np.uint16)
+    narrowed = np.array([_testhooks.float_to_half(float(f)) for f in floats], dtype=np.uint16)
     with np.errstate(over="ignore"):
         expected_bits = floats.astype(np.float16).view(np.uint16)
     np.testing.assert_array_equal(narrowed, expected_bits)
@@ -138,7 +138,7 @@ def test_float16_conversion_exhaustive():
 def test_bfloat16_rounding():
     rng = np.random.default_rng(1)
     floats = rng.standard_normal(3000).astype(np.float32)
-    got = np.array([_core._float_to_bfloat16(float(f)) for f in floats], dtype=np.uint16)
+    got = np.array([_testhooks.float_to_bfloat16(float(f)) for f in floats], dtype=np.uint16)
     np.testing.assert_array_equal(got, [int(b) for b in __import__("reference").to_bfloat16_bits(floats)])
 
 
@@ -150,8 +150,9 @@ def test_hierarchical_allreduce(hosts, per_host):
         for count in (1, n - 1, n + 1, 1001):
             inputs = [make_input(SEED, r, count, dtype, op) for r in range(n)]
             for small in (0, 1 << 20):
-                outputs = _core._thread_hierarchical(
+                outputs = _testhooks.thread_hierarchical(
                     hosts, per_host, [x.tobytes() for x in inputs], DTYPE_CODE[dtype], OP_CODE[op],
-                    1.0, 1.0, n if op == "average" else 1, 64, small)
+                    divisor=n if op == "average" else 1, segment_bytes=64,
+                    small_allreduce_bytes=small, in_flight=4)
                 check_all_ranks([np.frombuffer(o, dtype=storage_dtype(dtype)) for o in outputs],
                                 inputs, dtype, op)

@@ -8,7 +8,7 @@ from typing import List, Tuple
 import numpy as np
 import pytest
 
-from dist_sync import _core
+from dist_sync import _testhooks
 
 
 def starts(span_bytes: List[int]) -> List[int]:
@@ -17,7 +17,7 @@ def starts(span_bytes: List[int]) -> List[int]:
 
 def check_plan(span_bytes: List[int], offset: int, length: int, segment: int,
                element: int) -> List[Tuple[int, int]]:
-    plan = _core._plan_segments(span_bytes, offset, length, segment, element)
+    plan = _testhooks.plan_segments(span_bytes, offset, length, segment, element)
     # Covers the range exactly, in order, with whole elements, no segment over the limit.
     assert [o for o, _ in plan] == list(np.cumsum([offset] + [b for _, b in plan[:-1]])) if plan else True
     assert sum(b for _, b in plan) == length
@@ -62,7 +62,7 @@ def test_random_layouts(segment):
 def test_plan_ignores_chunk_cut_pieces_below_the_threshold():
     # A chunk boundary leaves 8 bytes of a large tensor in this chunk: packed with its neighbour.
     spans = [2_000_000, 100]
-    assert _core._plan_segments(spans, 1_999_992, 108, 1 << 20, 4) == [(1_999_992, 108)]
+    assert _testhooks.plan_segments(spans, 1_999_992, 108, 1 << 20, 4) == [(1_999_992, 108)]
 
 
 def test_huge_page_detection():
@@ -70,12 +70,12 @@ def test_huge_page_detection():
     small.madvise(mmap.MADV_NOHUGEPAGE)
     small.write(b"\1" * len(small))
     address = np.frombuffer(small, dtype=np.uint8).ctypes.data
-    assert not _core._on_huge_pages(address, 8 << 20)
+    assert not _testhooks.on_huge_pages(address, 8 << 20)
     huge = mmap.mmap(-1, 8 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     huge.madvise(mmap.MADV_HUGEPAGE)
     huge.write(b"\1" * len(huge))
     address = np.frombuffer(huge, dtype=np.uint8).ctypes.data
     first = (address + (2 << 20) - 1) // (2 << 20) * (2 << 20)
-    if not _core._on_huge_pages(first, 2 << 20):
+    if not _testhooks.on_huge_pages(first, 2 << 20):
         pytest.skip("no transparent huge pages here, or a kernel without PAGEMAP_SCAN (< 6.7)")
-    assert not _core._on_huge_pages(first - 4096, 2 << 20)  # may start on a small page before
+    assert not _testhooks.on_huge_pages(first - 4096, 2 << 20)  # may start on a small page before
