@@ -63,7 +63,7 @@ def _require_inplace(array: np.ndarray, what: str) -> None:
 
 def _spec(name: str, source: np.ndarray, target: Optional[np.ndarray]) -> tuple:
     # The engine reads the arrays' data pointers itself: numpy's ``.ctypes.data`` costs ~1 us,
-    # a fifth of a whole submission (Note [Submission cost] in csrc/bindings.cc).
+    # a fifth of a whole submission (Note [Submission cost] in csrc/python/operations.cc).
     return (name, source, target if target is not None else 0, _dtypes.code_of(source.dtype),
             source.shape)
 
