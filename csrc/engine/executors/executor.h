@@ -44,25 +44,15 @@ struct ExecutionContext {
 // locals[i] is this rank's request for response.requests[i], or null where this rank has joined
 // (it takes part with zeros, or with nothing). A result the engine allocates
 // (OpTraits::engine_allocates_output) and anything else the caller gets back go into `result`.
-using Executor = void (*)(const ExecutionContext& context, const Response& response,
-                          const std::vector<Request*>& locals, OpResult& result);
+using ExecutorFunction = void(const ExecutionContext& context, const Response& response,
+                              const std::vector<Request*>& locals, OpResult& result);
+using Executor = ExecutorFunction*;
 
 Executor executor_for(OpType type);
 
-void execute_allreduce(const ExecutionContext& context, const Response& response,
-                       const std::vector<Request*>& locals, OpResult& result);
-void execute_broadcast(const ExecutionContext& context, const Response& response,
-                       const std::vector<Request*>& locals, OpResult& result);
-void execute_allgather(const ExecutionContext& context, const Response& response,
-                       const std::vector<Request*>& locals, OpResult& result);
-void execute_alltoall(const ExecutionContext& context, const Response& response,
-                      const std::vector<Request*>& locals, OpResult& result);
-void execute_reducescatter(const ExecutionContext& context, const Response& response,
-                           const std::vector<Request*>& locals, OpResult& result);
-void execute_barrier(const ExecutionContext& context, const Response& response,
-                     const std::vector<Request*>& locals, OpResult& result);
-void execute_join(const ExecutionContext& context, const Response& response,
-                  const std::vector<Request*>& locals, OpResult& result);
+// The executors, one file each in this directory.
+ExecutorFunction execute_allreduce, execute_broadcast, execute_allgather, execute_alltoall,
+    execute_reducescatter, execute_barrier, execute_join;
 
 // For the executors that reduce: Average is Sum divided by the number of ranks (joined ranks
 // included: they contribute zeros), and the user's prescale/postscale.
