@@ -23,7 +23,8 @@ class CMakeExtension(Extension):
 
 
 class CMakeBuild(build_ext):
-    """One CMake build makes every module of EXTENSIONS (they share the engine library)."""
+    """One CMake build makes both modules (they link one engine library); the second call finds
+    them built."""
 
     def build_extension(self, ext: Extension) -> None:
         if getattr(self, "_cmake_built", False):

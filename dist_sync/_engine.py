@@ -28,7 +28,8 @@ ALLREDUCE, BROADCAST, ALLGATHER, ALLTOALL, REDUCESCATTER, BARRIER, JOIN = (
 DEVICE_CPU, DEVICE_CUDA = _core.DeviceKind.CPU, _core.DeviceKind.CUDA
 
 # (name, input, output, dtype code, shape) of one tensor handed to the engine; input and output
-# are numpy arrays or raw addresses (0: no output). Note [Submission cost] in csrc/python/operations.cc.
+# are numpy arrays or raw addresses (0: no output). Note [Submission cost] in
+# csrc/python/operations.cc.
 TensorSpec = Tuple[str, Any, Any, int, Sequence[int]]
 RawResult = Tuple[Any, List[int], List[int], int]
 
