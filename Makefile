@@ -86,4 +86,4 @@ soak: install
 	$(MPIRUN) $(BIN)/python -m benchmarks.soak
 
 clean:
-	rm -rf build $(VENV) $(VENV_MPICH) dist_sync/_core*.so *.egg-info
+	rm -rf build $(VENV) $(VENV_MPICH) dist_sync/_core*.so dist_sync/_testhooks*.so *.egg-info

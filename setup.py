@@ -1,4 +1,5 @@
-"""Builds dist_sync._core from csrc/ with CMake against the MPI that tools/find_mpi.py locates."""
+"""Builds dist_sync._core and dist_sync._testhooks from csrc/ with CMake against the MPI that
+tools/find_mpi.py locates."""
 from __future__ import annotations
 
 import hashlib
@@ -22,7 +23,12 @@ class CMakeExtension(Extension):
 
 
 class CMakeBuild(build_ext):
+    """One CMake build makes both modules (they link one engine library); the second call finds
+    them built."""
+
     def build_extension(self, ext: Extension) -> None:
+        if getattr(self, "_cmake_built", False):
+            return
         import pybind11
 
         mpicxx = find_mpicxx()
@@ -59,6 +65,7 @@ class CMakeBuild(build_ext):
         subprocess.run(configure, cwd=build_dir, check=True)
         jobs = str(os.cpu_count() or 2)
         subprocess.run(["cmake", "--build", ".", "--parallel", jobs], cwd=build_dir, check=True)
+        self._cmake_built = True
 
 
 def runtime_requirements() -> list[str]:
@@ -74,7 +81,8 @@ setup(
     version="0.1.0",
     description="Horovod-style data-parallel training for PyTorch: ring-allreduce over MPI",
     packages=find_packages(include=["dist_sync", "dist_sync.*"]),
-    ext_modules=[CMakeExtension("dist_sync._core")],
+    # The production module and the test hooks (built by one CMake run; both in the package).
+    ext_modules=[CMakeExtension("dist_sync._core"), CMakeExtension("dist_sync._testhooks")],
     cmdclass={"build_ext": CMakeBuild},
     python_requires=">=3.9",
     install_requires=runtime_requirements(),

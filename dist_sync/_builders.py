@@ -33,7 +33,7 @@ def allreduce(adapter: ArrayAdapter, tensor: Any, op: Any, name: Optional[str],
               what: str) -> Handle:
     """Reduces ``tensor`` over all ranks, into a new tensor or (``in_place``) into itself."""
     tensor = adapter.check(tensor, what)
-    reduce_op, average = engine_op(op)
+    reduce_op = engine_op(op)
     pre, post = scale_args(prescale_factor, postscale_factor)
     check_name(name)
     if in_place:
@@ -44,7 +44,7 @@ def allreduce(adapter: ArrayAdapter, tensor: Any, op: Any, name: Optional[str],
         target = adapter.new_output(source)
         finish = lambda raw: target  # noqa: E731
     return adapter.submit(ALLREDUCE, name, what, [Entry(name or "", source, target)],
-                          (source, target), finish, reduce_op=reduce_op, average=average,
+                          (source, target), finish, reduce_op=reduce_op,
                           prescale=pre, postscale=post)
 
 
@@ -55,7 +55,7 @@ def grouped_allreduce(adapter: ArrayAdapter, tensors: Sequence[Any], op: Any,
     list of reduced tensors."""
     if not isinstance(tensors, (list, tuple)) or not tensors:
         raise TypeError(f"{what} expects a non-empty list of {adapter.plural}")
-    reduce_op, average = engine_op(op)
+    reduce_op = engine_op(op)
     pre, post = scale_args(prescale_factor, postscale_factor)
     check_name(name)
     sources: List[Any] = []
@@ -83,7 +83,7 @@ def grouped_allreduce(adapter: ArrayAdapter, tensors: Sequence[Any], op: Any,
         def finish(raw: RawResult) -> List[Any]:
             return list(targets)
     return adapter.submit(ALLREDUCE, name, what, entries, (sources, targets), finish,
-                          reduce_op=reduce_op, average=average, prescale=pre, postscale=post)
+                          reduce_op=reduce_op, prescale=pre, postscale=post)
 
 
 def broadcast(adapter: ArrayAdapter, tensor: Any, root_rank: Any, name: Optional[str], *,
@@ -141,11 +141,11 @@ def reducescatter(adapter: ArrayAdapter, tensor: Any, op: Any, name: Optional[st
     source = adapter.contiguous_input(adapter.check(tensor, what), what)
     if len(adapter.shape(source)) == 0:
         raise ValueError(f"{what} needs {_article(adapter.noun)} with at least one dimension")
-    reduce_op, average = engine_op(op)
+    reduce_op = engine_op(op)
     pre, post = scale_args(prescale_factor, postscale_factor)
     return adapter.submit(REDUCESCATTER, name, what, [Entry(name or "", source)], source,
                           lambda raw: adapter.result(raw, source), reduce_op=reduce_op,
-                          average=average, prescale=pre, postscale=post)
+                          prescale=pre, postscale=post)
 
 
 def barrier() -> None:

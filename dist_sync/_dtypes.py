@@ -1,9 +1,13 @@
-"""Element types: numpy dtypes <-> the engine's dtype codes (csrc/common/dtype.h)."""
+"""Element types: numpy dtypes <-> the engine's dtype codes (dist_sync._core.DataType)."""
 from __future__ import annotations
 
 import numpy as np
 
-UINT8, INT8, INT16, INT32, INT64, FLOAT16, BFLOAT16, FLOAT32, FLOAT64 = range(9)
+from ._core import DataType
+
+UINT8, INT8, INT16, INT32, INT64, FLOAT16, BFLOAT16, FLOAT32, FLOAT64 = (
+    DataType.UINT8, DataType.INT8, DataType.INT16, DataType.INT32, DataType.INT64,
+    DataType.FLOAT16, DataType.BFLOAT16, DataType.FLOAT32, DataType.FLOAT64)
 
 NUMPY_TO_CODE = {
     np.dtype(np.uint8): UINT8,

@@ -21,15 +21,16 @@ from . import config as _config
 DistSyncError = _core.DistSyncError
 logger = logging.getLogger("dist_sync")
 
-# Operation kinds (csrc/engine/request.h OpType).
-ALLREDUCE, BROADCAST, ALLGATHER, ALLTOALL, REDUCESCATTER, BARRIER, JOIN = range(7)
-KIND_NAMES = ["allreduce", "broadcast", "allgather", "alltoall", "reducescatter", "barrier", "join"]
-
-# Device kinds (csrc/engine/request.h DeviceKind).
-DEVICE_CPU, DEVICE_CUDA = 0, 1
+# Operation kinds and device kinds, as the engine exports them (csrc/engine/op_traits.h).
+OpType = _core.OpType
+ALLREDUCE, BROADCAST, ALLGATHER, ALLTOALL, REDUCESCATTER, BARRIER, JOIN = (
+    OpType.ALLREDUCE, OpType.BROADCAST, OpType.ALLGATHER, OpType.ALLTOALL, OpType.REDUCESCATTER,
+    OpType.BARRIER, OpType.JOIN)
+DEVICE_CPU, DEVICE_CUDA = _core.DeviceKind.CPU, _core.DeviceKind.CUDA
 
 # (name, input, output, dtype code, shape) of one tensor handed to the engine; input and output
-# are numpy arrays or raw addresses (0: no output). Note [Submission cost] in csrc/bindings.cc.
+# are numpy arrays or raw addresses (0: no output). Note [Submission cost] in
+# csrc/python/operations.cc.
 TensorSpec = Tuple[str, Any, Any, int, Sequence[int]]
 RawResult = Tuple[Any, List[int], List[int], int]
 
@@ -84,7 +85,7 @@ class Handle:
 
     def __repr__(self) -> str:
         state = "synchronized" if self._done else "pending"
-        return f"<dist_sync.Handle {KIND_NAMES[self.kind]} {self.name!r} {state}>"
+        return f"<dist_sync.Handle {OpType(self.kind).name.lower()} {self.name!r} {state}>"
 
     def __del__(self) -> None:
         try:
@@ -145,8 +146,8 @@ class Deferred:
         try:
             o = self._options
             self._id = _core.submit(self._kind, self._name, list(tensors), o["reduce_op"],
-                                    o["average"], float(o["prescale"]), float(o["postscale"]),
-                                    int(o["root"]), o["splits"], o["device"], self._cacheable)
+                                    float(o["prescale"]), float(o["postscale"]), int(o["root"]),
+                                    o["splits"], o["device"], self._cacheable)
         except BaseException as error:  # noqa: BLE001 - re-raised by wait() on the user's thread
             self._error = error
         finally:
@@ -228,7 +229,7 @@ def auto_name(kind: int) -> str:
     """A deterministic name for an unnamed op: the n-th unnamed op of a kind has the same name
     on every rank as long as ranks make the same calls in the same order."""
     counter = _name_counters.setdefault(kind, itertools.count())
-    return f"{KIND_NAMES[kind]}.noname.{next(counter)}"
+    return f"{OpType(kind).name.lower()}.noname.{next(counter)}"
 
 
 def check_name(name: Optional[str]) -> None:
@@ -249,7 +250,7 @@ def check_name(name: Optional[str]) -> None:
 
 
 def submit(kind: int, name: Optional[str], tensors: Sequence[TensorSpec], keepalive: Any,
-           finish: Callable[[RawResult], Any], *, reduce_op: int = 0, average: bool = False,
+           finish: Callable[[RawResult], Any], *, reduce_op: int = _core.ReduceOp.SUM,
            prescale: float = 1.0, postscale: float = 1.0, root: int = 0,
            splits: Sequence[int] = (), device: int = DEVICE_CPU) -> Handle:
     """Hands one operation to the engine and returns its Handle."""
@@ -260,13 +261,13 @@ def submit(kind: int, name: Optional[str], tensors: Sequence[TensorSpec], keepal
     cacheable = name is not None
     if name is None:
         name = auto_name(kind)
-    handle_id = _core.submit(kind, name, list(tensors), reduce_op, average, float(prescale),
+    handle_id = _core.submit(kind, name, list(tensors), reduce_op, float(prescale),
                              float(postscale), int(root), list(splits), device, cacheable)
     return Handle(handle_id, keepalive, finish, kind, name)
 
 
 def defer(kind: int, name: Optional[str], keepalive: Any, finish: Callable[[RawResult], Any], *,
-          reduce_op: int = 0, average: bool = False, prescale: float = 1.0,
+          reduce_op: int = _core.ReduceOp.SUM, prescale: float = 1.0,
           postscale: float = 1.0, root: int = 0, splits: Sequence[int] = (),
           device: int = DEVICE_CPU) -> Tuple[Handle, "Deferred"]:
     """Like :func:`submit`, but the tensors are handed to the engine later, through the returned
@@ -280,7 +281,7 @@ def defer(kind: int, name: Optional[str], keepalive: Any, finish: Callable[[RawR
     if name is None:
         name = auto_name(kind)
     deferred = Deferred(kind, name, cacheable, {
-        "reduce_op": reduce_op, "average": average, "prescale": prescale,
+        "reduce_op": reduce_op, "prescale": prescale,
         "postscale": postscale, "root": root, "splits": list(splits), "device": device})
     return Handle(None, keepalive, finish, kind, name, deferred), deferred
 
@@ -342,7 +343,8 @@ def init(comm: Any = None, **settings: Any) -> None:
                 raise ValueError(f"dist_sync is already initialized; init() cannot change "
                                  f"{', '.join(changed)}: call shutdown() first")
             return
-        _core.init(resolved, _communicator_handle(comm))
+        shared = {s.key: s.env for s in _config.SETTINGS if s.shared}
+        _core.init(resolved, shared, _communicator_handle(comm))
         _active_settings = resolved
         _session += 1
         _init_pid = os.getpid()

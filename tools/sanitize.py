@@ -4,7 +4,7 @@ ThreadSanitizer, each out of tree, and the tests that exercise its C++ run again
     python tools/sanitize.py [address] [thread]      (default: both)
 
 Each build lives in build/sanitize-<kind>/: CMake's tree in cmake/, and an importable copy of the
-package in pkg/dist_sync (the Python sources plus the sanitized _core). The normal in-place
+package in pkg/dist_sync (the Python sources plus the sanitized _core and _testhooks). The normal in-place
 extension is never touched. Tests run from that directory (not the repository root, whose
 dist_sync/ would shadow the copy) with PYTHONPATH=pkg, and the sanitizer runtime is preloaded
 into the Python processes: python itself is not instrumented, so the runtime must come first
@@ -35,6 +35,8 @@ from typing import Dict, List
 
 ROOT = Path(__file__).resolve().parent.parent
 SANITIZE_DIR = ROOT / "tests" / "sanitize"
+# The extension modules a build makes (patterns of their files).
+MODULES = ("_core*.so", "_testhooks*.so")
 sys.path.insert(0, str(ROOT / "tools"))
 from find_mpi import find_mpicxx  # noqa: E402
 
@@ -89,7 +91,7 @@ def runtime_library(name: str) -> str:
 
 
 def build(kind: str, flags: str, out: Path) -> Path:
-    """Configures and builds the sanitized extension into out/pkg/dist_sync; returns pkg/."""
+    """Configures and builds the sanitized extension modules into out/pkg/dist_sync; returns pkg/."""
     import pybind11
 
     cmake_dir, pkg = out / "cmake", out / "pkg"
@@ -108,11 +110,11 @@ def build(kind: str, flags: str, out: Path) -> Path:
     subprocess.run(configure, cwd=cmake_dir, check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["cmake", "--build", ".", "--parallel", str(os.cpu_count() or 2)],
                    cwd=cmake_dir, check=True)
-    # The Python sources beside the sanitized _core (never a stale or unsanitized one).
+    # The Python sources beside the sanitized modules (never a stale or unsanitized one).
     for stale in package.glob("**/*.py"):
         stale.unlink()
     shutil.copytree(ROOT / "dist_sync", package, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("_core*.so", "__pycache__"))
+                    ignore=shutil.ignore_patterns(*MODULES, "__pycache__"))
     return pkg
 
 
@@ -163,9 +165,11 @@ def run_kind(kind: str) -> float:
     pkg = build(kind, str(spec["flags"]), out)
     env = environment(kind, runtime_library(str(spec["runtime"])), pkg)
     # The copy must be what the tests import, or they would test the normal build.
-    where = subprocess.run([sys.executable, "-c", "import dist_sync._core as c; print(c.__file__)"],
+    where = subprocess.run([sys.executable, "-c", "import dist_sync._core as c, dist_sync._testhooks as t; "
+                            "print(c.__file__); print(t.__file__)"],
                            cwd=out, env=env, capture_output=True, text=True)
-    if where.returncode != 0 or not where.stdout.strip().startswith(str(pkg)):
+    paths = where.stdout.split()
+    if where.returncode != 0 or len(paths) != 2 or not all(p.startswith(str(pkg)) for p in paths):
         raise SystemExit(f"the sanitized build is not what Python imports: {where.stdout}{where.stderr}")
     tests: List[str] = [str(ROOT / t) for t in spec["tests"]]  # type: ignore[union-attr]
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",

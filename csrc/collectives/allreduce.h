@@ -1,4 +1,4 @@
-// Allreduce: the ring for bandwidth, recursive doubling for latency.
+// Allreduce: the ring for bandwidth, recursive doubling for latency, chosen by size.
 #pragma once
 
 #include "collectives/config.h"
@@ -14,11 +14,6 @@ namespace dist_sync {
 // Picks recursive doubling up to config.small_allreduce_bytes, the ring above.
 void allreduce(Communicator& comm, const SpanList& buffer, DataType dtype, ReduceOp op,
                const Scaling& scaling, const CollectiveConfig& config, Workspace& workspace,
-               PhaseLog* phases = nullptr);
-
-// Latency-optimal allreduce of a contiguous buffer, in place: ceil(log2 N) exchanges (plus one
-// before and one after for ranks beyond the largest power of two). No scaling.
-void recursive_doubling_allreduce(Communicator& comm, void* data, size_t count, DataType dtype,
-                                  ReduceOp op, std::byte* scratch, int tag);
+               int tag, PhaseLog* phases = nullptr);
 
 }  // namespace dist_sync

@@ -1,5 +1,5 @@
-// Tunables of the collective algorithms. Defaults are chosen by measurement
-// (docs/benchmarks.md); the engine fills them from DIST_SYNC_* variables.
+// Tunables of the collective algorithms. Their defaults are chosen by measurement
+// (docs/benchmarks.md) and declared in dist_sync/config.py; the engine fills them from there.
 #pragma once
 
 #include <cstddef>
@@ -12,12 +12,12 @@ struct CollectiveConfig {
   // Ring and broadcast messages are cut into segments of this many bytes
   // (DIST_SYNC_RING_SEGMENT_BYTES), so reducing one segment overlaps the transfer of the next.
   // 0: chosen per communicator (segment_bytes_for).
-  size_t segment_bytes = 0;
+  size_t segment_bytes;
   // Allreduces of at most this many bytes use recursive doubling: log2(N) messages instead of
   // 2(N-1), which wins when latency dominates (DIST_SYNC_SMALL_ALLREDUCE_BYTES).
-  size_t small_allreduce_bytes = size_t{64} << 10;
-  // Segments in flight per direction.
-  int in_flight = 4;
+  size_t small_allreduce_bytes;
+  // Segments in flight per direction (DIST_SYNC_RING_IN_FLIGHT).
+  int in_flight;
 };
 
 // Note [Segment size per transport]

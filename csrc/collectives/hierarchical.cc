@@ -7,7 +7,7 @@ namespace dist_sync {
 
 void hierarchical_allreduce(Communicator& local, Communicator& cross, const SpanList& buffer,
                             DataType dtype, ReduceOp op, const Scaling& scaling,
-                            const CollectiveConfig& config, Workspace& workspace,
+                            const CollectiveConfig& config, Workspace& workspace, int tag,
                             PhaseLog* phases) {
   const size_t element_bytes = dtype_size(dtype);
   const size_t count = buffer.bytes() / element_bytes;
@@ -18,19 +18,19 @@ void hierarchical_allreduce(Communicator& local, Communicator& cross, const Span
   // (1) Within the host: this rank ends with chunk `mine` of the host's sum (prescaled).
   const Scaling prescale_only{scaling.prescale, 1.0, 1};
   ring_collective(local, buffer, bounds, RingPhases::kReduceScatter, dtype, op, prescale_only,
-                  config, workspace, kTagAllreduce);
+                  config, workspace, tag);
   end_phase(phases, "HOST_REDUCE_SCATTER");
   const SpanList results = buffer.results_in_place();
 
   // (2) Across hosts, on that chunk; the final scaling happens here, once per element.
   const Scaling finish{1.0, scaling.postscale, scaling.divisor};
   allreduce(cross, results.slice(bounds[mine], bounds[mine + 1] - bounds[mine]), dtype, op, finish,
-            config, workspace);
+            config, workspace, tag);
   end_phase(phases, "CROSS_HOST_ALLREDUCE");
 
   // (3) Within the host: everyone gets every chunk.
   ring_collective(local, results, bounds, RingPhases::kAllgather, dtype, op, Scaling{}, config,
-                  workspace, kTagAllgather);
+                  workspace, tag);
   end_phase(phases, "HOST_ALLGATHER");
 }
 

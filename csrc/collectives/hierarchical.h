@@ -24,7 +24,7 @@ namespace dist_sync {
 // Every host must have the same number of ranks.
 void hierarchical_allreduce(Communicator& local, Communicator& cross, const SpanList& buffer,
                             DataType dtype, ReduceOp op, const Scaling& scaling,
-                            const CollectiveConfig& config, Workspace& workspace,
+                            const CollectiveConfig& config, Workspace& workspace, int tag,
                             PhaseLog* phases = nullptr);
 
 }  // namespace dist_sync

@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "comm/waiter.h"
 
@@ -73,18 +75,12 @@ class Communicator {
     while (!transfer.test()) waiter.idle(peer);
   }
 
+  // Blocks until every transfer completes; each is paired with its peer, and the first
+  // unfinished one's peer is the one a long wait checks on.
+  void wait_all(std::vector<std::pair<TransferPtr, int>>& transfers, const char* what);
+
  private:
   WaitConfig wait_config_;
-};
-
-// Reserved tags keep the traffic of different collective kinds apart.
-enum Tag : int {
-  kTagNegotiation = 1,
-  kTagAllreduce = 2,
-  kTagBroadcast = 3,
-  kTagAllgather = 4,
-  kTagAlltoall = 5,
-  kTagReduceScatter = 6,
 };
 
 }  // namespace dist_sync

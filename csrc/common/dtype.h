@@ -23,14 +23,19 @@ enum class DataType : int32_t {
 };
 constexpr int kNumUserDataTypes = 9;
 
+// Horovod's numbering, which the Python binding exports as dist_sync._core.ReduceOp: the same
+// name never means two codes in the two languages.
 enum class ReduceOp : int32_t {
-  kSum = 0,
-  kMin = 1,
-  kMax = 2,
-  kProduct = 3,
-  // Internal only: combining negotiation bit vectors.
-  kBitAnd = 4,
+  kAverage = 0,  // Sum, then divided by the number of ranks (Scaling::divisor); kernels sum
+  kSum = 1,
+  kAdasum = 2,   // reserved for Horovod's Adasum; rejected at submission until it exists
+  kMin = 3,
+  kMax = 4,
+  kProduct = 5,
+  // Internal only (never exported): combining negotiation bit vectors. Outside the user range.
+  kBitAnd = 100,
 };
+constexpr int kNumUserReduceOps = 6;
 
 inline size_t dtype_size(DataType dtype) {
   switch (dtype) {
@@ -54,6 +59,7 @@ inline bool is_floating(DataType dtype) {
 }
 
 inline bool is_user_dtype(int32_t raw) { return raw >= 0 && raw < kNumUserDataTypes; }
+inline bool is_user_reduce_op(int32_t raw) { return raw >= 0 && raw < kNumUserReduceOps; }
 
 // Names follow numpy/torch spelling so error messages read naturally to users.
 inline std::string dtype_name(DataType dtype) {
@@ -74,7 +80,9 @@ inline std::string dtype_name(DataType dtype) {
 
 inline std::string reduce_op_name(ReduceOp op) {
   switch (op) {
+    case ReduceOp::kAverage: return "Average";
     case ReduceOp::kSum: return "Sum";
+    case ReduceOp::kAdasum: return "Adasum";
     case ReduceOp::kMin: return "Min";
     case ReduceOp::kMax: return "Max";
     case ReduceOp::kProduct: return "Product";

@@ -60,10 +60,6 @@ std::string disagreement(const Contributions& c, const std::string& field,
   return out.str();
 }
 
-std::string op_description(const RequestMeta& meta) {
-  return meta.average ? "Average" : reduce_op_name(meta.reduce_op);
-}
-
 // Finds the first field the ranks disagree on, in the order a user would want to hear about it.
 std::string check_agreement(const Contributions& c) {
   const RequestMeta& first = *c.metas.front();
@@ -73,12 +69,12 @@ std::string check_agreement(const Contributions& c) {
   if (!error.empty()) return error;
   error = disagreement(c, "number of tensors", [](const RequestMeta& m) { return std::to_string(m.tensors.size()); });
   if (!error.empty()) return error;
-  const bool first_dim_may_differ = first.type == OpType::kAllgather || first.type == OpType::kAlltoall;
+  const OpTraits& traits = op_traits(first.type);
   for (size_t t = 0; t < first.tensors.size(); ++t) {
     const std::string prefix = first.tensors.size() > 1 ? "tensor '" + first.tensors[t].name + "': " : "";
     error = disagreement(c, prefix + "dtype", [t](const RequestMeta& m) { return dtype_name(m.tensors[t].dtype); });
     if (!error.empty()) return error;
-    if (first_dim_may_differ) {
+    if (traits.first_dimension_may_differ) {
       error = disagreement(c, prefix + "shape after the first dimension", [t](const RequestMeta& m) {
         const auto& shape = m.tensors[t].shape;
         return format_shape(std::vector<int64_t>(shape.begin() + (shape.empty() ? 0 : 1), shape.end()));
@@ -88,15 +84,15 @@ std::string check_agreement(const Contributions& c) {
     }
     if (!error.empty()) return error;
   }
-  if (first.type == OpType::kAllreduce || first.type == OpType::kReducescatter) {
-    error = disagreement(c, "reduction op", op_description);
+  if (traits.reduces) {
+    error = disagreement(c, "reduction op", [](const RequestMeta& m) { return reduce_op_name(m.reduce_op); });
     if (!error.empty()) return error;
     error = disagreement(c, "prescale_factor", [](const RequestMeta& m) { return format_double(m.prescale); });
     if (!error.empty()) return error;
     error = disagreement(c, "postscale_factor", [](const RequestMeta& m) { return format_double(m.postscale); });
     if (!error.empty()) return error;
   }
-  if (first.type == OpType::kBroadcast) {
+  if (traits.has_root) {
     error = disagreement(c, "root rank", [](const RequestMeta& m) { return std::to_string(m.root); });
     if (!error.empty()) return error;
   }
@@ -163,6 +159,7 @@ Response Coordinator::make_response(const std::string& name, const Pending& pend
     }
   }
   const RequestMeta& first = *present.metas.front();
+  const OpTraits& traits = op_traits(first.type);
   Response response;
   response.type = first.type;
   response.requests.push_back(first);
@@ -177,10 +174,10 @@ Response Coordinator::make_response(const std::string& name, const Pending& pend
   }
   if (!joined.empty()) {
     std::string problem;
-    if (first.type == OpType::kBroadcast && joined_[static_cast<size_t>(first.root)]) {
+    if (traits.has_root && joined_[static_cast<size_t>(first.root)]) {
       problem = "its root rank " + std::to_string(first.root) + " has already called join()";
-    } else if (first.type == OpType::kAlltoall) {
-      problem = "alltoall cannot run while " + format_ranks(joined) + " ha" +
+    } else if (!traits.runs_with_joined_ranks) {
+      problem = std::string(traits.name) + " cannot run while " + format_ranks(joined) + " ha" +
                 (joined.size() == 1 ? "s" : "ve") + " called join()";
     }
     if (!problem.empty()) {
@@ -188,7 +185,7 @@ Response Coordinator::make_response(const std::string& name, const Pending& pend
       return response;
     }
   }
-  if (first.type == OpType::kAllgather) {
+  if (traits.negotiates_rows) {
     for (size_t t = 0; t < first.tensors.size(); ++t) {
       std::vector<int64_t> rows(static_cast<size_t>(size_), 0);
       for (size_t r = 0; r < pending.by_rank.size(); ++r) {
@@ -197,7 +194,7 @@ Response Coordinator::make_response(const std::string& name, const Pending& pend
       response.rows_by_rank.push_back(std::move(rows));
     }
   }
-  if (first.type == OpType::kAlltoall) {
+  if (traits.negotiates_splits) {
     const size_t n = static_cast<size_t>(size_);
     response.split_matrix.assign(n * n, 0);
     for (size_t s = 0; s < n; ++s) {

@@ -21,11 +21,11 @@
 #include "comm/communicator.h"
 #include "engine/config.h"
 #include "engine/coordinator.h"
+#include "engine/executors/executor.h"
 #include "engine/handles.h"
 #include "engine/request.h"
 #include "engine/response_cache.h"
 #include "engine/timeline.h"
-#include "reduce/reduce.h"
 
 namespace dist_sync {
 
@@ -36,9 +36,11 @@ class Engine {
   // within the grace period: it must end the job (MPI_Abort for the MPI communicator).
   using AbortJob = std::function<void()>;
 
-  // `local` and `cross` (the ranks on this host; one rank per host) may be null; they are used
-  // for the hierarchical allreduce when it is enabled.
-  Engine(const EngineConfig& config, std::unique_ptr<Communicator> comm, AbortJob abort_job,
+  // Every rank agrees on `shared_settings` before anything else (Note [Settings every rank must
+  // share]). `local` and `cross` (the ranks on this host; one rank per host) may be null; they
+  // are used for the hierarchical allreduce when it is enabled.
+  Engine(const EngineConfig& config, std::vector<SharedSetting> shared_settings,
+         std::unique_ptr<Communicator> comm, AbortJob abort_job,
          std::unique_ptr<Communicator> local = nullptr, std::unique_ptr<Communicator> cross = nullptr);
   ~Engine();
   Engine(const Engine&) = delete;
@@ -46,7 +48,6 @@ class Engine {
 
   int rank() const { return rank_; }
   int size() const { return size_; }
-  const EngineConfig& config() const { return config_; }
 
   // Thread-safe. Takes the request, returns its handle. Throws UsageError for a name already in
   // flight, Error if the engine has stopped.
@@ -76,31 +77,28 @@ class Engine {
   const Stats& stats() const { return stats_; }
 
  private:
+  // Lifecycle (engine.cc): the thread's loop, and how it ends.
   void loop();
+  void stop(const std::string& reason, bool failed);
+  void fatal(const std::string& message);
+
+  // Negotiation (negotiation.cc): Note [Negotiation cycle].
   void agree_on_settings();
-  bool use_hierarchical(size_t bytes) const;
   bool cycle();  // false: stop
   void intake();
   ResponseList full_round(bool stall_report, Clock::time_point now);
   std::vector<Response> fuse(std::vector<Response> responses) const;
+  void remember(const Response& response);
+  void demote(uint32_t bit);
+
+  // Execution (execution.cc): an executor per op type (engine/executors/).
   void execute(const Response& response);
-  void execute_allreduce(const Response& response, const std::vector<Request*>& locals,
-                         PhaseLog* phases);
   void record_timeline(const Response& response, const std::vector<Request*>& locals,
                        Clock::time_point started, const PhaseLog& phases);
-  void execute_broadcast(const Response& response, const std::vector<Request*>& locals);
-  void execute_allgather(const Response& response, Request* local, OpResult& result);
-  void execute_alltoall(const Response& response, Request* local, OpResult& result);
-  void execute_reducescatter(const Response& response, Request* local, OpResult& result);
   void finish(const std::string& name, OpResult result);
-  void demote(uint32_t bit);
-  void update_cache(const Response& response);
-  Scaling scaling_of(const RequestMeta& meta) const;
-  void stop(const std::string& reason, bool failed);
-  void fatal(const std::string& message);
-  std::byte* zeros(size_t bytes);
 
   EngineConfig config_;  // settings every rank must share are replaced by rank 0's at start
+  const std::vector<SharedSetting> shared_settings_;
   const std::unique_ptr<Communicator> comm_;
   const std::unique_ptr<Communicator> local_comm_;
   const std::unique_ptr<Communicator> cross_comm_;
@@ -137,8 +135,7 @@ class Engine {
   ResponseCache cache_;
   std::unique_ptr<Coordinator> coordinator_;
   Workspace workspace_;
-  HostBuffer join_zeros_;
-  size_t join_zeros_bytes_ = 0;
+  ZeroBuffer zeros_;
 
   std::thread thread_;
 };

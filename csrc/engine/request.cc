@@ -2,19 +2,6 @@
 
 namespace dist_sync {
 
-std::string op_type_name(OpType type) {
-  switch (type) {
-    case OpType::kAllreduce: return "allreduce";
-    case OpType::kBroadcast: return "broadcast";
-    case OpType::kAllgather: return "allgather";
-    case OpType::kAlltoall: return "alltoall";
-    case OpType::kReducescatter: return "reducescatter";
-    case OpType::kBarrier: return "barrier";
-    case OpType::kJoin: return "join";
-  }
-  return "op(" + std::to_string(static_cast<int>(type)) + ")";
-}
-
 std::string device_kind_name(DeviceKind device) {
   switch (device) {
     case DeviceKind::kCpu: return "cpu";
@@ -41,7 +28,7 @@ int64_t TensorMeta::row_elements() const {
 
 bool RequestMeta::same_signature(const RequestMeta& other) const {
   if (type != other.type || name != other.name || reduce_op != other.reduce_op ||
-      average != other.average || prescale != other.prescale || postscale != other.postscale ||
+      prescale != other.prescale || postscale != other.postscale ||
       root != other.root || device != other.device || cacheable != other.cacheable ||
       splits != other.splits || tensors.size() != other.tensors.size()) {
     return false;
@@ -58,6 +45,12 @@ bool RequestMeta::same_signature(const RequestMeta& other) const {
 size_t RequestMeta::total_bytes() const {
   size_t total = 0;
   for (const TensorMeta& tensor : tensors) total += tensor.bytes();
+  return total;
+}
+
+size_t Response::total_bytes() const {
+  size_t total = 0;
+  for (const RequestMeta& meta : requests) total += meta.total_bytes();
   return total;
 }
 

@@ -8,25 +8,16 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "engine/op_traits.h"
 
 namespace dist_sync {
-
-enum class OpType : int32_t {
-  kAllreduce = 0,  // also grouped allreduce: one request, several entries
-  kBroadcast = 1,
-  kAllgather = 2,
-  kAlltoall = 3,
-  kReducescatter = 4,
-  kBarrier = 5,
-  kJoin = 6,
-};
-
-std::string op_type_name(OpType type);
 
 // The device a tensor lives on, as the framework layer reports it. The engine reduces host
 // memory only; a device tensor is staged by the framework layer (Note [Host staging] in
 // dist_sync/torch). The kind is still negotiated so CPU-on-one-rank, CUDA-on-another fails.
 enum class DeviceKind : int32_t { kCpu = 0, kCuda = 1 };
+constexpr int kNumDeviceKinds = 2;
+inline bool is_device_kind(int32_t raw) { return raw >= 0 && raw < kNumDeviceKinds; }
 
 std::string device_kind_name(DeviceKind device);
 
@@ -49,7 +40,6 @@ struct RequestMeta {
   std::string name;  // the negotiation key
   std::vector<TensorMeta> tensors;
   ReduceOp reduce_op = ReduceOp::kSum;
-  bool average = false;
   double prescale = 1.0;
   double postscale = 1.0;
   int32_t root = 0;
@@ -81,6 +71,8 @@ struct Response {
   // Alltoall: rows sent by each rank to each rank ([sender * size + receiver]).
   std::vector<int64_t> split_matrix;
   int32_t last_joined = -1;  // join: the rank that joined last
+
+  size_t total_bytes() const;
 };
 
 struct ResponseList {

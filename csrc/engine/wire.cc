@@ -85,7 +85,6 @@ void put_meta(Writer& w, const RequestMeta& meta) {
     w.put(tensor.shape);
   }
   w.put<int32_t>(static_cast<int32_t>(meta.reduce_op));
-  w.put<uint8_t>(meta.average ? 1 : 0);
   w.put<double>(meta.prescale);
   w.put<double>(meta.postscale);
   w.put<int32_t>(meta.root);
@@ -107,7 +106,6 @@ RequestMeta get_meta(Reader& r) {
     meta.tensors.push_back(std::move(tensor));
   }
   meta.reduce_op = static_cast<ReduceOp>(r.get<int32_t>());
-  meta.average = r.get<uint8_t>() != 0;
   meta.prescale = r.get<double>();
   meta.postscale = r.get<double>();
   meta.root = r.get<int32_t>();
@@ -183,6 +181,32 @@ ResponseList decode_response_list(const std::vector<uint8_t>& bytes) {
   list.shutdown_reason = r.get_string();
   DS_ASSERT(r.at_end(), "trailing bytes in a negotiation message");
   return list;
+}
+
+std::vector<uint8_t> encode(const std::vector<SharedSetting>& settings) {
+  Writer w;
+  w.put<uint64_t>(settings.size());
+  for (const SharedSetting& setting : settings) {
+    w.put(setting.key);
+    w.put(setting.variable);
+    w.put(setting.value);
+  }
+  return w.take();
+}
+
+std::vector<SharedSetting> decode_shared_settings(const std::vector<uint8_t>& bytes) {
+  Reader r(bytes);
+  std::vector<SharedSetting> settings;
+  const uint64_t count = r.get_count();
+  for (uint64_t i = 0; i < count; ++i) {
+    SharedSetting setting;
+    setting.key = r.get_string();
+    setting.variable = r.get_string();
+    setting.value = r.get_string();
+    settings.push_back(std::move(setting));
+  }
+  DS_ASSERT(r.at_end(), "trailing bytes in a negotiation message");
+  return settings;
 }
 
 }  // namespace dist_sync

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/config.h"
 #include "engine/request.h"
 
 namespace dist_sync {
@@ -24,5 +25,9 @@ RankMessage decode_rank_message(const std::vector<uint8_t>& bytes);
 
 std::vector<uint8_t> encode(const ResponseList& list);
 ResponseList decode_response_list(const std::vector<uint8_t>& bytes);
+
+// Rank 0's shared settings, sent to every rank at start (Note [Settings every rank must share]).
+std::vector<uint8_t> encode(const std::vector<SharedSetting>& settings);
+std::vector<SharedSetting> decode_shared_settings(const std::vector<uint8_t>& bytes);
 
 }  // namespace dist_sync

@@ -179,6 +179,7 @@ template <typename Codec>
 void reduce_codec(void* dst, const void* own, const void* other, size_t count, ReduceOp op,
                   const Scaling& scaling, bool finalize) {
   switch (op) {
+    case ReduceOp::kAverage:  // the division is the caller's Scaling (Note [Scaling fused into the reduction])
     case ReduceOp::kSum: return reduce_typed<Codec, SumOp>(dst, own, other, count, scaling, finalize);
     case ReduceOp::kMin: return reduce_typed<Codec, MinOp>(dst, own, other, count, scaling, finalize);
     case ReduceOp::kMax: return reduce_typed<Codec, MaxOp>(dst, own, other, count, scaling, finalize);
@@ -189,6 +190,7 @@ void reduce_codec(void* dst, const void* own, const void* other, size_t count, R
         return reduce_typed<Codec, BitAndOp>(dst, own, other, count, scaling, finalize);
       }
       break;
+    case ReduceOp::kAdasum: break;
   }
   DS_ASSERT(false, "reduction ", reduce_op_name(op), " is not defined for this dtype");
 }

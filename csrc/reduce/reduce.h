@@ -1,7 +1,8 @@
 // Element-wise reduction kernels, one per (dtype, op), vectorised by the compiler.
 //
 // Note [Scaling fused into the reduction]
-// Average is Sum with the result divided by the number of ranks. Rather than a separate pass over
+// Average is Sum with the result divided by the number of ranks (ReduceOp::kAverage reduces as
+// kSum; the caller's Scaling::divisor divides). Rather than a separate pass over
 // the buffer, the division (and any user prescale/postscale) is applied inside the last
 // reduction step that produces each element, or inside the copy that moves the result out.
 // float16/bfloat16 are widened to float32 for each step and rounded once per step.

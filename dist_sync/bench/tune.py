@@ -32,7 +32,6 @@ from . import common, fusion
 log = logging.getLogger("dist_sync.bench.tune")
 
 SWEEPS = ("segments", "small", "cycle", "fusion")
-FLOAT32 = 7          # engine dtype code (dist_sync/_dtypes.py)
 HUGE = 1 << 62       # a small_allreduce_bytes that makes every size "small"
 # Settings within this fraction of the best count as equally good; the suggestion then picks the
 # cheapest of them (see each sweep's rule).
@@ -101,8 +100,10 @@ def _within(value: float, best: float, lower_is_better: bool = True) -> bool:
 # --- sweeps on the algorithm alone --------------------------------------------------------------
 
 def _bench(core: Any, nbytes: int, settings: Dict[str, Any], args: argparse.Namespace) -> List[float]:
-    return list(core._bench_collective("allreduce_inplace", nbytes, FLOAT32, args.iters,
-                                       args.warmup_iters, settings))
+    from dist_sync import config as ds_config
+    return list(core._bench_collective("allreduce_inplace", nbytes, core.DataType.FLOAT32,
+                                       args.iters, args.warmup_iters,
+                                       {**ds_config.load(), **settings}))
 
 
 def sweep_segments(core: Any, size: int, args: argparse.Namespace, progress: common.Progress

@@ -9,7 +9,7 @@ from tests.support import harness
 WORKER = "tests.engine.timeline_worker"
 
 NP = 2
-# Spans each execution of a tensor leaves, in order (csrc/engine/engine.cc record_timeline):
+# Spans each execution of a tensor leaves, in order (csrc/engine/execution.cc record_timeline):
 # QUEUE (submitted until the engine thread took it), NEGOTIATE (until every rank had it and its
 # response ran), then the collective's phases, or one span named after the op. Keyed by the
 # second part of the worker's names.

@@ -164,8 +164,8 @@ class FakeCore:
         self.results: Dict[int, Any] = {}
         self.refuse: Dict[str, BaseException] = {}
 
-    def submit(self, kind, name, tensors, reduce_op, average, prescale, postscale, root, splits,
-               device, cacheable):
+    def submit(self, kind, name, tensors, reduce_op, prescale, postscale, root, splits, device,
+               cacheable):
         if name in self.refuse:
             raise self.refuse[name]
         snapshots = []

@@ -1,0 +1,44 @@
+#include <map>
+
+#include "collectives/allreduce.h"
+#include "collectives/hierarchical.h"
+#include "engine/executors/executor.h"
+
+namespace dist_sync {
+
+// Fused requests are reduced as one span list (Note [Fusion without copies]); a joined rank adds
+// zeros of the same sizes, so every rank's spans line up.
+void execute_allreduce(const ExecutionContext& context, const Response& response,
+                       const std::vector<Request*>& locals, OpResult& result) {
+  const RequestMeta& first = response.requests.front();
+  const Scaling scaling = scaling_of(first, context.comm.size());
+  const size_t missing_bytes = joined_bytes(response, locals);
+  std::byte* zero_cursor = missing_bytes > 0 ? context.zeros.get(missing_bytes) : nullptr;
+  // A grouped request may mix dtypes: one pass per dtype, in a fixed (enum) order.
+  std::map<DataType, SpanList> by_dtype;
+  for (size_t i = 0; i < locals.size(); ++i) {
+    const RequestMeta& meta = response.requests[i];
+    for (size_t t = 0; t < meta.tensors.size(); ++t) {
+      const size_t bytes = meta.tensors[t].bytes();
+      SpanList& spans = by_dtype[meta.tensors[t].dtype];
+      if (locals[i] != nullptr) {
+        spans.add(locals[i]->inputs[t], locals[i]->outputs[t], bytes);
+      } else {
+        spans.add(zero_cursor, zero_cursor, bytes);  // joined: contribute zeros
+        zero_cursor += bytes;
+      }
+    }
+  }
+  const int tag = op_traits(OpType::kAllreduce).tag;
+  for (const auto& [dtype, spans] : by_dtype) {
+    if (context.local != nullptr && spans.bytes() > context.collectives.small_allreduce_bytes) {
+      hierarchical_allreduce(*context.local, *context.cross, spans, dtype, first.reduce_op, scaling,
+                             context.collectives, context.workspace, tag, context.phases);
+    } else {
+      allreduce(context.comm, spans, dtype, first.reduce_op, scaling, context.collectives,
+                context.workspace, tag, context.phases);
+    }
+  }
+}
+
+}  // namespace dist_sync
