@@ -218,9 +218,16 @@ def synchronize(handle: Handle) -> Any:
         if handle._id is None:
             handle._id = handle._deferred.wait()
         raw = _with_stop_reason(_core.wait, handle._id)
-    finally:
-        handle._done = True
-        handle._keepalive = None
+    except Exception:  # the operation or its submission failed: nothing of it is in flight
+        handle._done, handle._keepalive = True, None
+        raise
+    except BaseException:
+        # Interrupted while waiting (Ctrl-C): the operation is still in flight, so its memory
+        # stays alive until it completes (Note [Handles own their operation's memory]).
+        _orphans.append((handle._id, handle._deferred, handle._keepalive, handle._finish))
+        handle._done, handle._keepalive = True, None
+        raise
+    handle._done, handle._keepalive = True, None
     handle._result = handle._finish(raw)
     return handle._result
 

@@ -160,6 +160,11 @@ SETTINGS: List[Setting] = [
             _seconds_rule,
             "After this long every rank fails its pending operations with that message and the "
             "job exits non-zero; `0` = never."),
+    Setting("init_timeout_seconds", "DIST_SYNC_INIT_TIMEOUT_SECONDS", 300.0, float,
+            _seconds_rule,
+            "`init()` is collective: a rank waits this long for every other rank to call it, "
+            "then fails with a message saying so (a rank that calls `init()` again on its own "
+            "would otherwise wait for ever); `0` = never."),
     Setting("fatal_grace_seconds", "DIST_SYNC_FATAL_GRACE_SECONDS", 10.0, float, _seconds_rule,
             "After a fatal error (a lost rank, a stall timeout) a process has this long to exit "
             "by itself before dist_sync ends the job with `MPI_Abort`."),

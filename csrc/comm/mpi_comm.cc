@@ -10,6 +10,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "common/errors.h"
 
@@ -226,9 +227,53 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::adopt(std::unique_ptr<Handle> 
   return comm;
 }
 
-std::unique_ptr<MpiCommunicator> MpiCommunicator::create(int64_t parent_f2c) {
+// Note [init() waits for every rank]
+// Creating the engine's communicators is collective. A rank that calls init() when the others
+// will not (again after a shutdown(), or after they finished) would block in MPI_Comm_dup for
+// ever, deaf to Ctrl-C. So the ranks first meet in a non-blocking barrier, polled politely with a
+// deadline and the caller's interrupt check; only once every rank has arrived do the blocking
+// creation calls run, and those then complete.
+namespace {
+
+void wait_for_every_rank(MPI_Comm parent, std::chrono::duration<double> timeout,
+                         const std::function<void()>& between_polls) {
+  MPI_Request barrier = MPI_REQUEST_NULL;
+  check_mpi(MPI_Ibarrier(parent, &barrier), "MPI_Ibarrier");
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto sleep = std::chrono::microseconds(0);
+  while (true) {
+    int done = 0;
+    check_mpi(MPI_Test(&barrier, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (done) return;
+    const auto waited = Clock::now() - start;
+    if (timeout.count() > 0 && waited >= timeout) {
+      int rank = 0, size = 0;
+      MPI_Comm_rank(parent, &rank);
+      MPI_Comm_size(parent, &size);
+      throw Error(detail::concat(
+          "dist_sync.init() is collective: all ", size, " ranks must call it, but rank ", rank,
+          " waited ", static_cast<int64_t>(std::chrono::duration<double>(waited).count()),
+          " s (DIST_SYNC_INIT_TIMEOUT_SECONDS) and not every rank did. A rank that calls init() "
+          "again on its own (after shutdown(), or after the others finished) waits for ranks "
+          "that will not come; call it on every rank"));
+    }
+    if (between_polls) between_polls();
+    if (waited > std::chrono::milliseconds(1)) {
+      sleep = std::min(std::chrono::microseconds(10000), sleep * 2 + std::chrono::microseconds(50));
+      std::this_thread::sleep_for(sleep);
+    }
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::create(int64_t parent_f2c,
+                                                         std::chrono::duration<double> timeout,
+                                                         const std::function<void()>& between_polls) {
   const MPI_Comm parent =
       parent_f2c < 0 ? MPI_COMM_WORLD : MPI_Comm_f2c(static_cast<MPI_Fint>(parent_f2c));
+  wait_for_every_rank(parent, timeout, between_polls);
   auto handle = std::make_unique<Handle>();
   check_mpi(MPI_Comm_dup(parent, &handle->comm), "MPI_Comm_dup");
   std::unique_ptr<MpiCommunicator> comm = adopt(std::move(handle));

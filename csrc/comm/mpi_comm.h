@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -36,7 +38,12 @@ class MpiCommunicator : public Communicator {
  public:
   // Duplicates the communicator whose Fortran handle is `parent_f2c` (MPI_COMM_WORLD if -1),
   // so our traffic never matches user messages.
-  static std::unique_ptr<MpiCommunicator> create(int64_t parent_f2c);
+  // Collective over the parent communicator (-1: MPI_COMM_WORLD). Waits at most `timeout`
+  // (0: forever) for every rank of the parent to arrive, calling `between_polls` while it
+  // waits (it may throw to give up, e.g. on Ctrl-C); Error naming this rank past the timeout.
+  static std::unique_ptr<MpiCommunicator> create(int64_t parent_f2c,
+                                                 std::chrono::duration<double> timeout,
+                                                 const std::function<void()>& between_polls);
   ~MpiCommunicator() override;
   MpiCommunicator(const MpiCommunicator&) = delete;
   MpiCommunicator& operator=(const MpiCommunicator&) = delete;

@@ -98,6 +98,7 @@ const std::vector<SettingField>& setting_fields() {
       field("cache_capacity", [](auto& c) -> auto& { return c.cache_capacity; }),
       field("stall_warning_seconds", [](auto& c) -> auto& { return c.stall_warning_seconds; }),
       field("stall_timeout_seconds", [](auto& c) -> auto& { return c.stall_timeout_seconds; }),
+      field("init_timeout_seconds", [](auto& c) -> auto& { return c.init_timeout_seconds; }),
       field("fatal_grace_seconds", [](auto& c) -> auto& { return c.fatal_grace_seconds; }),
       field("ring_segment_bytes", [](auto& c) -> auto& { return c.collectives.segment_bytes; }),
       field("ring_in_flight", [](auto& c) -> auto& { return c.collectives.in_flight; }),

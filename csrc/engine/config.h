@@ -21,6 +21,7 @@ struct EngineConfig {
   size_t cache_capacity;          // 0 disables the response cache
   double stall_warning_seconds;
   double stall_timeout_seconds;   // 0: never
+  double init_timeout_seconds;    // how long init() waits for every rank to call it; 0: never
   double fatal_grace_seconds;     // after a fatal error, time for Python to exit by itself
   bool hierarchical_allreduce;    // Note [Hierarchical allreduce]
   LogLevel log_level;

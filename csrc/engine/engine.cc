@@ -69,15 +69,11 @@ uint64_t Engine::submit(Request request) {
   DS_CHECK(!op_traits(request.meta.type).reduces || request.meta.reduce_op != ReduceOp::kAdasum,
            "Adasum is not implemented yet (reduce op ", static_cast<int>(ReduceOp::kAdasum),
            " is reserved for it); use Average, Sum, Min, Max or Product for '", name, "'");
-  if (in_flight_.count(name) != 0) {
-    throw UsageError(detail::concat(
-        "an operation named '", name, "' is already in flight on rank ", rank_,
-        "; names must be unique among operations that have not been synchronized yet"));
-  }
+  in_flight_.check(request, rank_);
   request.handle = handles_.create();
   request.submitted = Clock::now();
   const uint64_t handle = request.handle;
-  in_flight_.insert(name);
+  in_flight_.add(request);
   queue_.push_back(std::move(request));
   lock.unlock();
   wake_.notify_one();

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -23,6 +24,7 @@
 #include "engine/coordinator.h"
 #include "engine/executors/executor.h"
 #include "engine/handles.h"
+#include "engine/in_flight.h"
 #include "engine/request.h"
 #include "engine/response_cache.h"
 #include "engine/timeline.h"
@@ -55,6 +57,9 @@ class Engine {
   bool poll(uint64_t handle) { return handles_.poll(handle); }
   // Blocks (call without the GIL) until the operation completes; forgets the handle.
   OpResult wait(uint64_t handle) { return handles_.wait(handle); }
+  std::optional<OpResult> wait_for(uint64_t handle, Clock::duration timeout) {
+    return handles_.wait_for(handle, timeout);
+  }
 
   // Collective: this rank's engine asks every rank's engine to stop after the current cycle, and
   // waits for its own thread. Pending operations anywhere fail with a message naming this rank.
@@ -117,7 +122,7 @@ class Engine {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<Request> queue_;
-  std::unordered_set<std::string> in_flight_;
+  InFlight in_flight_;  // Note [Memory in flight]
   bool shutdown_requested_ = false;
   std::string shutdown_reason_;
   bool stopped_ = false;

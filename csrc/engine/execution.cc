@@ -75,11 +75,11 @@ void Engine::finish(const std::string& name, OpResult result) {
   const auto it = pending_.find(name);
   if (it == pending_.end()) return;
   const uint64_t handle = it->second.handle;
-  pending_.erase(it);
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    in_flight_.erase(name);
+    in_flight_.remove(it->second);
   }
+  pending_.erase(it);
   ++completed_;
   stats_.requests.fetch_add(1, std::memory_order_relaxed);
   handles_.complete(handle, std::move(result));

@@ -44,6 +44,13 @@ bool HandleTable::poll(uint64_t handle) {
 }
 
 OpResult HandleTable::wait(uint64_t handle) {
+  std::optional<OpResult> result;
+  while (!result) result = wait_for(handle, std::chrono::hours(1));
+  return std::move(*result);
+}
+
+std::optional<OpResult> HandleTable::wait_for(uint64_t handle,
+                                              std::chrono::steady_clock::duration timeout) {
   std::unique_lock<std::mutex> lock(mutex_);
   const std::shared_ptr<Slot> slot = find(handle);
   if (!slot->done) {
@@ -55,7 +62,7 @@ OpResult HandleTable::wait(uint64_t handle) {
       std::this_thread::yield();
       lock.lock();
     }
-    completed_.wait(lock, [&] { return slot->done; });
+    if (!completed_.wait_for(lock, timeout, [&] { return slot->done; })) return std::nullopt;
   }
   OpResult result = std::move(slot->result);
   slots_.erase(handle);

@@ -2,10 +2,12 @@
 // them) and Python threads (which poll and wait, without the GIL).
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -44,6 +46,9 @@ class HandleTable {
   bool poll(uint64_t handle);
   // Blocks until complete, then forgets the handle. Throws UsageError for an unknown handle.
   OpResult wait(uint64_t handle);
+  // Like wait(), but gives up after `timeout` (nullopt; the handle stays), so a caller can do
+  // something between slices (Python checks for Ctrl-C).
+  std::optional<OpResult> wait_for(uint64_t handle, std::chrono::steady_clock::duration timeout);
 
  private:
   struct Slot {

@@ -40,7 +40,8 @@ std::vector<double> bench_collective(const std::string& kind, size_t bytes, Data
   const int allreduce_tag = op_traits(OpType::kAllreduce).tag;
   py::gil_scoped_release release;
   mpi_initialize();
-  std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(-1);
+  std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(
+      -1, std::chrono::duration<double>(config.init_timeout_seconds), {});
   Workspace workspace;
   // Buffers allocated the way the engine's own are (Note [Huge pages]), filled like np.ones.
   const size_t buffer_bytes = count * element_bytes;

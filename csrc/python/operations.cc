@@ -3,7 +3,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -64,13 +66,22 @@ uint64_t submit(int op_type, const std::string& name, const std::vector<py::tupl
 }
 
 // Blocks without the GIL; (output buffer or None, output shape, received splits, join rank).
+// The wait is cut into slices so that Ctrl-C (or any other signal handler that raises) reaches
+// the waiting thread within a slice instead of when the operation completes (which may be after
+// the stall timeout); the operation stays in flight and its handle valid.
 py::tuple wait(uint64_t handle) {
+  constexpr auto kSlice = std::chrono::milliseconds(100);
   const std::shared_ptr<Engine> e = shared_engine();
-  OpResult result;
-  {
-    py::gil_scoped_release release;
-    result = e->wait(handle);
+  std::optional<OpResult> done;
+  while (true) {
+    {
+      py::gil_scoped_release release;
+      done = e->wait_for(handle, kSlice);
+    }
+    if (done) break;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
   }
+  OpResult& result = *done;
   if (!result.error.empty()) throw Error(result.error);
   py::object output = py::none();
   if (result.output) output = py::cast(result.output);

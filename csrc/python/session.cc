@@ -40,7 +40,13 @@ void init(const py::dict& config, const py::dict& shared, int64_t comm_f2c) {
   std::vector<SharedSetting> agreed = shared_settings(shared);
   py::gil_scoped_release release;
   mpi_initialize();
-  std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(comm_f2c);
+  // Ctrl-C while waiting for the other ranks raises KeyboardInterrupt here.
+  const auto check_signals = [] {
+    py::gil_scoped_acquire acquire;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  };
+  std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(
+      comm_f2c, std::chrono::duration<double>(engine_settings.init_timeout_seconds), check_signals);
   s.topology = comm->topology();
   // Host-level communicators for the hierarchical allreduce; created on every rank whatever its
   // settings, since creating them is collective (Note [Settings every rank must share]).

@@ -196,5 +196,53 @@ def sigterm(args):
     time.sleep(60)
 
 
+@check.scenario
+def interrupted_wait(args):
+    """The last rank waits for an operation nobody else submits and gets Ctrl-C (SIGINT from a
+    timer): it must raise KeyboardInterrupt promptly, not when the stall timeout ends the wait,
+    and die of it as a script would; the others, waiting for it, fail with an error saying that
+    rank was interrupted.
+    """
+    ds.init()
+    rank, size = ds.rank(), ds.size()
+    record_process(args["info_dir"])
+    if rank == size - 1:
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            ds.allreduce(np.ones(2), name="never.submitted.elsewhere")
+        except KeyboardInterrupt:
+            check.record({"interrupted": True})
+            raise
+        raise AssertionError("the wait returned although only this rank submitted")
+    try:
+        ds.allreduce(np.ones(2), name="waits.for.the.last.rank")
+    except ds.DistSyncError as error:
+        check.record({"error": str(error)})
+        raise
+    raise AssertionError("the allreduce completed without the interrupted rank")
+
+
+@check.scenario
+def init_alone(args):
+    """Every rank runs a session and shuts down; then only rank 0 calls init() again. It must
+    fail after DIST_SYNC_INIT_TIMEOUT_SECONDS with a message saying init() is collective (and
+    Ctrl-C must be able to end the wait: a second run interrupts instead, with "interrupt")."""
+    ds.init()
+    np.testing.assert_array_equal(ds.allreduce(np.ones(2), op=ds.Sum, name="first"),
+                                  np.full(2, float(ds.size())))
+    ds.shutdown()
+    if world_rank() != 0:
+        return {"rank": world_rank()}
+    if args.get("interrupt"):
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        ds.init()
+    except ds.DistSyncError as error:
+        return {"error": str(error)}
+    except KeyboardInterrupt:
+        return {"interrupted": True}
+    return {"error": None}
+
+
 if __name__ == "__main__":
     check.main()

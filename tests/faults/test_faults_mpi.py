@@ -195,3 +195,44 @@ def test_sigterm_report_stays_out_of_the_way(mode):
         assert done.returncode == 0 and f"child ended by signal {int(signal.SIGTERM)}" in done.stdout, done
     else:
         assert done.returncode == -signal.SIGTERM, done
+
+
+@pytest.mark.parametrize("np_", [2, 3])
+def test_ctrl_c_while_waiting_raises_at_once_and_the_others_learn_why(tmp_path, np_):
+    job = faults.token()
+    # Without interruptible waits the interrupted rank would sit out the stall timeout (600 s
+    # here) and the harness's timeout would end the job instead.
+    run = harness.run(WORKER, np_, "interrupted_wait", {"info_dir": str(tmp_path), "token": job},
+                      timeout=JOB_TIMEOUT, env={"DIST_SYNC_STALL_TIMEOUT_SECONDS": "600"})
+    assert not run.timed_out, run.describe()
+    assert run.returncode != 0, run.describe()
+    last = np_ - 1
+    assert run.ranks[last].value == {"interrupted": True}, run.describe()
+    assert "KeyboardInterrupt" in run.output
+    cause = f"rank {last} was interrupted (KeyboardInterrupt)"
+    lines = faults.sigterm_lines(run.output)
+    for rank in range(last):
+        if rank in run.ranks:
+            assert cause in run.ranks[rank].value["error"], run.describe()
+        else:
+            assert rank in lines and cause in lines[rank], run.describe()
+    assert faults.leftover_processes(job) == []
+    assert faults.leftover_shm(faults.process_records(tmp_path)) == [], run.describe()
+
+
+@pytest.mark.parametrize("interrupt", [False, True])
+def test_init_on_one_rank_alone_does_not_hang(tmp_path, interrupt):
+    job = faults.token()
+    run = harness.run(WORKER, 2, "init_alone",
+                      {"info_dir": str(tmp_path), "token": job, "interrupt": interrupt},
+                      timeout=JOB_TIMEOUT, env={"DIST_SYNC_INIT_TIMEOUT_SECONDS": "3"})
+    assert not run.timed_out, run.describe()
+    first = run.ranks[0].value
+    if interrupt:
+        assert first == {"interrupted": True}, run.describe()
+    else:
+        error = first["error"]
+        assert "dist_sync.init() is collective: all 2 ranks must call it, but rank 0 waited 3 s " \
+               "(DIST_SYNC_INIT_TIMEOUT_SECONDS) and not every rank did" in error, run.describe()
+    assert run.ranks[1].value == {"rank": 1}
+    assert faults.leftover_processes(job) == []
