@@ -23,6 +23,8 @@ except ImportError as _error:
         f"directory.") from None
 
 from ._objects import allgather_object, broadcast_object
+from ._process_sets import (ProcessSet, add_process_set, global_process_set,
+                                              process_set_by_id, process_sets, remove_process_set)
 from ._session import (DistSyncError, Handle, cross_rank, cross_size, init, is_homogeneous,
                        is_initialized, local_rank, local_size, mpi_library_version,
                        mpi_threads_supported, poll, rank, shutdown, size, start_timeline,
@@ -46,6 +48,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'dist_sync' has no attribute {name!r}")
 
 __all__ = [
+    "ProcessSet", "global_process_set", "add_process_set", "remove_process_set",
+    "process_set_by_id", "process_sets",
     "DistSyncError", "Handle", "ReduceOp", "Average", "Sum", "Min", "Max", "Product",
     "init", "shutdown", "is_initialized", "rank", "size", "local_rank", "local_size",
     "cross_rank", "cross_size", "is_homogeneous", "poll", "synchronize",

@@ -11,6 +11,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from . import _core
 from ._adapter import ArrayAdapter, Entry
+from ._process_sets import resolve
 from ._reduce_op import engine_op
 from ._session import (ALLGATHER, ALLREDUCE, ALLTOALL, BARRIER, BROADCAST, JOIN, REDUCESCATTER,
                        Handle, RawResult, check_name, submit, synchronize)
@@ -30,8 +31,10 @@ def _written(adapter: ArrayAdapter, tensor: Any) -> Callable[[RawResult], Any]:
 
 def allreduce(adapter: ArrayAdapter, tensor: Any, op: Any, name: Optional[str],
               prescale_factor: Any, postscale_factor: Any, *, in_place: bool,
-              what: str) -> Handle:
-    """Reduces ``tensor`` over all ranks, into a new tensor or (``in_place``) into itself."""
+              what: str, process_set: Any = None) -> Handle:
+    """Reduces ``tensor`` over the ranks of ``process_set`` (None: all), into a new tensor or
+    (``in_place``) into itself."""
+    ps = resolve(process_set, what)
     tensor = adapter.check(tensor, what)
     reduce_op = engine_op(op)
     pre, post = scale_args(prescale_factor, postscale_factor)
@@ -45,14 +48,15 @@ def allreduce(adapter: ArrayAdapter, tensor: Any, op: Any, name: Optional[str],
         finish = lambda raw: target  # noqa: E731
     return adapter.submit(ALLREDUCE, name, what, [Entry(name or "", source, target)],
                           (source, target), finish, reduce_op=reduce_op,
-                          prescale=pre, postscale=post)
+                          prescale=pre, postscale=post, process_set=ps.id)
 
 
 def grouped_allreduce(adapter: ArrayAdapter, tensors: Sequence[Any], op: Any,
                       name: Optional[str], prescale_factor: Any, postscale_factor: Any, *,
-                      in_place: bool, what: str) -> Handle:
+                      in_place: bool, what: str, process_set: Any = None) -> Handle:
     """Reduces a list of tensors as one unit (negotiated and fused together); the result is the
     list of reduced tensors."""
+    ps = resolve(process_set, what)
     if not isinstance(tensors, (list, tuple)) or not tensors:
         raise TypeError(f"{what} expects a non-empty list of {adapter.plural}")
     reduce_op = engine_op(op)
@@ -83,13 +87,14 @@ def grouped_allreduce(adapter: ArrayAdapter, tensors: Sequence[Any], op: Any,
         def finish(raw: RawResult) -> List[Any]:
             return list(targets)
     return adapter.submit(ALLREDUCE, name, what, entries, (sources, targets), finish,
-                          reduce_op=reduce_op, prescale=pre, postscale=post)
+                          reduce_op=reduce_op, prescale=pre, postscale=post, process_set=ps.id)
 
 
 def broadcast(adapter: ArrayAdapter, tensor: Any, root_rank: Any, name: Optional[str], *,
-              in_place: bool, what: str) -> Handle:
-    """``root_rank``'s ``tensor`` on every rank, into a new tensor or (``in_place``) into
-    ``tensor``."""
+              in_place: bool, what: str, process_set: Any = None) -> Handle:
+    """``root_rank``'s ``tensor`` on every rank (of ``process_set``; ``root_rank`` is a rank of
+    the global set), into a new tensor or (``in_place``) into ``tensor``."""
+    ps = resolve(process_set, what)
     tensor = adapter.check(tensor, what)
     if in_place:
         source = target = adapter.inplace_target(tensor, what)
@@ -101,43 +106,50 @@ def broadcast(adapter: ArrayAdapter, tensor: Any, root_rank: Any, name: Optional
         target = adapter.new_output(source)
         finish = lambda raw: target  # noqa: E731
     entry = Entry(name or "", source, target, copy_in=_core.rank() == root)
-    return adapter.submit(BROADCAST, name, what, [entry], (source, target), finish, root=root)
+    return adapter.submit(BROADCAST, name, what, [entry], (source, target), finish,
+                          root=ps.position(root, what), process_set=ps.id)
 
 
 def allgather(adapter: ArrayAdapter, tensor: Any, name: Optional[str], *, what: str,
-              with_rows: bool = False) -> Handle:
+              with_rows: bool = False, process_set: Any = None) -> Handle:
     """Every rank's ``tensor`` concatenated along the first dimension (which may differ between
     ranks; a scalar counts as one row). With ``with_rows`` the result is (gathered, rows from each
     rank): the row counts negotiation found anyway (allgather's backward needs them)."""
+    ps = resolve(process_set, what)
     source = adapter.as_rows(adapter.contiguous_input(adapter.check(tensor, what), what))
 
     def finish(raw: RawResult) -> Any:
         gathered = adapter.result(raw, source)
         return (gathered, [int(rows) for rows in raw[2]]) if with_rows else gathered
-    return adapter.submit(ALLGATHER, name, what, [Entry(name or "", source)], source, finish)
+    return adapter.submit(ALLGATHER, name, what, [Entry(name or "", source)], source, finish,
+                          process_set=ps.id)
 
 
 def alltoall(adapter: ArrayAdapter, tensor: Any, splits: Any, name: Optional[str], *,
-             what: str) -> Handle:
+             what: str, process_set: Any = None) -> Handle:
     """Rows ``[sum(splits[:p]), sum(splits[:p+1]))`` of ``tensor`` go to rank p (without splits
     the first dimension is divided evenly). The result is (received tensor, rows received from
     each rank)."""
+    ps = resolve(process_set, what)
     source = adapter.contiguous_input(adapter.check(tensor, what), what)
     shape = adapter.shape(source)
     if len(shape) == 0:
         raise ValueError(f"{what} needs {_article(adapter.noun)} with at least one dimension")
-    values = check_splits(adapter.int_list(splits), shape[0], _core.size())
+    values = check_splits(adapter.int_list(splits), shape[0], ps.size)
 
     def finish(raw: RawResult) -> Any:
         return adapter.result(raw, source), adapter.int_tensor(list(raw[2]))
     return adapter.submit(ALLTOALL, name, what, [Entry(name or "", source)], source, finish,
-                          splits=values)
+                          splits=values, process_set=ps.id)
 
 
 def reducescatter(adapter: ArrayAdapter, tensor: Any, op: Any, name: Optional[str],
-                  prescale_factor: Any, postscale_factor: Any, *, what: str) -> Handle:
-    """This rank's rows of the reduction of ``tensor`` over all ranks: rank r gets rows
-    ``[start_r, end_r)``, the first ``rows % size`` ranks one row more than the others."""
+                  prescale_factor: Any, postscale_factor: Any, *, what: str,
+                  process_set: Any = None) -> Handle:
+    """This rank's rows of the reduction of ``tensor`` over all ranks (of ``process_set``): the
+    r-th rank gets rows ``[start_r, end_r)``, the first ``rows % size`` ranks one row more than
+    the others."""
+    ps = resolve(process_set, what)
     source = adapter.contiguous_input(adapter.check(tensor, what), what)
     if len(adapter.shape(source)) == 0:
         raise ValueError(f"{what} needs {_article(adapter.noun)} with at least one dimension")
@@ -145,12 +157,13 @@ def reducescatter(adapter: ArrayAdapter, tensor: Any, op: Any, name: Optional[st
     pre, post = scale_args(prescale_factor, postscale_factor)
     return adapter.submit(REDUCESCATTER, name, what, [Entry(name or "", source)], source,
                           lambda raw: adapter.result(raw, source), reduce_op=reduce_op,
-                          prescale=pre, postscale=post)
+                          prescale=pre, postscale=post, process_set=ps.id)
 
 
-def barrier() -> None:
-    """Returns once every rank has called barrier()."""
-    synchronize(submit(BARRIER, None, [], None, lambda raw: None))
+def barrier(process_set: Any = None) -> None:
+    """Returns once every rank (of ``process_set``) has called barrier()."""
+    ps = resolve(process_set, "barrier")
+    synchronize(submit(BARRIER, None, [], None, lambda raw: None, process_set=ps.id))
 
 
 def join() -> int:

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _builders, _core
 from ._numpy import NUMPY
+from ._process_sets import resolve
 from ._session import DistSyncError, synchronize
 from ._validation import check_root
 
@@ -44,10 +45,13 @@ def _sub_name(name: Optional[str], part: str) -> Optional[str]:
     return f"{name}.{part}" if name else None
 
 
-def broadcast_object(obj: Any = None, root_rank: int = 0, name: Optional[str] = None) -> Any:
+def broadcast_object(obj: Any = None, root_rank: int = 0, name: Optional[str] = None,
+                     process_set: Any = None) -> Any:
     """Returns ``root_rank``'s ``obj`` on every rank. Other ranks may pass None (or anything:
     their value is ignored). The root gets its own object back. If the root cannot pickle
-    ``obj``, the root raises that error and every other rank a DistSyncError quoting it."""
+    ``obj``, the root raises that error and every other rank a DistSyncError quoting it.
+    With ``process_set``, among its ranks (``root_rank`` is a rank of the global set)."""
+    resolve(process_set, "broadcast_object")
     root = check_root(root_rank)
     is_root = _core.rank() == root
     header = np.zeros(2, dtype=np.int64)  # status, payload bytes
@@ -57,11 +61,13 @@ def broadcast_object(obj: Any = None, root_rank: int = 0, name: Optional[str] = 
         status, payload, error = _encoded(obj)
         header[:] = (status, payload.size)
     synchronize(_builders.broadcast(NUMPY, header, root, _sub_name(name, "length"),
-                                    in_place=True, what="broadcast_object"))
+                                    in_place=True, what="broadcast_object",
+                                    process_set=process_set))
     if not is_root:
         payload = np.empty(int(header[1]), dtype=np.uint8)
     synchronize(_builders.broadcast(NUMPY, payload, root, _sub_name(name, "payload"),
-                                    in_place=True, what="broadcast_object"))
+                                    in_place=True, what="broadcast_object",
+                                    process_set=process_set))
     if header[0] != _OK:
         if error is not None:
             raise error
@@ -71,24 +77,28 @@ def broadcast_object(obj: Any = None, root_rank: int = 0, name: Optional[str] = 
     return obj if is_root else _deserialize(payload)
 
 
-def allgather_object(obj: Any, name: Optional[str] = None) -> List[Any]:
-    """Returns the list of every rank's ``obj``, in rank order. If a rank cannot pickle its
-    object, that rank raises the error and every other rank a DistSyncError naming it."""
+def allgather_object(obj: Any, name: Optional[str] = None, process_set: Any = None) -> List[Any]:
+    """Returns the list of every rank's ``obj`` (of ``process_set``'s ranks), in rank order. If a
+    rank cannot pickle its object, that rank raises the error and every other rank a
+    DistSyncError naming it."""
+    ps = resolve(process_set, "allgather_object")
     status, payload, error = _encoded(obj)
     headers = synchronize(_builders.allgather(
         NUMPY, np.array([[status, payload.size]], dtype=np.int64), _sub_name(name, "lengths"),
-        what="allgather_object"))
+        what="allgather_object", process_set=process_set))
     gathered = synchronize(_builders.allgather(NUMPY, payload, _sub_name(name, "payload"),
-                                               what="allgather_object"))
+                                               what="allgather_object", process_set=process_set))
     pieces, offset = [], 0
     for length in headers[:, 1].tolist():
         pieces.append(gathered[offset:offset + length])
         offset += length
-    failed = [rank for rank, code in enumerate(headers[:, 0].tolist()) if code != _OK]
+    ranks = ps.ranks if ps.ranks is not None else range(len(pieces))
+    failed = [ranks[i] for i, code in enumerate(headers[:, 0].tolist()) if code != _OK]
+    pieces_of = dict(zip(ranks, pieces))
     if failed:
         if error is not None:
             raise error
-        reasons = "; ".join(f"rank {rank}: {pieces[rank].tobytes().decode('utf-8', 'replace')}"
+        reasons = "; ".join(f"rank {rank}: {pieces_of[rank].tobytes().decode('utf-8', 'replace')}"
                             for rank in failed)
         raise DistSyncError(f"allgather_object{f' {name!r}' if name else ''} failed: "
                             f"{'rank' if len(failed) == 1 else 'ranks'} "

@@ -16,6 +16,7 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _core
+from . import _process_sets
 from . import config as _config
 
 DistSyncError = _core.DistSyncError
@@ -38,7 +39,7 @@ _state_lock = threading.Lock()
 _session = 0            # increments at every init(), so stale handles are recognised
 _init_pid: Optional[int] = None
 _atexit_registered = False
-_name_counters: Dict[int, itertools.count] = {}
+_name_counters: Dict[Tuple[int, int], itertools.count] = {}
 _active_settings: Dict[str, Any] = {}  # this rank's resolved settings of the running session
 
 
@@ -147,7 +148,8 @@ class Deferred:
             o = self._options
             self._id = _core.submit(self._kind, self._name, list(tensors), o["reduce_op"],
                                     float(o["prescale"]), float(o["postscale"]), int(o["root"]),
-                                    o["splits"], o["device"], self._cacheable)
+                                    o["splits"], o["device"], self._cacheable,
+                                    o["process_set"])
         except BaseException as error:  # noqa: BLE001 - re-raised by wait() on the user's thread
             self._error = error
         finally:
@@ -232,10 +234,11 @@ def synchronize(handle: Handle) -> Any:
     return handle._result
 
 
-def auto_name(kind: int) -> str:
-    """A deterministic name for an unnamed op: the n-th unnamed op of a kind has the same name
-    on every rank as long as ranks make the same calls in the same order."""
-    counter = _name_counters.setdefault(kind, itertools.count())
+def auto_name(kind: int, process_set: int = 0) -> str:
+    """A deterministic name for an unnamed op: the n-th unnamed op of a kind in a process set
+    has the same name on every rank of the set as long as they make the same calls in the same
+    order (counted per set: a rank's calls in other sets must not shift the numbering)."""
+    counter = _name_counters.setdefault((kind, process_set), itertools.count())
     return f"{OpType(kind).name.lower()}.noname.{next(counter)}"
 
 
@@ -259,24 +262,26 @@ def check_name(name: Optional[str]) -> None:
 def submit(kind: int, name: Optional[str], tensors: Sequence[TensorSpec], keepalive: Any,
            finish: Callable[[RawResult], Any], *, reduce_op: int = _core.ReduceOp.SUM,
            prescale: float = 1.0, postscale: float = 1.0, root: int = 0,
-           splits: Sequence[int] = (), device: int = DEVICE_CPU) -> Handle:
-    """Hands one operation to the engine and returns its Handle."""
+           splits: Sequence[int] = (), device: int = DEVICE_CPU, process_set: int = 0) -> Handle:
+    """Hands one operation to the engine of process set ``process_set`` (an id; 0: all ranks)
+    and returns its Handle."""
     check_usable()
     check_name(name)
     if _orphans:
         _reap_orphans()
     cacheable = name is not None
     if name is None:
-        name = auto_name(kind)
+        name = auto_name(kind, process_set)
     handle_id = _core.submit(kind, name, list(tensors), reduce_op, float(prescale),
-                             float(postscale), int(root), list(splits), device, cacheable)
+                             float(postscale), int(root), list(splits), device, cacheable,
+                             process_set)
     return Handle(handle_id, keepalive, finish, kind, name)
 
 
 def defer(kind: int, name: Optional[str], keepalive: Any, finish: Callable[[RawResult], Any], *,
           reduce_op: int = _core.ReduceOp.SUM, prescale: float = 1.0,
           postscale: float = 1.0, root: int = 0, splits: Sequence[int] = (),
-          device: int = DEVICE_CPU) -> Tuple[Handle, "Deferred"]:
+          device: int = DEVICE_CPU, process_set: int = 0) -> Tuple[Handle, "Deferred"]:
     """Like :func:`submit`, but the tensors are handed to the engine later, through the returned
     :class:`Deferred` (from any thread). The name is fixed now: an unnamed operation is numbered
     in the order of the user's calls, whatever order the submissions happen in."""
@@ -286,10 +291,11 @@ def defer(kind: int, name: Optional[str], keepalive: Any, finish: Callable[[RawR
         _reap_orphans()
     cacheable = name is not None
     if name is None:
-        name = auto_name(kind)
+        name = auto_name(kind, process_set)
     deferred = Deferred(kind, name, cacheable, {
         "reduce_op": reduce_op, "prescale": prescale,
-        "postscale": postscale, "root": root, "splits": list(splits), "device": device})
+        "postscale": postscale, "root": root, "splits": list(splits), "device": device,
+        "process_set": process_set})
     return Handle(None, keepalive, finish, kind, name, deferred), deferred
 
 
@@ -327,12 +333,15 @@ def check_usable() -> None:
                             "first")
 
 
-def init(comm: Any = None, **settings: Any) -> None:
+def init(comm: Any = None, process_sets: Any = None, **settings: Any) -> None:
     """Starts dist_sync on this rank (collective: every rank must call it).
 
     Args:
         comm: an mpi4py communicator to run on (default: MPI_COMM_WORLD), or a list of ranks of
             MPI_COMM_WORLD to form the communicator from.
+        process_sets: a list of :class:`ProcessSet` to register (static process sets; every rank
+            lists the same ones, else ValueError on every rank), or ``"dynamic"`` to allow
+            ``add_process_set``/``remove_process_set`` later.
         **settings: overrides for the DIST_SYNC_* settings (see dist_sync.config.SETTINGS), e.g.
             ``fusion_threshold_bytes=0``.
 
@@ -351,7 +360,24 @@ def init(comm: Any = None, **settings: Any) -> None:
                                  f"{', '.join(changed)}: call shutdown() first")
             return
         shared = {s.key: s.env for s in _config.SETTINGS if s.shared}
-        _core.init(resolved, shared, _communicator_handle(comm))
+        if process_sets is not None and not (process_sets == "dynamic" or
+                                             isinstance(process_sets, (list, tuple))):
+            raise ValueError(f"process_sets must be a list of ProcessSet or \"dynamic\", got "
+                             f"{process_sets!r}")
+        if isinstance(process_sets, (list, tuple)):
+            for item in process_sets:
+                if not isinstance(item, _process_sets.ProcessSet):
+                    raise TypeError(f"process_sets must hold ProcessSet objects, got "
+                                    f"{type(item).__name__}")
+        if process_sets is None and resolved["dynamic_process_sets"]:
+            process_sets = "dynamic"
+        handle, init_comm = _communicator_handle(comm)
+        _core.init(resolved, shared, handle)
+        try:
+            _process_sets.setup(process_sets, init_comm)
+        except BaseException:
+            _core.shutdown(False, "init(process_sets=...) failed")
+            raise
         _active_settings = resolved
         _session += 1
         _init_pid = os.getpid()
@@ -362,10 +388,11 @@ def init(comm: Any = None, **settings: Any) -> None:
         _install_excepthook()
 
 
-def _communicator_handle(comm: Any) -> int:
-    """The Fortran handle of the communicator to duplicate (-1: MPI_COMM_WORLD)."""
+def _communicator_handle(comm: Any) -> Tuple[int, Any]:
+    """The Fortran handle of the communicator to duplicate (-1: MPI_COMM_WORLD), and the mpi4py
+    communicator itself (None: MPI_COMM_WORLD)."""
     if comm is None:
-        return -1
+        return -1, None
     try:
         from mpi4py import MPI
     except ImportError as error:
@@ -377,9 +404,9 @@ def _communicator_handle(comm: Any) -> int:
         sub = world.Create_group(group)
         if sub == MPI.COMM_NULL:
             raise ValueError(f"this rank ({world.Get_rank()}) is not in init(comm={ranks})")
-        return sub.py2f()
+        return sub.py2f(), sub
     if isinstance(comm, MPI.Comm):
-        return comm.py2f()
+        return comm.py2f(), comm
     raise TypeError(f"comm must be an mpi4py communicator or a list of ranks, got {type(comm).__name__}")
 
 
@@ -391,6 +418,7 @@ def shutdown() -> None:
             return
         _core.shutdown(False)
         _orphans.clear()  # the engine has stopped: nothing touches their memory any more
+        _process_sets.reset()
 
 
 def _shutdown_at_exit() -> None:

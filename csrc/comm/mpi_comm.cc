@@ -235,10 +235,10 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::adopt(std::unique_ptr<Handle> 
 // creation calls run, and those then complete.
 namespace {
 
-void wait_for_every_rank(MPI_Comm parent, std::chrono::duration<double> timeout,
-                         const std::function<void()>& between_polls) {
-  MPI_Request barrier = MPI_REQUEST_NULL;
-  check_mpi(MPI_Ibarrier(parent, &barrier), "MPI_Ibarrier");
+// Polls a non-blocking collective on `parent` until it completes, with a deadline and the
+// caller's interrupt check; `what` names the collective call in the timeout's message.
+void wait_for_every_rank(MPI_Comm parent, MPI_Request& barrier, std::chrono::duration<double> timeout,
+                         const std::function<void()>& between_polls, const char* what) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   auto sleep = std::chrono::microseconds(0);
@@ -252,10 +252,10 @@ void wait_for_every_rank(MPI_Comm parent, std::chrono::duration<double> timeout,
       MPI_Comm_rank(parent, &rank);
       MPI_Comm_size(parent, &size);
       throw Error(detail::concat(
-          "dist_sync.init() is collective: all ", size, " ranks must call it, but rank ", rank,
+          what, " is collective: all ", size, " ranks must call it, but rank ", rank,
           " waited ", static_cast<int64_t>(std::chrono::duration<double>(waited).count()),
-          " s (DIST_SYNC_INIT_TIMEOUT_SECONDS) and not every rank did. A rank that calls init() "
-          "again on its own (after shutdown(), or after the others finished) waits for ranks "
+          " s (DIST_SYNC_INIT_TIMEOUT_SECONDS) and not every rank did. A rank that calls ", what,
+          " on its own (after shutdown(), or after the others finished) waits for ranks "
           "that will not come; call it on every rank"));
     }
     if (between_polls) between_polls();
@@ -273,7 +273,9 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::create(int64_t parent_f2c,
                                                          const std::function<void()>& between_polls) {
   const MPI_Comm parent =
       parent_f2c < 0 ? MPI_COMM_WORLD : MPI_Comm_f2c(static_cast<MPI_Fint>(parent_f2c));
-  wait_for_every_rank(parent, timeout, between_polls);
+  MPI_Request barrier = MPI_REQUEST_NULL;
+  check_mpi(MPI_Ibarrier(parent, &barrier), "MPI_Ibarrier");
+  wait_for_every_rank(parent, barrier, timeout, between_polls, "dist_sync.init()");
   auto handle = std::make_unique<Handle>();
   check_mpi(MPI_Comm_dup(parent, &handle->comm), "MPI_Comm_dup");
   std::unique_ptr<MpiCommunicator> comm = adopt(std::move(handle));
@@ -289,6 +291,47 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::create(int64_t parent_f2c,
   MPI_Allreduce(&topo.local_size, &max_local, 1, MPI_INT, MPI_MAX, comm->handle_->comm);
   topo.homogeneous = min_local == max_local;
   return comm;
+}
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::duplicate() const {
+  auto handle = std::make_unique<Handle>();
+  check_mpi(MPI_Comm_dup(handle_->comm, &handle->comm), "MPI_Comm_dup");
+  std::unique_ptr<MpiCommunicator> comm = adopt(std::move(handle));
+  comm->topology_ = topology_;
+  return comm;
+}
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::split_members(const std::vector<int>& members) const {
+  const bool member = std::find(members.begin(), members.end(), rank_) != members.end();
+  auto handle = std::make_unique<Handle>();
+  check_mpi(MPI_Comm_split(handle_->comm, member ? 0 : MPI_UNDEFINED, rank_, &handle->comm),
+            "MPI_Comm_split");
+  if (!member) return nullptr;
+  return adopt(std::move(handle));
+}
+
+std::vector<std::vector<uint8_t>> MpiCommunicator::allgather_bytes(
+    const std::vector<uint8_t>& mine, std::chrono::duration<double> timeout,
+    const std::function<void()>& between_polls) const {
+  const MPI_Comm mpi = handle_->comm;
+  const int my_count = static_cast<int>(mine.size());
+  std::vector<int> counts(static_cast<size_t>(size_));
+  MPI_Request request = MPI_REQUEST_NULL;
+  check_mpi(MPI_Iallgather(&my_count, 1, MPI_INT, counts.data(), 1, MPI_INT, mpi, &request),
+            "MPI_Iallgather");
+  wait_for_every_rank(mpi, request, timeout, between_polls, "this process-set call");
+  std::vector<int> offsets(static_cast<size_t>(size_), 0);
+  for (size_t r = 1; r < counts.size(); ++r) offsets[r] = offsets[r - 1] + counts[r - 1];
+  std::vector<uint8_t> all(static_cast<size_t>(offsets.back() + counts.back()));
+  check_mpi(MPI_Iallgatherv(mine.data(), my_count, MPI_BYTE, all.data(), counts.data(),
+                            offsets.data(), MPI_BYTE, mpi, &request),
+            "MPI_Iallgatherv");
+  wait_for_every_rank(mpi, request, timeout, between_polls, "this process-set call");
+  std::vector<std::vector<uint8_t>> out;
+  for (size_t r = 0; r < counts.size(); ++r) {
+    out.emplace_back(all.begin() + offsets[r], all.begin() + offsets[r] + counts[r]);
+  }
+  return out;
 }
 
 std::unique_ptr<MpiCommunicator> MpiCommunicator::split_local() const {

@@ -66,6 +66,18 @@ class MpiCommunicator : public Communicator {
   // hierarchical allreduce. Collective over this communicator.
   std::unique_ptr<MpiCommunicator> split_local() const;
   std::unique_ptr<MpiCommunicator> split_cross() const;
+  // Process sets (Note [One engine per process set]). Each is collective over this communicator
+  // and meant for the thread that created it, never the engine thread (give the engine another
+  // duplicate). Every rank must arrive within `timeout` (0: forever); `between_polls` as in
+  // create().
+  std::unique_ptr<MpiCommunicator> duplicate() const;
+  // The communicator of `members` (ranks of this communicator, ascending, no duplicates), or
+  // null on a rank that is not one of them.
+  std::unique_ptr<MpiCommunicator> split_members(const std::vector<int>& members) const;
+  // Every rank's bytes, in rank order.
+  std::vector<std::vector<uint8_t>> allgather_bytes(const std::vector<uint8_t>& mine,
+                                                    std::chrono::duration<double> timeout,
+                                                    const std::function<void()>& between_polls) const;
   // Ends the job: MPI_Abort on this communicator.
   [[noreturn]] void abort_job(int exit_code) const;
 

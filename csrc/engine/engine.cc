@@ -20,7 +20,8 @@ constexpr std::chrono::microseconds kBusyPoll{200};
 
 Engine::Engine(const EngineConfig& config, std::vector<SharedSetting> shared_settings,
                std::unique_ptr<Communicator> comm, AbortJob abort_job,
-               std::unique_ptr<Communicator> local, std::unique_ptr<Communicator> cross)
+               std::unique_ptr<Communicator> local, std::unique_ptr<Communicator> cross,
+               std::string process_set_label)
     : config_(config),
       shared_settings_(std::move(shared_settings)),
       comm_(std::move(comm)),
@@ -29,9 +30,12 @@ Engine::Engine(const EngineConfig& config, std::vector<SharedSetting> shared_set
       abort_job_(std::move(abort_job)),
       rank_(comm_->rank()),
       size_(comm_->size()),
+      process_set_label_(std::move(process_set_label)),
       cache_(config.cache_capacity) {
-  set_log_level(config.log_level);
-  set_log_rank(rank_);
+  if (process_set_label_.empty()) {  // the global set's engine speaks for the process
+    set_log_level(config.log_level);
+    set_log_rank(rank_);
+  }
   const auto timeout = std::chrono::seconds(static_cast<int64_t>(config.stall_timeout_seconds));
   data_wait_.timeout = timeout;
   data_wait_.abort = &abort_waits_;
@@ -142,7 +146,9 @@ void Engine::loop() {
 }
 
 void Engine::stop(const std::string& reason, bool failed) {
-  record_termination_reason(reason);  // Note [Saying why mpirun ended a rank]
+  // Note [Saying why mpirun ended a rank]: a process set's engine stops when the set is removed,
+  // which says nothing about why the process ends; only its failures do.
+  if (process_set_label_.empty() || failed) record_termination_reason(reason);
   std::deque<Request> queued;
   {
     std::lock_guard<std::mutex> lock(mutex_);

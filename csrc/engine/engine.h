@@ -43,7 +43,8 @@ class Engine {
   // are used for the hierarchical allreduce when it is enabled.
   Engine(const EngineConfig& config, std::vector<SharedSetting> shared_settings,
          std::unique_ptr<Communicator> comm, AbortJob abort_job,
-         std::unique_ptr<Communicator> local = nullptr, std::unique_ptr<Communicator> cross = nullptr);
+         std::unique_ptr<Communicator> local = nullptr, std::unique_ptr<Communicator> cross = nullptr,
+         std::string process_set_label = "");
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -117,6 +118,10 @@ class Engine {
   HandleTable handles_;
   Timeline timeline_;
   Stats stats_;
+
+  // Empty for the global process set; otherwise how errors name this engine's process set
+  // (Note [One engine per process set]).
+  const std::string process_set_label_;
 
   // Shared with submitting threads, under mutex_.
   mutable std::mutex mutex_;

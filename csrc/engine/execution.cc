@@ -81,6 +81,10 @@ void Engine::finish(const std::string& name, OpResult result) {
   }
   pending_.erase(it);
   ++completed_;
+  // Ranks in a process set's messages are positions in the set; the label maps them back.
+  if (!result.error.empty() && !process_set_label_.empty()) {
+    result.error += " [" + process_set_label_ + "]";
+  }
   stats_.requests.fetch_add(1, std::memory_order_relaxed);
   handles_.complete(handle, std::move(result));
 }

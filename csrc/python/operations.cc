@@ -37,7 +37,7 @@ void* data_address(const py::handle& tensor) {
 // native-enum caster would add an isinstance check and a .value lookup per argument.
 uint64_t submit(int op_type, const std::string& name, const std::vector<py::tuple>& tensors,
                 int reduce_op, double prescale, double postscale, int root,
-                const std::vector<int64_t>& splits, int device, bool cacheable) {
+                const std::vector<int64_t>& splits, int device, bool cacheable, int32_t process_set) {
   DS_CHECK(is_op_type(op_type), "unknown op type ", op_type);
   DS_CHECK(is_user_reduce_op(reduce_op), "unknown reduce op ", reduce_op);
   DS_CHECK(is_device_kind(device), "unknown device kind ", device);
@@ -62,7 +62,8 @@ uint64_t submit(int op_type, const std::string& name, const std::vector<py::tupl
     tensor.shape = t[4].cast<std::vector<int64_t>>();
     request.meta.tensors.push_back(std::move(tensor));
   }
-  return engine().submit(std::move(request));
+  const std::shared_ptr<Engine> e = process_set_engine(process_set);
+  return make_handle(process_set, e->submit(std::move(request)));
 }
 
 // Blocks without the GIL; (output buffer or None, output shape, received splits, join rank).
@@ -71,7 +72,8 @@ uint64_t submit(int op_type, const std::string& name, const std::vector<py::tupl
 // the stall timeout); the operation stays in flight and its handle valid.
 py::tuple wait(uint64_t handle) {
   constexpr auto kSlice = std::chrono::milliseconds(100);
-  const std::shared_ptr<Engine> e = shared_engine();
+  const std::shared_ptr<Engine> e = process_set_engine(handle_set(handle));
+  handle = handle_local(handle);
   std::optional<OpResult> done;
   while (true) {
     {
@@ -100,10 +102,14 @@ void bind_operations(py::module_& m) {
         py::arg("reduce_op") = static_cast<int>(ReduceOp::kSum), py::arg("prescale") = 1.0,
         py::arg("postscale") = 1.0, py::arg("root") = 0, py::arg("splits") = std::vector<int64_t>{},
         py::arg("device") = static_cast<int>(DeviceKind::kCpu), py::arg("cacheable") = true,
-        "Hands one operation to the engine; returns its handle. op_type, reduce_op, device: "
+        py::arg("process_set") = 0,
+        "Hands one operation to the engine of a process set (0: the global one); returns its "
+        "handle. op_type, reduce_op, device: "
         "OpType, ReduceOp, DeviceKind members; tensors: (name, input, output, DataType, shape) "
         "each, input and output numpy arrays or addresses (0: no output).");
-  m.def("poll", [](uint64_t handle) { return engine().poll(handle); });
+  m.def("poll", [](uint64_t handle) {
+    return process_set_engine(handle_set(handle))->poll(handle_local(handle));
+  });
   m.def("wait", &wait);
 }
 

@@ -3,6 +3,8 @@
 #include <pybind11/stl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <sstream>
 #include <vector>
 
 #include "common/errors.h"
@@ -29,6 +31,26 @@ SessionHolder& holder() {
   return instance;
 }
 
+// Ctrl-C while waiting for the other ranks in a collective setup call raises KeyboardInterrupt.
+void check_signals() {
+  py::gil_scoped_acquire acquire;
+  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+}
+
+// Stops every process set's engine on this rank (collective within each set: the first member
+// to stop one stops it on every member).
+void stop_process_sets(Session& s, const std::string& reason) {
+  std::map<int32_t, ProcessSetEntry> sets;
+  {
+    std::lock_guard<std::mutex> lock(s.sets_mutex);
+    sets.swap(s.sets);
+  }
+  py::gil_scoped_release release;
+  for (auto& [id, entry] : sets) {
+    if (entry.engine) entry.engine->shutdown(reason);
+  }
+}
+
 void init(const py::dict& config, const py::dict& shared, int64_t comm_f2c) {
   Session& s = session();
   if (s.engine && s.engine->running()) return;  // idempotent
@@ -40,11 +62,6 @@ void init(const py::dict& config, const py::dict& shared, int64_t comm_f2c) {
   std::vector<SharedSetting> agreed = shared_settings(shared);
   py::gil_scoped_release release;
   mpi_initialize();
-  // Ctrl-C while waiting for the other ranks raises KeyboardInterrupt here.
-  const auto check_signals = [] {
-    py::gil_scoped_acquire acquire;
-    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-  };
   std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(
       comm_f2c, std::chrono::duration<double>(engine_settings.init_timeout_seconds), check_signals);
   s.topology = comm->topology();
@@ -52,6 +69,16 @@ void init(const py::dict& config, const py::dict& shared, int64_t comm_f2c) {
   // settings, since creating them is collective (Note [Settings every rank must share]).
   std::unique_ptr<Communicator> local = comm->split_local();
   std::unique_ptr<Communicator> cross = comm->split_cross();
+  {
+    std::lock_guard<std::mutex> lock(s.sets_mutex);
+    s.control = comm->duplicate();
+    s.sets.clear();
+    s.next_set_id = 1;
+    s.set_config = engine_settings;
+    s.set_config.timeline_path.clear();  // rank 0's global engine writes the timeline
+    s.set_config.hierarchical_allreduce = false;  // a set has no host communicators of its own
+    s.set_shared = agreed;
+  }
   const MpiCommunicator* raw = comm.get();
   std::vector<PeerProcess> peers;
   for (const auto& [peer_rank, pid] : comm->same_host_peers()) {
@@ -67,6 +94,7 @@ void shutdown(bool finalize_mpi, const std::string& reason) {
   Session& s = session();
   if (getpid() != holder().owner) return;
   bool failed = false;
+  stop_process_sets(s, reason.empty() ? "dist_sync.shutdown() was called" : reason);
   if (s.engine) {
     failed = s.engine->failed();
     {
@@ -79,13 +107,115 @@ void shutdown(bool finalize_mpi, const std::string& reason) {
     s.engine.reset();
     uninstall_termination_report();
   }
+  {
+    std::lock_guard<std::mutex> lock(s.sets_mutex);
+    s.control.reset();
+  }
   // After a fatal error the peers may never reach MPI_Finalize; waiting for them would hang.
   if (finalize_mpi && !failed) mpi_finalize_if_owned();
+}
+
+// "process set 2 (ranks 0, 2)"
+std::string describe_set(int32_t id, const std::vector<int>& ranks) {
+  std::ostringstream out;
+  out << "process set " << id << " (ranks ";
+  for (size_t i = 0; i < ranks.size(); ++i) out << (i ? ", " : "") << ranks[i];
+  out << ")";
+  return out.str();
+}
+
+// Collective over every rank: all must pass the same ranks (the Python front end checks that
+// first, with _control_allgather, so it can say which rank differs).
+int32_t add_process_set(const std::vector<int>& ranks) {
+  Session& s = session();
+  Engine& global = engine();
+  DS_CHECK(mpi_thread_level() == 3,
+           "process sets need MPI initialised with MPI_THREAD_MULTIPLE (each set's engine "
+           "talks to its own communicator from its own thread); MPI provides level ",
+           mpi_thread_level());
+  DS_CHECK(!ranks.empty(), "a process set needs at least one rank");
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    DS_CHECK(ranks[i] >= 0 && ranks[i] < global.size(), "rank ", ranks[i],
+             " of the process set is out of range (", global.size(), " ranks)");
+    DS_CHECK(i == 0 || ranks[i] > ranks[i - 1], "process set ranks must be ascending and distinct");
+  }
+  std::lock_guard<std::mutex> lock(s.sets_mutex);
+  DS_CHECK(s.control != nullptr, "dist_sync is not initialized");
+  const int32_t id = s.next_set_id++;
+  std::unique_ptr<MpiCommunicator> comm;
+  {
+    py::gil_scoped_release release;
+    comm = s.control->split_members(ranks);
+  }
+  ProcessSetEntry entry;
+  entry.ranks = ranks;
+  if (comm) {
+    const MpiCommunicator* raw = comm.get();
+    py::gil_scoped_release release;
+    entry.engine = std::make_shared<Engine>(s.set_config, s.set_shared, std::move(comm),
+                                            [raw] { raw->abort_job(1); }, nullptr, nullptr,
+                                            describe_set(id, ranks) +
+                                                "; ranks in this message are positions in the set");
+  }
+  s.sets.emplace(id, std::move(entry));
+  return id;
+}
+
+void remove_process_set(int32_t id, const std::string& reason) {
+  Session& s = session();
+  engine();
+  std::shared_ptr<Engine> removed;
+  {
+    std::lock_guard<std::mutex> lock(s.sets_mutex);
+    const auto it = s.sets.find(id);
+    DS_CHECK(it != s.sets.end(), "process set ", id, " is not registered (already removed?)");
+    removed = std::move(it->second.engine);
+    s.sets.erase(it);
+  }
+  if (removed) {
+    py::gil_scoped_release release;
+    removed->shutdown(reason);
+  }
+}
+
+std::vector<py::bytes> control_allgather(const std::string& mine) {
+  Session& s = session();
+  const Engine& global = engine();
+  std::vector<std::vector<uint8_t>> gathered;
+  {
+    std::lock_guard<std::mutex> lock(s.sets_mutex);
+    DS_CHECK(s.control != nullptr, "dist_sync is not initialized");
+    const std::vector<uint8_t> bytes(mine.begin(), mine.end());
+    py::gil_scoped_release release;
+    gathered = s.control->allgather_bytes(
+        bytes, std::chrono::duration<double>(s.set_config.init_timeout_seconds), check_signals);
+  }
+  static_cast<void>(global);
+  std::vector<py::bytes> out;
+  for (const auto& bytes : gathered) {
+    out.emplace_back(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  }
+  return out;
 }
 
 }  // namespace
 
 Session& session() { return *holder().session; }
+
+std::shared_ptr<Engine> process_set_engine(int32_t id) {
+  if (id == 0) return shared_engine();
+  engine();  // the same checks as the global set
+  Session& s = session();
+  std::lock_guard<std::mutex> lock(s.sets_mutex);
+  const auto it = s.sets.find(id);
+  if (it == s.sets.end()) {
+    throw Error(detail::concat("process set ", id, " has been removed (remove_process_set) or "
+                               "was never added on this rank"));
+  }
+  DS_CHECK(it->second.engine != nullptr, "rank ", engine().rank(), " is not in ",
+           describe_set(id, it->second.ranks), ", so it cannot take part in its operations");
+  return it->second.engine;
+}
 
 Engine& engine() {
   Session& s = session();
@@ -119,6 +249,13 @@ void bind_session(py::module_& m) {
     Session& s = session();
     return s.engine ? s.engine->stop_reason() : s.last_stop_reason;
   });
+  m.def("_add_process_set", &add_process_set, py::arg("ranks"),
+        "Collective over every rank: registers the process set of `ranks` (ascending) and "
+        "starts its engine on its members; returns its id.");
+  m.def("_remove_process_set", &remove_process_set, py::arg("id"), py::arg("reason"),
+        "Stops this rank's engine of the set (collective within the set) and forgets it.");
+  m.def("_control_allgather", &control_allgather, py::arg("mine"),
+        "Collective over every rank: every rank's bytes, in rank order.");
   m.def("rank", [] { return engine().rank(); });
   m.def("size", [] { return engine().size(); });
   m.def("local_rank", [] { return (engine(), session().topology.local_rank); });
@@ -136,8 +273,9 @@ void bind_session(py::module_& m) {
   m.def("stop_timeline", [] { engine().timeline().stop(); });
 
   // Counters of the running engine, for diagnostics and tests (underscore: not API).
-  m.def("_engine_stats", [] {
-    const Engine::Stats& stats = engine().stats();
+  m.def("_engine_stats", [](int32_t process_set) {
+    const std::shared_ptr<Engine> e = process_set_engine(process_set);
+    const Engine::Stats& stats = e->stats();
     py::dict out;
     out["cycles"] = stats.cycles.load();
     out["full_rounds"] = stats.full_rounds.load();
@@ -145,7 +283,7 @@ void bind_session(py::module_& m) {
     out["requests"] = stats.requests.load();
     out["cache_hits"] = stats.cache_hits.load();
     return out;
-  });
+  }, py::arg("process_set") = 0);
 }
 
 }  // namespace dist_sync::python

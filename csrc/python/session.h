@@ -4,13 +4,23 @@
 
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "comm/mpi_comm.h"
 #include "engine/engine.h"
 
 namespace dist_sync::python {
+
+// A process set other than the global one (Note [One engine per process set]).
+struct ProcessSetEntry {
+  std::vector<int> ranks;         // ranks of the global set, ascending
+  std::shared_ptr<Engine> engine;  // null on ranks that are not in the set
+};
 
 struct Session {
   // Shared: a thread waiting on a handle without the GIL holds a reference, so a shutdown() from
@@ -18,6 +28,14 @@ struct Session {
   // under that wait; the waiter wakes with the shutdown error and lets go.
   std::shared_ptr<Engine> engine;
   Topology topology;
+  // For the collectives of add/remove_process_set, which run on the calling thread while the
+  // engines use their own communicators. Guarded by sets_mutex, as are `sets` and the ids.
+  std::unique_ptr<MpiCommunicator> control;
+  std::mutex sets_mutex;
+  std::map<int32_t, ProcessSetEntry> sets;
+  int32_t next_set_id = 1;
+  EngineConfig set_config;             // what each set's engine runs with
+  std::vector<SharedSetting> set_shared;
   std::string last_stop_reason;  // why the previous engine stopped, for errors after shutdown()
 };
 
@@ -26,6 +44,19 @@ Session& session();
 Engine& engine();
 // The same, kept alive for as long as the caller holds it (see Session::engine).
 std::shared_ptr<Engine> shared_engine();
+// The engine of process set `id` (0: the global one); DistSyncError for a removed or unknown
+// set, ValueError on a rank that is not in it.
+std::shared_ptr<Engine> process_set_engine(int32_t id);
+
+// Handles of every set's engine share one number space: the set id in the top bits.
+constexpr int kHandleSetShift = 48;
+inline uint64_t make_handle(int32_t set_id, uint64_t handle) {
+  return (static_cast<uint64_t>(set_id) << kHandleSetShift) | handle;
+}
+inline int32_t handle_set(uint64_t handle) { return static_cast<int32_t>(handle >> kHandleSetShift); }
+inline uint64_t handle_local(uint64_t handle) {
+  return handle & ((uint64_t{1} << kHandleSetShift) - 1);
+}
 
 void bind_session(pybind11::module_& core);
 

@@ -4,8 +4,8 @@ Change ``import horovod.torch as hvd`` to ``import dist_sync.torch as hvd`` and 
 ``mpirun -np N python train.py``. Tensors may be on the CPU or on a CUDA device (staged through
 pinned host memory, Note [Host staging] in _staging.py; one rank per GPU: README, "GPUs").
 Differences from Horovod are listed in the docstrings of the modules that
-implement them (mpi_ops, functions, optimizer) and in docs/torch.md; ``process_set`` arguments,
-elastic training and Adasum are not provided.
+implement them (mpi_ops, functions, optimizer) and in docs/torch.md; elastic training and
+Adasum are not provided.
 
 Huge pages: Open MPI's single-copy transport is about twice as fast on 2 MiB transparent huge
 pages. PyTorch uses them for CPU allocations of 2 MiB and more when the environment variable
@@ -21,6 +21,8 @@ from .._session import (DistSyncError, Handle, cross_rank, cross_size, init, is_
                         is_initialized, local_rank, local_size, mpi_threads_supported, poll,
                         rank, shutdown, size, start_timeline, stop_timeline, synchronize)
 from .averaging import PeriodicModelAverager, average_parameters
+from .._process_sets import (ProcessSet, add_process_set, global_process_set,
+                                               process_set_by_id, process_sets, remove_process_set)
 from .compression import Compression, Compressor
 from .functions import (allgather_object, broadcast_object, broadcast_optimizer_state,
                         broadcast_parameters)
@@ -43,6 +45,8 @@ def cuda_built() -> bool:
 
 
 __all__ = [
+    "ProcessSet", "global_process_set", "add_process_set", "remove_process_set",
+    "process_set_by_id", "process_sets",
     "DistSyncError", "Handle", "init", "shutdown", "is_initialized", "rank", "size",
     "local_rank", "local_size", "cross_rank", "cross_size", "is_homogeneous",
     "mpi_threads_supported", "mpi_enabled", "mpi_built", "gloo_enabled", "gloo_built",

@@ -33,6 +33,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import _builders, _core
 from .._reduce_op import Average, Max, Min, Product, ReduceOp, Sum
+from .._process_sets import resolve
 from .._session import Handle, synchronize
 from ._adapter import TORCH
 
@@ -40,29 +41,31 @@ _EXTREMA = (int(Min), int(Max), int(Product))
 
 
 def _allreduce(tensor: torch.Tensor, name: Optional[str], op: ReduceOp, pre: float = 1.0,
-               post: float = 1.0) -> Handle:
+               post: float = 1.0, *, ps: Any = None) -> Handle:
     return _builders.allreduce(TORCH, tensor, op, name, pre, post, in_place=False,
-                               what="allreduce")
+                               what="allreduce", process_set=ps)
 
 
 def _grouped_async(tensors: List[torch.Tensor], name: Optional[str], op: ReduceOp,
-                   pre: float = 1.0, post: float = 1.0, in_place: bool = False) -> Handle:
+                   pre: float = 1.0, post: float = 1.0, in_place: bool = False, *,
+                   ps: Any = None) -> Handle:
     return _builders.grouped_allreduce(TORCH, tensors, op, name, pre, post, in_place=in_place,
                                        what="grouped_allreduce_" if in_place else
-                                       "grouped_allreduce")
+                                       "grouped_allreduce", process_set=ps)
 
 
-def _allgather(tensor: torch.Tensor, name: Optional[str]) -> Handle:
-    return _builders.allgather(TORCH, tensor, name, what="allgather")
+def _allgather(tensor: torch.Tensor, name: Optional[str], *, ps: Any = None) -> Handle:
+    return _builders.allgather(TORCH, tensor, name, what="allgather", process_set=ps)
 
 
-def _alltoall(tensor: torch.Tensor, splits: Any, name: Optional[str]) -> Handle:
-    return _builders.alltoall(TORCH, tensor, splits, name, what="alltoall")
+def _alltoall(tensor: torch.Tensor, splits: Any, name: Optional[str], *, ps: Any = None) -> Handle:
+    return _builders.alltoall(TORCH, tensor, splits, name, what="alltoall", process_set=ps)
 
 
 def _reducescatter(tensor: torch.Tensor, name: Optional[str], op: ReduceOp, pre: float = 1.0,
-                   post: float = 1.0) -> Handle:
-    return _builders.reducescatter(TORCH, tensor, op, name, pre, post, what="reducescatter")
+                   post: float = 1.0, *, ps: Any = None) -> Handle:
+    return _builders.reducescatter(TORCH, tensor, op, name, pre, post, what="reducescatter",
+                                   process_set=ps)
 
 
 def _exact_backward(op: ReduceOp, tensor: torch.Tensor) -> bool:
@@ -82,22 +85,22 @@ def _sub_name(name: Optional[str], suffix: str) -> Optional[str]:
 
 
 def _extremum_grads(op: ReduceOp, inputs: Sequence[torch.Tensor], results: Sequence[torch.Tensor],
-                    summed: Sequence[torch.Tensor], scale: float, name: Optional[str]
-                    ) -> List[torch.Tensor]:
+                    summed: Sequence[torch.Tensor], scale: float, name: Optional[str],
+                    ps: Any = None) -> List[torch.Tensor]:
     """Input gradients for Min/Max/Product given each tensor's pre-scaled input, unscaled
     reduced value (full size) and the sum over ranks of the output gradient."""
     if int(op) in (int(Min), int(Max)):
         masks = [(z == m).to(z.dtype) for z, m in zip(inputs, results)]
-        counts = synchronize(_grouped_async(masks, _sub_name(name, "ties"), Sum))
+        counts = synchronize(_grouped_async(masks, _sub_name(name, "ties"), Sum, ps=ps))
         return [_scaled(s * mask / count.clamp_min(1), scale)
                 for s, mask, count in zip(summed, masks, counts)]
     # Product: d(prod_s z_s)/d z_r = product of the other ranks' z. Count zeros and multiply the
     # non-zeros separately so a zero input still gets the exact product of the others.
     zeros = [(z == 0).to(z.dtype) for z in inputs]
     nonzero = [torch.where(z == 0, torch.ones_like(z), z) for z in inputs]
-    zero_handle = _grouped_async(zeros, _sub_name(name, "zeros"), Sum, in_place=True)
+    zero_handle = _grouped_async(zeros, _sub_name(name, "zeros"), Sum, in_place=True, ps=ps)
     product_handle = _grouped_async(nonzero, _sub_name(name, "nonzero"), Product,
-                                    in_place=True)
+                                    in_place=True, ps=ps)
     zero_counts = synchronize(zero_handle)
     products = synchronize(product_handle)
     grads = []
@@ -112,16 +115,16 @@ def _extremum_grads(op: ReduceOp, inputs: Sequence[torch.Tensor], results: Seque
 
 
 def _reduction_forward(ctx: Any, start: Callable[..., Any], tensor: torch.Tensor, op: ReduceOp,
-                       name: Optional[str], pre: float, post: float) -> torch.Tensor:
+                       name: Optional[str], pre: float, post: float, ps: Any) -> torch.Tensor:
     """Forward of allreduce/reducescatter. Min, Max and Product keep the (prescaled) input and the
     unscaled result for their exact backward, so the scales are applied here, not in the engine."""
-    ctx.op, ctx.name, ctx.pre, ctx.post = op, name, pre, post
+    ctx.op, ctx.name, ctx.pre, ctx.post, ctx.ps = op, name, pre, post, ps
     if _exact_backward(op, tensor):
         z = _scaled(tensor.detach(), pre)
-        reduced = synchronize(start(z, name, op))
+        reduced = synchronize(start(z, name, op, ps=ps))
         ctx.save_for_backward(z, reduced)
         return _scaled(reduced, post) if post != 1.0 else reduced.clone()
-    return synchronize(start(tensor, name, op, pre, post))
+    return synchronize(start(tensor, name, op, pre, post, ps=ps))
 
 
 # --- allreduce -------------------------------------------------------------------------------
@@ -129,8 +132,8 @@ def _reduction_forward(ctx: Any, start: Callable[..., Any], tensor: torch.Tensor
 class _Allreduce(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, tensor: torch.Tensor, op: ReduceOp, name: Optional[str], pre: float,
-                post: float) -> torch.Tensor:
-        return _reduction_forward(ctx, _allreduce, tensor, op, name, pre, post)
+                post: float, ps: Any = None) -> torch.Tensor:
+        return _reduction_forward(ctx, _allreduce, tensor, op, name, pre, post, ps)
 
     @staticmethod
     @once_differentiable
@@ -138,12 +141,12 @@ class _Allreduce(torch.autograd.Function):
         name = _sub_name(ctx.name, "backward")
         if int(ctx.op) in _EXTREMA:
             z, reduced = ctx.saved_tensors
-            summed = synchronize(_allreduce(grad, name, Sum))
+            summed = synchronize(_allreduce(grad, name, Sum, ps=ctx.ps))
             result = _extremum_grads(ctx.op, [z], [reduced], [summed], ctx.pre * ctx.post,
-                                     ctx.name)[0]
+                                     ctx.name, ctx.ps)[0]
         else:
-            result = synchronize(_allreduce(grad, name, ctx.op, ctx.pre, ctx.post))
-        return result, None, None, None, None
+            result = synchronize(_allreduce(grad, name, ctx.op, ctx.pre, ctx.post, ps=ctx.ps))
+        return result, None, None, None, None, None
 
 
 
@@ -151,18 +154,18 @@ class _Allreduce(torch.autograd.Function):
 # --- grouped allreduce -----------------------------------------------------------------------
 
 def _grouped(tensors: List[torch.Tensor], name: Optional[str], op: ReduceOp, pre: float = 1.0,
-             post: float = 1.0) -> List[torch.Tensor]:
-    return synchronize(_grouped_async(tensors, name, op, pre, post))
+             post: float = 1.0, *, ps: Any = None) -> List[torch.Tensor]:
+    return synchronize(_grouped_async(tensors, name, op, pre, post, ps=ps))
 
 
 class _GroupedAllreduce(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, op: ReduceOp, name: Optional[str], pre: float, post: float,
+    def forward(ctx: Any, op: ReduceOp, name: Optional[str], pre: float, post: float, ps: Any,
                 *tensors: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        ctx.op, ctx.name, ctx.pre, ctx.post = op, name, pre, post
+        ctx.op, ctx.name, ctx.pre, ctx.post, ctx.ps = op, name, pre, post, ps
         ctx.floating = [t.is_floating_point() for t in tensors]
         if int(op) not in _EXTREMA:
-            outputs = _grouped(list(tensors), name, op, pre, post)
+            outputs = _grouped(list(tensors), name, op, pre, post, ps=ps)
             for value, floating in zip(outputs, ctx.floating):
                 if not floating:
                     ctx.mark_non_differentiable(value)
@@ -179,9 +182,9 @@ class _GroupedAllreduce(torch.autograd.Function):
             handles = []
             if float_index:
                 handles.append(_grouped_async([inputs[i] for i in float_index],
-                                              _sub_name(name, "float"), op))
+                                              _sub_name(name, "float"), op, ps=ps))
             handles.append(_grouped_async([inputs[i] for i in int_index], _sub_name(name, "int"),
-                                          op, pre, post))
+                                          op, pre, post, ps=ps))
             parts = [synchronize(h) for h in handles]
             reduced: List[Optional[torch.Tensor]] = [None] * len(tensors)
             for index_list, part in zip([float_index, int_index] if float_index else [int_index],
@@ -189,7 +192,7 @@ class _GroupedAllreduce(torch.autograd.Function):
                 for i, value in zip(index_list, part):
                     reduced[i] = value
         else:
-            reduced = _grouped(inputs, name, op)
+            reduced = _grouped(inputs, name, op, ps=ps)
         ctx.save_for_backward(*[v for v, f in zip(inputs, ctx.floating) if f],
                               *[v for v, f in zip(reduced, ctx.floating) if f])
         outputs = []
@@ -206,21 +209,21 @@ class _GroupedAllreduce(torch.autograd.Function):
         index = [i for i, f in enumerate(ctx.floating) if f]
         none: List[Any] = [None] * len(grads)
         if not index:
-            return (None, None, None, None, *none)
+            return (None, None, None, None, None, *none)
         float_grads = [grads[i] for i in index]
         name = _sub_name(ctx.name, "backward")
         if int(ctx.op) in _EXTREMA:
             saved = ctx.saved_tensors
             inputs, reduced = saved[:len(index)], saved[len(index):]
-            summed = _grouped(float_grads, name, Sum)
+            summed = _grouped(float_grads, name, Sum, ps=ctx.ps)
             results = _extremum_grads(ctx.op, inputs, reduced, summed, ctx.pre * ctx.post,
-                                      ctx.name)
+                                      ctx.name, ctx.ps)
         else:
-            results = _grouped(float_grads, name, ctx.op, ctx.pre, ctx.post)
+            results = _grouped(float_grads, name, ctx.op, ctx.pre, ctx.post, ps=ctx.ps)
         out = none
         for i, value in zip(index, results):
             out[i] = value
-        return (None, None, None, None, *out)
+        return (None, None, None, None, None, *out)
 
 
 
@@ -229,10 +232,12 @@ class _GroupedAllreduce(torch.autograd.Function):
 
 class _Allgather(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, tensor: torch.Tensor, name: Optional[str]) -> torch.Tensor:
-        ctx.shape, ctx.name = tensor.shape, name
+    def forward(ctx: Any, tensor: torch.Tensor, name: Optional[str],
+                ps: Any = None) -> torch.Tensor:
+        ctx.shape, ctx.name, ctx.ps = tensor.shape, name, ps
         gathered, ctx.counts = synchronize(_builders.allgather(TORCH, tensor, name,
-                                                               what="allgather", with_rows=True))
+                                                               what="allgather", with_rows=True,
+                                                               process_set=ps))
         return gathered
 
     @staticmethod
@@ -243,9 +248,10 @@ class _Allgather(torch.autograd.Function):
         # Rank p holds every rank's gradient of the rows p contributed: send them back with an
         # alltoall (each rank gets size() copies of its own rows) and sum, instead of an
         # allreduce of the whole gathered tensor.
-        received, _ = synchronize(_alltoall(grad, counts, _sub_name(ctx.name, "backward")))
+        received, _ = synchronize(_alltoall(grad, counts, _sub_name(ctx.name, "backward"),
+                                            ps=ctx.ps))
         summed = received.reshape(len(counts), rows, *grad.shape[1:]).sum(0)
-        return summed.reshape(ctx.shape), None
+        return summed.reshape(ctx.shape), None, None
 
 
 
@@ -255,18 +261,18 @@ class _Allgather(torch.autograd.Function):
 class _Broadcast(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, tensor: torch.Tensor, root_rank: int,
-                name: Optional[str]) -> torch.Tensor:
-        ctx.root, ctx.name = root_rank, name
+                name: Optional[str], ps: Any = None) -> torch.Tensor:
+        ctx.root, ctx.name, ctx.ps = root_rank, name, ps
         return synchronize(_builders.broadcast(TORCH, tensor, root_rank, name, in_place=False,
-                                               what="broadcast"))
+                                               what="broadcast", process_set=ps))
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Any, ...]:
-        summed = synchronize(_allreduce(grad, _sub_name(ctx.name, "backward"), Sum))
+        summed = synchronize(_allreduce(grad, _sub_name(ctx.name, "backward"), Sum, ps=ctx.ps))
         if _core.rank() != ctx.root:
             summed.zero_()
-        return summed, None, None
+        return summed, None, None, None
 
 
 
@@ -276,9 +282,9 @@ class _Broadcast(torch.autograd.Function):
 class _Alltoall(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, tensor: torch.Tensor, splits: Any,
-                name: Optional[str]) -> Tuple[torch.Tensor, torch.Tensor]:
-        ctx.name = name
-        output, received = synchronize(_alltoall(tensor, splits, name))
+                name: Optional[str], ps: Any = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        ctx.name, ctx.ps = name, ps
+        output, received = synchronize(_alltoall(tensor, splits, name, ps=ps))
         ctx.received = received.tolist()
         ctx.mark_non_differentiable(received)
         return output, received
@@ -287,8 +293,9 @@ class _Alltoall(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor, _unused: Any) -> Tuple[Any, ...]:
         # Each rank sends the gradient of what it received back to where it came from.
-        returned, _ = synchronize(_alltoall(grad, ctx.received, _sub_name(ctx.name, "backward")))
-        return returned, None, None
+        returned, _ = synchronize(_alltoall(grad, ctx.received, _sub_name(ctx.name, "backward"),
+                                            ps=ctx.ps))
+        return returned, None, None, None
 
 
 
@@ -298,24 +305,25 @@ class _Alltoall(torch.autograd.Function):
 class _Reducescatter(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, tensor: torch.Tensor, op: ReduceOp, name: Optional[str], pre: float,
-                post: float) -> torch.Tensor:
-        return _reduction_forward(ctx, _reducescatter, tensor, op, name, pre, post)
+                post: float, ps: Any = None) -> torch.Tensor:
+        return _reduction_forward(ctx, _reducescatter, tensor, op, name, pre, post, ps)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Any, ...]:
         # Every rank's gradient of its own rows, concatenated: the summed output gradient of
         # the full reduction.
-        summed = synchronize(_allgather(grad, _sub_name(ctx.name, "backward")))
+        summed = synchronize(_allgather(grad, _sub_name(ctx.name, "backward"), ps=ctx.ps))
         if int(ctx.op) in _EXTREMA:
             z, piece = ctx.saved_tensors
-            full = synchronize(_allgather(piece, _sub_name(ctx.name, "result")))
+            full = synchronize(_allgather(piece, _sub_name(ctx.name, "result"), ps=ctx.ps))
             result = _extremum_grads(ctx.op, [z], [full], [summed], ctx.pre * ctx.post,
-                                     ctx.name)[0]
+                                     ctx.name, ctx.ps)[0]
         else:
-            scale = ctx.pre * ctx.post / (_core.size() if int(ctx.op) == int(Average) else 1)
+            size = resolve(ctx.ps, "reducescatter").size
+            scale = ctx.pre * ctx.post / (size if int(ctx.op) == int(Average) else 1)
             result = _scaled(summed, scale)
-        return result, None, None, None, None
+        return result, None, None, None, None, None
 
 
 

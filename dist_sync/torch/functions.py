@@ -24,6 +24,7 @@ import torch
 
 from .. import _core
 from .._objects import allgather_object, broadcast_object
+from .._process_sets import ProcessSet, global_process_set, resolve
 from .._session import DistSyncError, synchronize
 from .._validation import check_root
 from ._adapter import TORCH_TO_CODE
@@ -48,12 +49,15 @@ def _named_tensors(params: Any) -> List[Tuple[Optional[str], torch.Tensor]]:
     return result
 
 
-def broadcast_parameters(params: Any, root_rank: int, prefix: Optional[str] = None) -> None:
+def broadcast_parameters(params: Any, root_rank: int, prefix: Optional[str] = None,
+                         process_set: ProcessSet = global_process_set) -> None:
     """Overwrites ``params`` on every rank with ``root_rank``'s values, in place.
 
     ``params``: ``model.state_dict()`` (parameters and buffers), ``model.named_parameters()``
-    (list or iterator) or a list of tensors. Every rank must pass the same structure.
+    (list or iterator) or a list of tensors. Every rank must pass the same structure. With
+    ``process_set``, among its ranks (``root_rank`` is a rank of the global set).
     """
+    resolve(process_set, "broadcast_parameters")
     root = check_root(root_rank)
     pending = []
     seen = set()
@@ -65,9 +69,11 @@ def broadcast_parameters(params: Any, root_rank: int, prefix: Optional[str] = No
         seen.add(key)
         op_name = None if name is None else f"broadcast_parameters.{prefix or ''}{name}"
         if tensor.is_contiguous():
-            pending.append((None, broadcast_async_(tensor, root, name=op_name)))
+            pending.append((None, broadcast_async_(tensor, root, name=op_name,
+                                                   process_set=process_set)))
         else:
-            pending.append((tensor, broadcast_async(tensor, root, name=op_name)))
+            pending.append((tensor, broadcast_async(tensor, root, name=op_name,
+                                                    process_set=process_set)))
     for target, handle in pending:
         result = synchronize(handle)
         if target is not None:
@@ -115,27 +121,31 @@ def _fill(value: Any, tensors: List[torch.Tensor]) -> Any:
     return value
 
 
-def broadcast_optimizer_state(optimizer: torch.optim.Optimizer, root_rank: int) -> None:
+def broadcast_optimizer_state(optimizer: torch.optim.Optimizer, root_rank: int,
+                              process_set: ProcessSet = global_process_set) -> None:
     """Makes every rank's optimizer state (per-parameter state, scalar or tensor, and the
     param-group hyperparameters such as the learning rate) equal to ``root_rank``'s.
 
     Works with any ``torch.optim`` optimizer, wrapped by DistributedOptimizer or not, with or
-    without state yet. Every rank's optimizer must manage the same parameters.
+    without state yet. Every rank's optimizer must manage the same parameters. With
+    ``process_set``, among its ranks.
     """
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"broadcast_optimizer_state expects a torch.optim.Optimizer, got "
                         f"{type(optimizer).__name__}")
+    ps = resolve(process_set, "broadcast_optimizer_state")
     root = check_root(root_rank)
+    ps.position(root, "broadcast_optimizer_state")
     is_root = _core.rank() == root
-    _check_same_optimizers(optimizer)
+    _check_same_optimizers(optimizer, process_set)
     tensors: List[torch.Tensor] = []
     skeleton = _strip(optimizer.state_dict(), tensors) if is_root else None
-    skeleton = broadcast_object(skeleton, root)
+    skeleton = broadcast_object(skeleton, root, process_set=process_set)
     if not is_root:
         slots: List[_TensorSlot] = []
         _collect_slots(skeleton, slots)
         tensors = [torch.empty(s.shape, dtype=s.dtype) for s in sorted(slots, key=lambda s: s.index)]
-    handles = [broadcast_async_(t, root) for t in tensors]
+    handles = [broadcast_async_(t, root, process_set=process_set) for t in tensors]
     for handle in handles:
         synchronize(handle)
     failure = ""
@@ -146,7 +156,9 @@ def broadcast_optimizer_state(optimizer: torch.optim.Optimizer, root_rank: int) 
         except Exception as error:  # noqa: BLE001 - reported on every rank below
             optimizer.load_state_dict(previous)  # never left half loaded
             failure = f"{type(error).__name__}: {error}"
-    failures = [(rank, text) for rank, text in enumerate(allgather_object(failure)) if text]
+    ranks = ps.ranks if ps.ranks is not None else range(ps.size)
+    failures = [(rank, text) for rank, text in
+                zip(ranks, allgather_object(failure, process_set=process_set)) if text]
     if failures:
         raise DistSyncError("broadcast_optimizer_state: loading root rank "
                             f"{root}'s state failed on " + "; ".join(
@@ -162,10 +174,10 @@ def _describe(optimizer: torch.optim.Optimizer) -> str:
     return f"{base.__name__} with parameter groups of {groups} parameters, shapes {shapes}"
 
 
-def _check_same_optimizers(optimizer: torch.optim.Optimizer) -> None:
+def _check_same_optimizers(optimizer: torch.optim.Optimizer, process_set: Any = None) -> None:
     """Every rank fails, naming the difference, unless all ranks have the same kind of
     optimizer over the same parameters (before anything is loaded anywhere)."""
-    described = allgather_object(_describe(optimizer))
+    described = allgather_object(_describe(optimizer), process_set=process_set)
     if len(set(described)) == 1:
         return
     by_kind: Dict[str, List[int]] = {}

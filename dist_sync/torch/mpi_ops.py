@@ -6,8 +6,8 @@ synchronous ``allreduce``/``grouped_allreduce``/``allgather``/``broadcast``/``al
 ``reducescatter`` are autograd-aware: their gradients follow Note [Gradient convention] in
 _autograd.py. Out-of-place operations accept any tensor layout (a non-contiguous input is copied
 once); in-place ones need a contiguous tensor and say so otherwise. Tensors stay alive until
-their operation completes (the engine never owns user memory). ``process_set`` arguments are not
-provided.
+their operation completes (the engine never owns user memory). Every operation takes
+``process_set=`` (default: all ranks; see dist_sync/_process_sets.py).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import torch
 
 from .. import _builders
 from .._reduce_op import Average, Max, Min, Product, ReduceOp, Sum, engine_op
+from .._process_sets import ProcessSet, global_process_set
 from .._session import Handle, synchronize
 from .._validation import check_root, scale_args
 from ._adapter import TORCH
@@ -59,7 +60,8 @@ def resolve_op(op: Any, average: Optional[bool]) -> ReduceOp:
 
 def allreduce_async(tensor: torch.Tensor, average: Optional[bool] = None,
                     name: Optional[str] = None, op: Optional[ReduceOp] = None,
-                    prescale_factor: float = 1.0, postscale_factor: float = 1.0) -> Handle:
+                    prescale_factor: float = 1.0, postscale_factor: float = 1.0,
+                    process_set: ProcessSet = global_process_set) -> Handle:
     """Starts reducing ``tensor`` over all ranks into a new tensor; returns a Handle whose
     :func:`synchronize` gives the result. ``tensor`` is not modified.
 
@@ -69,28 +71,33 @@ def allreduce_async(tensor: torch.Tensor, average: Optional[bool] = None,
     the order of unnamed calls.
     """
     return _builders.allreduce(TORCH, tensor, resolve_op(op, average), name, prescale_factor,
-                               postscale_factor, in_place=False, what="allreduce")
+                               postscale_factor, in_place=False, what="allreduce",
+                               process_set=process_set)
 
 
 def allreduce_async_(tensor: torch.Tensor, average: Optional[bool] = None,
                      name: Optional[str] = None, op: Optional[ReduceOp] = None,
-                     prescale_factor: float = 1.0, postscale_factor: float = 1.0) -> Handle:
+                     prescale_factor: float = 1.0, postscale_factor: float = 1.0,
+                     process_set: ProcessSet = global_process_set) -> Handle:
     """Starts reducing ``tensor`` over all ranks in place (``tensor`` must be contiguous)."""
     return _builders.allreduce(TORCH, tensor, resolve_op(op, average), name, prescale_factor,
-                               postscale_factor, in_place=True, what="allreduce_")
+                               postscale_factor, in_place=True, what="allreduce_",
+                               process_set=process_set)
 
 
 def allreduce_(tensor: torch.Tensor, average: Optional[bool] = None, name: Optional[str] = None,
                op: Optional[ReduceOp] = None, prescale_factor: float = 1.0,
-               postscale_factor: float = 1.0) -> torch.Tensor:
+               postscale_factor: float = 1.0,
+               process_set: ProcessSet = global_process_set) -> torch.Tensor:
     """In-place allreduce; returns ``tensor`` (not tracked by autograd, like Horovod's)."""
     return synchronize(allreduce_async_(tensor, average, name, op, prescale_factor,
-                                        postscale_factor))
+                                        postscale_factor, process_set=process_set))
 
 
 def allreduce(tensor: torch.Tensor, average: Optional[bool] = None, name: Optional[str] = None,
               compression: type[Compressor] = Compression.none, op: Optional[ReduceOp] = None,
-              prescale_factor: float = 1.0, postscale_factor: float = 1.0) -> torch.Tensor:
+              prescale_factor: float = 1.0, postscale_factor: float = 1.0,
+              process_set: ProcessSet = global_process_set) -> torch.Tensor:
     """Returns the reduction of ``tensor`` over all ranks (bit-identical on every rank).
 
     ``op``: Average (default), Sum, Min, Max or Product. ``compression`` casts the tensor for
@@ -100,7 +107,7 @@ def allreduce(tensor: torch.Tensor, average: Optional[bool] = None, name: Option
     scale_args(prescale_factor, postscale_factor)
     compressed, context = compression.compress(tensor)
     reduced = _Allreduce.apply(compressed, op, name, float(prescale_factor),
-                               float(postscale_factor))
+                               float(postscale_factor), process_set)
     return compression.decompress(reduced, context)
 
 
@@ -109,38 +116,42 @@ def allreduce(tensor: torch.Tensor, average: Optional[bool] = None, name: Option
 def grouped_allreduce_async(tensors: Sequence[torch.Tensor], average: Optional[bool] = None,
                             name: Optional[str] = None, op: Optional[ReduceOp] = None,
                             prescale_factor: float = 1.0,
-                            postscale_factor: float = 1.0) -> Handle:
+                            postscale_factor: float = 1.0,
+                            process_set: ProcessSet = global_process_set) -> Handle:
     """Starts reducing a list of tensors as one unit (negotiated and fused together); the
     handle's result is the list of reduced tensors."""
     return _builders.grouped_allreduce(TORCH, tensors, resolve_op(op, average), name,
                                        prescale_factor, postscale_factor, in_place=False,
-                                       what="grouped_allreduce")
+                                       what="grouped_allreduce", process_set=process_set)
 
 
 def grouped_allreduce_async_(tensors: Sequence[torch.Tensor], average: Optional[bool] = None,
                              name: Optional[str] = None, op: Optional[ReduceOp] = None,
                              prescale_factor: float = 1.0,
-                             postscale_factor: float = 1.0) -> Handle:
+                             postscale_factor: float = 1.0,
+                             process_set: ProcessSet = global_process_set) -> Handle:
     """In-place :func:`grouped_allreduce_async` (every tensor must be contiguous)."""
     return _builders.grouped_allreduce(TORCH, tensors, resolve_op(op, average), name,
                                        prescale_factor, postscale_factor, in_place=True,
-                                       what="grouped_allreduce_")
+                                       what="grouped_allreduce_", process_set=process_set)
 
 
 def grouped_allreduce_(tensors: Sequence[torch.Tensor], average: Optional[bool] = None,
                        name: Optional[str] = None, op: Optional[ReduceOp] = None,
                        prescale_factor: float = 1.0,
-                       postscale_factor: float = 1.0) -> List[torch.Tensor]:
+                       postscale_factor: float = 1.0,
+                       process_set: ProcessSet = global_process_set) -> List[torch.Tensor]:
     """In-place grouped allreduce; returns the list of (now reduced) tensors."""
     return synchronize(grouped_allreduce_async_(tensors, average, name, op, prescale_factor,
-                                                postscale_factor))
+                                                postscale_factor, process_set=process_set))
 
 
 def grouped_allreduce(tensors: Sequence[torch.Tensor], average: Optional[bool] = None,
                       name: Optional[str] = None,
                       compression: type[Compressor] = Compression.none,
                       op: Optional[ReduceOp] = None, prescale_factor: float = 1.0,
-                      postscale_factor: float = 1.0) -> List[torch.Tensor]:
+                      postscale_factor: float = 1.0,
+                      process_set: ProcessSet = global_process_set) -> List[torch.Tensor]:
     """Reduces a list of tensors as one unit (negotiated and fused together); returns the list
     of results. Differentiable like :func:`allreduce`."""
     op = resolve_op(op, average)
@@ -149,67 +160,76 @@ def grouped_allreduce(tensors: Sequence[torch.Tensor], average: Optional[bool] =
         raise TypeError("grouped_allreduce expects a non-empty list of tensors")
     compressed, contexts = zip(*[compression.compress(t) for t in tensors])
     reduced = _GroupedAllreduce.apply(op, name, float(prescale_factor), float(postscale_factor),
-                                      *compressed)
+                                      process_set, *compressed)
     return [compression.decompress(r, c) for r, c in zip(reduced, contexts)]
 
 
 # --- broadcast -------------------------------------------------------------------------------
 
-def broadcast_async(tensor: torch.Tensor, root_rank: int, name: Optional[str] = None) -> Handle:
+def broadcast_async(tensor: torch.Tensor, root_rank: int, name: Optional[str] = None,
+                    process_set: ProcessSet = global_process_set) -> Handle:
     """Starts broadcasting ``root_rank``'s ``tensor`` into a new tensor on every rank."""
-    return _builders.broadcast(TORCH, tensor, root_rank, name, in_place=False, what="broadcast")
+    return _builders.broadcast(TORCH, tensor, root_rank, name, in_place=False, what="broadcast",
+                               process_set=process_set)
 
 
-def broadcast_async_(tensor: torch.Tensor, root_rank: int, name: Optional[str] = None) -> Handle:
+def broadcast_async_(tensor: torch.Tensor, root_rank: int, name: Optional[str] = None,
+                     process_set: ProcessSet = global_process_set) -> Handle:
     """Starts broadcasting ``root_rank``'s ``tensor`` in place (``tensor`` must be contiguous)."""
-    return _builders.broadcast(TORCH, tensor, root_rank, name, in_place=True, what="broadcast_")
+    return _builders.broadcast(TORCH, tensor, root_rank, name, in_place=True, what="broadcast_",
+                               process_set=process_set)
 
 
-def broadcast_(tensor: torch.Tensor, root_rank: int, name: Optional[str] = None) -> torch.Tensor:
+def broadcast_(tensor: torch.Tensor, root_rank: int, name: Optional[str] = None,
+               process_set: ProcessSet = global_process_set) -> torch.Tensor:
     """In-place broadcast; returns ``tensor``."""
-    return synchronize(broadcast_async_(tensor, root_rank, name))
+    return synchronize(broadcast_async_(tensor, root_rank, name, process_set=process_set))
 
 
-def broadcast(tensor: torch.Tensor, root_rank: int, name: Optional[str] = None) -> torch.Tensor:
+def broadcast(tensor: torch.Tensor, root_rank: int, name: Optional[str] = None,
+              process_set: ProcessSet = global_process_set) -> torch.Tensor:
     """``root_rank``'s ``tensor`` on every rank, as a new tensor. Differentiable: the root
     receives the sum of every rank's gradient, other ranks zeros."""
-    return _Broadcast.apply(tensor, check_root(root_rank), name)
+    return _Broadcast.apply(tensor, check_root(root_rank), name, process_set)
 
 
 # --- allgather -------------------------------------------------------------------------------
 
-def allgather_async(tensor: torch.Tensor, name: Optional[str] = None) -> Handle:
+def allgather_async(tensor: torch.Tensor, name: Optional[str] = None,
+                    process_set: ProcessSet = global_process_set) -> Handle:
     """Starts concatenating every rank's ``tensor`` along the first dimension (which may differ
     between ranks; a 0-d tensor counts as one row)."""
-    return _builders.allgather(TORCH, tensor, name, what="allgather")
+    return _builders.allgather(TORCH, tensor, name, what="allgather", process_set=process_set)
 
 
-def allgather(tensor: torch.Tensor, name: Optional[str] = None) -> torch.Tensor:
+def allgather(tensor: torch.Tensor, name: Optional[str] = None,
+              process_set: ProcessSet = global_process_set) -> torch.Tensor:
     """Every rank's ``tensor`` concatenated along the first dimension, in rank order (first
     dimensions may differ between ranks; a 0-d tensor counts as one row). Differentiable."""
     TORCH.check(tensor, "allgather")  # forward reads .shape before the op checks
-    return _Allgather.apply(tensor, name)
+    return _Allgather.apply(tensor, name, process_set)
 
 
 # --- alltoall --------------------------------------------------------------------------------
 
 def alltoall_async(tensor: torch.Tensor, splits: Optional[Any] = None,
-                   name: Optional[str] = None) -> Handle:
+                   name: Optional[str] = None,
+                   process_set: ProcessSet = global_process_set) -> Handle:
     """Starts an alltoall: rows ``[sum(splits[:p]), sum(splits[:p+1]))`` of ``tensor`` go to
     rank p; without splits the first dimension is divided evenly. The handle's result is
     ``(received tensor, received splits as an int32 tensor)``."""
-    return _builders.alltoall(TORCH, tensor, splits, name, what="alltoall")
+    return _builders.alltoall(TORCH, tensor, splits, name, what="alltoall", process_set=process_set)
 
 
-def alltoall(tensor: torch.Tensor, splits: Optional[Any] = None, name: Optional[str] = None
-             ) -> Any:
+def alltoall(tensor: torch.Tensor, splits: Optional[Any] = None, name: Optional[str] = None,
+             process_set: ProcessSet = global_process_set) -> Any:
     """Exchanges slices of ``tensor`` between ranks: rows ``[sum(splits[:p]), sum(splits[:p+1]))``
     go to rank p (without splits the first dimension is divided evenly).
 
     Returns the received tensor (rows from rank 0 first) and, when ``splits`` is given, also
     the int32 tensor of rows received from each rank, as Horovod does. Differentiable.
     """
-    output, received = _Alltoall.apply(tensor, splits, name)
+    output, received = _Alltoall.apply(tensor, splits, name, process_set)
     return output if splits is None else (output, received)
 
 
@@ -217,32 +237,34 @@ def alltoall(tensor: torch.Tensor, splits: Optional[Any] = None, name: Optional[
 
 def reducescatter_async(tensor: torch.Tensor, name: Optional[str] = None,
                         op: ReduceOp = Average, prescale_factor: float = 1.0,
-                        postscale_factor: float = 1.0) -> Handle:
+                        postscale_factor: float = 1.0,
+                        process_set: ProcessSet = global_process_set) -> Handle:
     """Starts reducing ``tensor`` over all ranks and scattering the result along the first
     dimension: rank r receives rows ``[start_r, end_r)``, the first ``rows % size`` ranks one row
     more than the others (Horovod's split)."""
     return _builders.reducescatter(TORCH, tensor, resolve_op(op, None), name, prescale_factor,
-                                   postscale_factor, what="reducescatter")
+                                   postscale_factor, what="reducescatter", process_set=process_set)
 
 
 def reducescatter(tensor: torch.Tensor, name: Optional[str] = None,
                   compression: type[Compressor] = Compression.none, op: ReduceOp = Average,
-                  prescale_factor: float = 1.0, postscale_factor: float = 1.0) -> torch.Tensor:
+                  prescale_factor: float = 1.0, postscale_factor: float = 1.0,
+                  process_set: ProcessSet = global_process_set) -> torch.Tensor:
     """This rank's rows of the reduction of ``tensor`` over all ranks: rank r gets rows
     ``[start_r, end_r)``, the first ``rows % size`` ranks one row more. Differentiable."""
     op = resolve_op(op, None)
     scale_args(prescale_factor, postscale_factor)
     compressed, context = compression.compress(tensor)
     piece = _Reducescatter.apply(compressed, op, name, float(prescale_factor),
-                                 float(postscale_factor))
+                                 float(postscale_factor), process_set)
     return compression.decompress(piece, context)
 
 
 # --- barrier and join ------------------------------------------------------------------------
 
-def barrier() -> None:
+def barrier(process_set: ProcessSet = global_process_set) -> None:
     """Returns once every rank has called barrier()."""
-    _builders.barrier()
+    _builders.barrier(process_set)
 
 
 def join(device: int = -1) -> int:

@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import torch
 
 from .. import _core
+from .._process_sets import ProcessSet, global_process_set, resolve
 from .._reduce_op import Average, ReduceOp, Sum
 from .._session import DistSyncError, synchronize as _wait
 from . import mpi_ops as ops
@@ -69,13 +71,15 @@ class _DistributedOptimizer(torch.optim.Optimizer):
 
     def _ds_setup(self, named_parameters: Optional[Iterable[Tuple[str, torch.Tensor]]],
                   compression: type[Compressor], backward_passes_per_step: int, op: ReduceOp,
-                  gradient_predivide_factor: float, groups: Any, sparse_as_dense: bool) -> None:
+                  gradient_predivide_factor: float, groups: Any, sparse_as_dense: bool,
+                  process_set: Any) -> None:
         all_params = [p for group in self.param_groups for p in group["params"]]
         names = _parameter_names(named_parameters, all_params)
         index = next(_instance_counter)
         prefix = "DistributedOptimizer." if index == 0 else f"DistributedOptimizer{index}."
         self._ds_compression = compression
         self._ds_op = op
+        self._ds_process_set = process_set
         self._ds_predivide = float(gradient_predivide_factor)
         self._ds_sparse_as_dense = bool(sparse_as_dense)
         self.backward_passes_per_step = backward_passes_per_step
@@ -170,10 +174,12 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         pre, post = self._ds_scales()
         if not self._ds_unit_grouped[unit]:
             handle = ops.allreduce_async_(sends[0], name=name, op=self._ds_op,
-                                          prescale_factor=pre, postscale_factor=post)
+                                          prescale_factor=pre, postscale_factor=post,
+                                          process_set=self._ds_process_set)
         else:
             handle = ops.grouped_allreduce_async_(sends, name=name, op=self._ds_op,
-                                                  prescale_factor=pre, postscale_factor=post)
+                                                  prescale_factor=pre, postscale_factor=post,
+                                                  process_set=self._ds_process_set)
 
         grads = [p.grad for p in params]
 
@@ -193,9 +199,12 @@ class _DistributedOptimizer(torch.optim.Optimizer):
 
     def _ds_start_sparse(self, p: torch.Tensor, name: str) -> Callable[[], None]:
         grad = p.grad.coalesce()
-        indices = ops.allgather_async(grad.indices().t().contiguous(), name=f"{name}.indices")
-        values = ops.allgather_async(grad.values(), name=f"{name}.values")
-        divisor = _core.size() if int(self._ds_op) == int(Average) else 1
+        indices = ops.allgather_async(grad.indices().t().contiguous(), name=f"{name}.indices",
+                                      process_set=self._ds_process_set)
+        values = ops.allgather_async(grad.values(), name=f"{name}.values",
+                                     process_set=self._ds_process_set)
+        divisor = resolve(self._ds_process_set, "DistributedOptimizer").size \
+            if int(self._ds_op) == int(Average) else 1
 
         def complete() -> None:
             all_indices, all_values = _wait(indices), _wait(values)
@@ -357,8 +366,9 @@ def DistributedOptimizer(optimizer: torch.optim.Optimizer,
                          named_parameters: Optional[Iterable[Tuple[str, torch.Tensor]]] = None,
                          compression: type[Compressor] = Compression.none,
                          backward_passes_per_step: int = 1, op: ReduceOp = Average,
-                         gradient_predivide_factor: float = 1.0, groups: Any = None,
-                         sparse_as_dense: bool = False) -> torch.optim.Optimizer:
+                         gradient_predivide_factor: float = 1.0, num_groups: int = 0,
+                         groups: Any = None, sparse_as_dense: bool = False,
+                         process_set: ProcessSet = global_process_set) -> torch.optim.Optimizer:
     """Wraps ``optimizer`` so that ``step()`` applies gradients averaged over all ranks.
 
     Allreduces start from autograd hooks as soon as each gradient is ready, overlapping the
@@ -387,7 +397,10 @@ def DistributedOptimizer(optimizer: torch.optim.Optimizer,
         groups: None; an int k to reduce the parameters in k grouped allreduces; or a list of
             lists of parameters, each reduced as one group (others individually). A group's
             allreduce starts when all its gradients are ready.
+        num_groups: Horovod's deprecated spelling of ``groups=<int>`` (0: not given).
         sparse_as_dense: reduce sparse gradients as dense tensors.
+        process_set: average over this process set's ranks only (every rank of the set must
+            wrap an optimizer over the same parameters; ranks outside it cannot use it).
     """
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"DistributedOptimizer wraps a torch.optim.Optimizer, got "
@@ -397,6 +410,13 @@ def DistributedOptimizer(optimizer: torch.optim.Optimizer,
                          "would reduce every gradient twice")
     op = ops.resolve_op(op, None)
     _check_passes(backward_passes_per_step)
+    resolve(process_set, "DistributedOptimizer")
+    if num_groups != 0:
+        warnings.warn("num_groups is deprecated; use groups=<int> instead", DeprecationWarning,
+                      stacklevel=2)
+        if groups is not None:
+            raise ValueError("pass either groups or the deprecated num_groups, not both")
+        groups = num_groups
     if isinstance(gradient_predivide_factor, bool) or not isinstance(
             gradient_predivide_factor, (int, float)) or gradient_predivide_factor <= 0:
         raise ValueError(f"gradient_predivide_factor must be a positive number, got "
@@ -410,7 +430,7 @@ def DistributedOptimizer(optimizer: torch.optim.Optimizer,
     wrapped = _wrapper_class(type(optimizer)).__new__(_wrapper_class(type(optimizer)))
     wrapped.__dict__.update(optimizer.__dict__)
     wrapped._ds_setup(named_parameters, compression, backward_passes_per_step, op,
-                      gradient_predivide_factor, groups, sparse_as_dense)
+                      gradient_predivide_factor, groups, sparse_as_dense, process_set)
     return wrapped
 
 
