@@ -147,7 +147,7 @@ def setup(process_sets: Any, init_comm: Any) -> None:
     with _lock:
         _registered.clear()
         _registered[0] = [global_process_set]
-        global_process_set.ranks = []
+        global_process_set.ranks = list(range(_core.size()))
         _dynamic = isinstance(process_sets, str)
         if process_sets is None or _dynamic:
             return

@@ -25,7 +25,7 @@ _DELEGATED = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand; imports nothing heavy (``--help`` stays fast)."""
-    from . import allreduce, fusion, tune
+    from . import allreduce, fusion, process_sets, tune
 
     parser = argparse.ArgumentParser(
         prog="python -m dist_sync.bench",
@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
         "fusion", help="ResNet-50's 161 gradients: async through the engine vs one buffer vs "
                        "one by one vs DDP-style buckets",
         description=fusion.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    process_sets.add_arguments(sub.add_parser(
+        "process_sets", help="two disjoint process sets allreducing at the same time vs each "
+                             "alone, one after the other, and the global set",
+        description=process_sets.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     tune.add_arguments(sub.add_parser(
         "tune", help="sweep the tunables and suggest defaults",
         description=tune.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
