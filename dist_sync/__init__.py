@@ -33,8 +33,9 @@ from .ops import (Average, Max, Min, Product, ReduceOp, Sum, allgather, allgathe
                   allreduce, allreduce_, allreduce_async, allreduce_async_, alltoall,
                   alltoall_async, barrier, broadcast, broadcast_, broadcast_async,
                   broadcast_async_, grouped_allreduce, grouped_allreduce_,
-                  grouped_allreduce_async, grouped_allreduce_async_, join, reducescatter,
-                  reducescatter_async)
+                  grouped_allgather, grouped_allgather_async, grouped_allreduce_async,
+                  grouped_allreduce_async_, grouped_reducescatter, grouped_reducescatter_async,
+                  join, reducescatter, reducescatter_async)
 
 __version__ = "0.1.0"
 
@@ -59,5 +60,6 @@ __all__ = [
     "broadcast_async_", "allgather", "allgather_async", "alltoall", "alltoall_async",
     "reducescatter", "reducescatter_async", "barrier", "join", "broadcast_object",
     "allgather_object", "start_timeline", "stop_timeline", "mpi_library_version",
-    "mpi_threads_supported", "run", "JobError", "RankError",
+    "mpi_threads_supported", "run", "JobError", "RankError", "grouped_allgather",
+    "grouped_allgather_async", "grouped_reducescatter", "grouped_reducescatter_async",
 ]

@@ -63,6 +63,9 @@ class ArrayAdapter(Protocol):
     def shape(self, tensor: Any) -> Tuple[int, ...]:
         """The tensor's shape."""
 
+    def itemsize(self, tensor: Any) -> int:
+        """Bytes per element of the tensor's dtype."""
+
     def as_rows(self, tensor: Any) -> Any:
         """``tensor`` with at least one dimension (a scalar becomes one row)."""
 

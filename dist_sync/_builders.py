@@ -125,6 +125,70 @@ def allgather(adapter: ArrayAdapter, tensor: Any, name: Optional[str], *, what: 
                           process_set=ps.id)
 
 
+def _tensor_list(adapter: ArrayAdapter, tensors: Any, what: str) -> List[Any]:
+    if not isinstance(tensors, (list, tuple)) or not tensors:
+        raise TypeError(f"{what} expects a non-empty list of {adapter.plural}")
+    return [adapter.check(t, f"{what} (item {i})") for i, t in enumerate(tensors)]
+
+
+def _pieces(adapter: ArrayAdapter, raw: RawResult, sources: Sequence[Any],
+            rows: Sequence[int]) -> List[Any]:
+    """The results of a grouped operation: the engine's one output buffer holds each tensor's
+    result after the previous one's; tensor i's has rows[i] rows."""
+    buffer = memoryview(raw[0]) if raw[0] is not None else memoryview(b"")
+    out, offset = [], 0
+    for source, count in zip(sources, rows):
+        shape = [int(count), *adapter.shape(source)[1:]]
+        row_elements = 1
+        for extent in shape[1:]:
+            row_elements *= int(extent)
+        nbytes = int(count) * row_elements * adapter.itemsize(source)
+        out.append(adapter.result((buffer[offset:offset + nbytes], shape, [], -1), source))
+        offset += nbytes
+    return out
+
+
+def grouped_allgather(adapter: ArrayAdapter, tensors: Sequence[Any], name: Optional[str], *,
+                      what: str, process_set: Any = None, with_rows: bool = False) -> Handle:
+    """:func:`allgather` of each tensor, negotiated as one unit (one request): the result is the
+    list of gathered tensors. With ``with_rows``: (list, rows from each rank per tensor)."""
+    ps = resolve(process_set, what)
+    sources = [adapter.as_rows(adapter.contiguous_input(t, f"{what} (item {i})"))
+               for i, t in enumerate(_tensor_list(adapter, tensors, what))]
+    check_name(name)
+    entries = [Entry(f"{name or 'group'}.{i}", source) for i, source in enumerate(sources)]
+
+    def finish(raw: RawResult) -> Any:
+        splits = [int(r) for r in raw[2]]
+        per_tensor = [splits[i * ps.size:(i + 1) * ps.size] for i in range(len(sources))]
+        gathered = _pieces(adapter, raw, sources, [sum(rows) for rows in per_tensor])
+        return (gathered, per_tensor) if with_rows else gathered
+    return adapter.submit(ALLGATHER, name, what, entries, sources, finish, process_set=ps.id)
+
+
+def grouped_reducescatter(adapter: ArrayAdapter, tensors: Sequence[Any], op: Any,
+                          name: Optional[str], prescale_factor: Any, postscale_factor: Any, *,
+                          what: str, process_set: Any = None) -> Handle:
+    """:func:`reducescatter` of each tensor, negotiated as one unit (one request): the result is
+    the list of this rank's pieces."""
+    ps = resolve(process_set, what)
+    sources = []
+    for i, tensor in enumerate(_tensor_list(adapter, tensors, what)):
+        item = f"{what} (item {i})"
+        source = adapter.contiguous_input(tensor, item)
+        if len(adapter.shape(source)) == 0:
+            raise ValueError(f"{item} needs {_article(adapter.noun)} with at least one dimension")
+        sources.append(source)
+    reduce_op = engine_op(op)
+    pre, post = scale_args(prescale_factor, postscale_factor)
+    check_name(name)
+    entries = [Entry(f"{name or 'group'}.{i}", source) for i, source in enumerate(sources)]
+    rows = [reducescatter_rows(adapter.shape(s)[0], ps.size)[ps.rank] for s in sources]
+    return adapter.submit(REDUCESCATTER, name, what, entries, sources,
+                          lambda raw: _pieces(adapter, raw, sources, rows), reduce_op=reduce_op,
+                          prescale=pre, postscale=post, process_set=ps.id)
+
+
 def alltoall(adapter: ArrayAdapter, tensor: Any, splits: Any, name: Optional[str], *,
              what: str, process_set: Any = None) -> Handle:
     """Rows ``[sum(splits[:p]), sum(splits[:p+1]))`` of ``tensor`` go to rank p (without splits

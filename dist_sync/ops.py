@@ -139,6 +139,43 @@ process_set: ProcessSet = global_process_set) -> np.ndarray:
     return synchronize(allgather_async(array, name, process_set=process_set))
 
 
+# --- grouped allgather and reducescatter --------------------------------------------------------
+
+def grouped_allgather_async(arrays: Sequence[np.ndarray], name: Optional[str] = None,
+                            process_set: ProcessSet = global_process_set) -> Handle:
+    """Starts an allgather of each array, negotiated as one unit; the result is the list of
+    gathered arrays."""
+    return _builders.grouped_allgather(NUMPY, arrays, name, what="grouped_allgather",
+                                       process_set=process_set)
+
+
+def grouped_allgather(arrays: Sequence[np.ndarray], name: Optional[str] = None,
+                      process_set: ProcessSet = global_process_set) -> List[np.ndarray]:
+    """:func:`allgather` of each array, negotiated as one unit; returns the list of results."""
+    return synchronize(grouped_allgather_async(arrays, name, process_set=process_set))
+
+
+def grouped_reducescatter_async(arrays: Sequence[np.ndarray], op: ReduceOp = Average,
+                                name: Optional[str] = None, prescale_factor: float = 1.0,
+                                postscale_factor: float = 1.0,
+                                process_set: ProcessSet = global_process_set) -> Handle:
+    """Starts a reducescatter of each array, negotiated as one unit; the result is the list of
+    this rank's pieces."""
+    return _builders.grouped_reducescatter(NUMPY, arrays, op, name, prescale_factor,
+                                           postscale_factor, what="grouped_reducescatter",
+                                           process_set=process_set)
+
+
+def grouped_reducescatter(arrays: Sequence[np.ndarray], op: ReduceOp = Average,
+                          name: Optional[str] = None, prescale_factor: float = 1.0,
+                          postscale_factor: float = 1.0,
+                          process_set: ProcessSet = global_process_set) -> List[np.ndarray]:
+    """:func:`reducescatter` of each array, negotiated as one unit; returns this rank's
+    pieces."""
+    return synchronize(grouped_reducescatter_async(arrays, op, name, prescale_factor,
+                                                   postscale_factor, process_set=process_set))
+
+
 # --- alltoall --------------------------------------------------------------------------------
 
 def alltoall_async(array: np.ndarray, splits: Optional[Sequence[int]] = None,
@@ -197,4 +234,6 @@ __all__ = [
     "grouped_allreduce_async", "grouped_allreduce_async_", "broadcast", "broadcast_",
     "broadcast_async", "broadcast_async_", "allgather", "allgather_async", "alltoall",
     "alltoall_async", "reducescatter", "reducescatter_async", "barrier", "join",
+    "grouped_allgather", "grouped_allgather_async", "grouped_reducescatter",
+    "grouped_reducescatter_async",
 ]

@@ -30,8 +30,9 @@ from .mpi_ops import (Adasum, Average, Max, Min, Product, ReduceOp, Sum, allgath
                       allgather_async, allreduce, allreduce_, allreduce_async, allreduce_async_,
                       alltoall, alltoall_async, barrier, broadcast, broadcast_, broadcast_async,
                       broadcast_async_, grouped_allreduce, grouped_allreduce_,
-                      grouped_allreduce_async, grouped_allreduce_async_, join, reducescatter,
-                      reducescatter_async)
+                      grouped_allgather, grouped_allgather_async, grouped_allreduce_async,
+                      grouped_allreduce_async_, grouped_reducescatter, grouped_reducescatter_async,
+                      join, reducescatter, reducescatter_async, sparse_allreduce_async)
 from .optimizer import DistributedOptimizer
 from .sampler import DistributedSampler
 from .sync_batch_norm import SyncBatchNorm
@@ -59,5 +60,6 @@ __all__ = [
     "synchronize", "join", "barrier", "Compression", "Compressor", "DistributedOptimizer",
     "broadcast_parameters", "broadcast_optimizer_state", "broadcast_object",
     "allgather_object", "DistributedSampler", "average_parameters", "PeriodicModelAverager",
-    "SyncBatchNorm",
+    "SyncBatchNorm", "grouped_allgather", "grouped_allgather_async", "grouped_reducescatter",
+    "grouped_reducescatter_async", "sparse_allreduce_async",
 ]

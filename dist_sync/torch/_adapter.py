@@ -114,6 +114,9 @@ class TorchAdapter:
     def shape(self, tensor: torch.Tensor) -> Tuple[int, ...]:
         return tuple(tensor.shape)
 
+    def itemsize(self, tensor: torch.Tensor) -> int:
+        return tensor.element_size()
+
     def as_rows(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.reshape(1) if tensor.dim() == 0 else tensor
 

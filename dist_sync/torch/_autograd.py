@@ -328,3 +328,61 @@ class _Reducescatter(torch.autograd.Function):
 
 
 
+# --- grouped allgather and reducescatter -------------------------------------------------------
+
+class _GroupedAllgather(torch.autograd.Function):
+    """Every tensor's gradient as :class:`_Allgather`'s, the alltoalls of all tensors in flight
+    together."""
+
+    @staticmethod
+    def forward(ctx: Any, name: Optional[str], ps: Any, *tensors: torch.Tensor
+                ) -> Tuple[torch.Tensor, ...]:
+        ctx.shapes, ctx.name, ctx.ps = [t.shape for t in tensors], name, ps
+        gathered, ctx.counts = synchronize(_builders.grouped_allgather(
+            TORCH, list(tensors), name, what="grouped_allgather", process_set=ps, with_rows=True))
+        for value in gathered:
+            if not value.is_floating_point():
+                ctx.mark_non_differentiable(value)
+        return tuple(gathered)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, *grads: torch.Tensor) -> Tuple[Any, ...]:
+        handles = [_alltoall(grad.contiguous(), counts,
+                             _sub_name(ctx.name, f"backward.{i}"), ps=ctx.ps)
+                   for i, (grad, counts) in enumerate(zip(grads, ctx.counts))]
+        out = []
+        for shape, counts, grad, handle in zip(ctx.shapes, ctx.counts, grads, handles):
+            rows = shape[0] if len(shape) > 0 else 1
+            received, _ = synchronize(handle)
+            summed = received.reshape(len(counts), rows, *grad.shape[1:]).sum(0)
+            out.append(summed.reshape(shape))
+        return (None, None, *out)
+
+
+class _GroupedReducescatter(torch.autograd.Function):
+    """Sum and Average only (the public function sends Min/Max/Product through
+    :class:`_Reducescatter`, whose backward needs the winners): every tensor's gradient as
+    :class:`_Reducescatter`'s, gathered in one grouped allgather."""
+
+    @staticmethod
+    def forward(ctx: Any, op: ReduceOp, name: Optional[str], pre: float, post: float, ps: Any,
+                *tensors: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        ctx.op, ctx.name, ctx.pre, ctx.post, ctx.ps = op, name, pre, post, ps
+        pieces = synchronize(_builders.grouped_reducescatter(
+            TORCH, list(tensors), op, name, pre, post, what="grouped_reducescatter",
+            process_set=ps))
+        for value in pieces:
+            if not value.is_floating_point():
+                ctx.mark_non_differentiable(value)
+        return tuple(pieces)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, *grads: torch.Tensor) -> Tuple[Any, ...]:
+        summed = synchronize(_builders.grouped_allgather(
+            TORCH, [g.contiguous() for g in grads], _sub_name(ctx.name, "backward"),
+            what="grouped_reducescatter", process_set=ctx.ps))
+        size = resolve(ctx.ps, "grouped_reducescatter").size
+        scale = ctx.pre * ctx.post / (size if int(ctx.op) == int(Average) else 1)
+        return (None, None, None, None, None, *[_scaled(s, scale) for s in summed])

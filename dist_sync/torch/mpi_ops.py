@@ -18,12 +18,12 @@ import torch
 
 from .. import _builders
 from .._reduce_op import Average, Max, Min, Product, ReduceOp, Sum, engine_op
-from .._process_sets import ProcessSet, global_process_set
+from .._process_sets import ProcessSet, global_process_set, resolve
 from .._session import Handle, synchronize
 from .._validation import check_root, scale_args
 from ._adapter import TORCH
-from ._autograd import (_Allgather, _Allreduce, _Alltoall, _Broadcast, _GroupedAllreduce,
-                        _Reducescatter)
+from ._autograd import (_Allgather, _Allreduce, _Alltoall, _Broadcast, _GroupedAllgather,
+                        _GroupedAllreduce, _GroupedReducescatter, _Reducescatter)
 from .compression import Compression, Compressor
 
 
@@ -260,6 +260,90 @@ def reducescatter(tensor: torch.Tensor, name: Optional[str] = None,
     return compression.decompress(piece, context)
 
 
+# --- grouped allgather and reducescatter --------------------------------------------------------
+
+def grouped_allgather_async(tensors: Sequence[torch.Tensor], name: Optional[str] = None,
+                            process_set: ProcessSet = global_process_set) -> Handle:
+    """Starts an allgather of each tensor, negotiated as one unit; the handle's result is the
+    list of gathered tensors."""
+    return _builders.grouped_allgather(TORCH, tensors, name, what="grouped_allgather",
+                                       process_set=process_set)
+
+
+def grouped_allgather(tensors: Sequence[torch.Tensor], name: Optional[str] = None,
+                      process_set: ProcessSet = global_process_set) -> List[torch.Tensor]:
+    """:func:`allgather` of each tensor, negotiated as one unit; returns the list of results.
+    Differentiable like :func:`allgather`."""
+    if not isinstance(tensors, (list, tuple)) or not tensors:
+        raise TypeError("grouped_allgather expects a non-empty list of tensors")
+    for i, tensor in enumerate(tensors):
+        TORCH.check(tensor, f"grouped_allgather (item {i})")
+    return list(_GroupedAllgather.apply(name, process_set, *tensors))
+
+
+def grouped_reducescatter_async(tensors: Sequence[torch.Tensor], name: Optional[str] = None,
+                                op: ReduceOp = Average, prescale_factor: float = 1.0,
+                                postscale_factor: float = 1.0,
+                                process_set: ProcessSet = global_process_set) -> Handle:
+    """Starts a reducescatter of each tensor, negotiated as one unit; the handle's result is the
+    list of this rank's pieces."""
+    return _builders.grouped_reducescatter(TORCH, tensors, resolve_op(op, None), name,
+                                           prescale_factor, postscale_factor,
+                                           what="grouped_reducescatter", process_set=process_set)
+
+
+def grouped_reducescatter(tensors: Sequence[torch.Tensor], name: Optional[str] = None,
+                          compression: type[Compressor] = Compression.none,
+                          op: ReduceOp = Average, prescale_factor: float = 1.0,
+                          postscale_factor: float = 1.0,
+                          process_set: ProcessSet = global_process_set) -> List[torch.Tensor]:
+    """:func:`reducescatter` of each tensor, negotiated as one unit; returns this rank's pieces.
+    Differentiable like :func:`reducescatter` (Min, Max and Product run one reducescatter per
+    tensor, whose backward needs each tensor's winners)."""
+    op = resolve_op(op, None)
+    scale_args(prescale_factor, postscale_factor)
+    if not isinstance(tensors, (list, tuple)) or not tensors:
+        raise TypeError("grouped_reducescatter expects a non-empty list of tensors")
+    if int(op) in (int(Min), int(Max), int(Product)):
+        return [reducescatter(t, None if name is None else f"{name}.{i}", compression, op,
+                              prescale_factor, postscale_factor, process_set)
+                for i, t in enumerate(tensors)]
+    compressed, contexts = zip(*[compression.compress(t) for t in tensors])
+    pieces = _GroupedReducescatter.apply(op, name, float(prescale_factor),
+                                         float(postscale_factor), process_set, *compressed)
+    return [compression.decompress(p, c) for p, c in zip(pieces, contexts)]
+
+
+# --- sparse allreduce ------------------------------------------------------------------------
+
+def sparse_allreduce_async(tensor: torch.Tensor, name: str, op: ReduceOp,
+                           process_set: ProcessSet = global_process_set) -> Any:
+    """Horovod's sparse allreduce: allgathers the indices and values of a sparse COO
+    ``tensor`` (Sum or Average; the same dense shape on every rank) and returns a function
+    that waits for both and returns the reduced sparse tensor (duplicate indices are not
+    summed until it is coalesced), as Horovod's does."""
+    if not isinstance(tensor, torch.Tensor) or tensor.layout != torch.sparse_coo:
+        got = tensor.layout if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise TypeError(f"sparse_allreduce_async expects a sparse COO tensor, got {got}")
+    op = resolve_op(op, None)
+    if int(op) not in (int(Average), int(Sum)):
+        raise ValueError(f"sparse_allreduce_async supports Average and Sum, got {op!r}")
+    indices_handle = allgather_async(tensor._indices().t().contiguous(), name=f"{name}.indices",
+                                     process_set=process_set)
+    values_handle = allgather_async(tensor._values().contiguous(), name=f"{name}.values",
+                                    process_set=process_set)
+    members = resolve(process_set, "sparse_allreduce_async").size
+    shape = tensor.shape
+
+    def handle() -> torch.Tensor:
+        values = synchronize(values_handle)
+        indices = synchronize(indices_handle)
+        if int(op) == int(Average):
+            values = values / members
+        return torch.sparse_coo_tensor(indices.t(), values, shape, check_invariants=False)
+    return handle
+
+
 # --- barrier and join ------------------------------------------------------------------------
 
 def barrier(process_set: ProcessSet = global_process_set) -> None:
@@ -286,5 +370,6 @@ __all__ = [
     "grouped_allreduce_async", "grouped_allreduce_async_", "grouped_allreduce_", "broadcast",
     "broadcast_async", "broadcast_async_", "broadcast_", "allgather", "allgather_async",
     "alltoall", "alltoall_async", "reducescatter", "reducescatter_async", "barrier", "join",
-    "resolve_op",
+    "resolve_op", "grouped_allgather", "grouped_allgather_async", "grouped_reducescatter",
+    "grouped_reducescatter_async", "sparse_allreduce_async",
 ]

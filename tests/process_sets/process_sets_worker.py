@@ -304,6 +304,80 @@ def torch_ops_and_training():
     return out
 
 
+@check
+def grouped_allgather_reducescatter_sparse():
+    """grouped_allgather / grouped_reducescatter (one request per group) on the global set and on
+    a set, numpy and torch (autograd included), and torch's sparse_allreduce_async, against
+    numpy."""
+    import torch
+
+    import dist_sync.torch as hvd
+
+    me, size = ds.rank(), ds.size()
+    upper = ds.add_process_set(list(range(1, size)) if size > 1 else [0])
+    out = {}
+    for ps in (ds.global_process_set, upper):
+        if not ps.included():
+            continue
+        members = list(range(size)) if ps is ds.global_process_set else ps.ranks
+        k = len(members)
+        salt = 0 if ps is ds.global_process_set else 1
+        # numpy grouped allgather: uneven rows, mixed dtypes, a scalar, an empty tensor
+        specs = [((rows_of(me, salt), 3), np.float64), ((2,), np.int32), ((), np.float32),
+                 ((0, 2), np.float16)]
+        arrays = [data(me, shape, dtype, salt + i) for i, (shape, dtype) in enumerate(specs)]
+        gathered = ds.grouped_allgather(arrays, name=f"ga.{salt}", process_set=ps)
+        for i, (shape, dtype) in enumerate(specs):
+            pieces = []
+            for r in members:
+                theirs_shape = (rows_of(r, salt), 3) if i == 0 else shape
+                pieces.append(np.atleast_1d(data(r, theirs_shape, dtype, salt + i)))
+            np.testing.assert_array_equal(gathered[i], np.concatenate(pieces))
+            assert gathered[i].dtype == dtype
+        # numpy grouped reducescatter, uneven row counts
+        shapes = [(2 * k + 1, 2), (k,), (3 * k + 2, 1, 2)]
+        arrays = [data(me, shape, np.float64, salt + i) for i, shape in enumerate(shapes)]
+        pieces = ds.synchronize(ds.grouped_reducescatter_async(arrays, op=ds.Sum,
+                                                               process_set=ps))
+        position = members.index(me)
+        for i, shape in enumerate(shapes):
+            full = reduce_ref([data(r, shape, np.float64, salt + i) for r in members], "sum")
+            counts = [shape[0] // k + (1 if p < shape[0] % k else 0) for p in range(k)]
+            start = sum(counts[:position])
+            np.testing.assert_array_equal(pieces[i], full[start:start + counts[position]])
+        # torch: grouped allgather's gradient is the allgather's (each rank gets back the sum
+        # over ranks of its rows' gradients)
+        xs = [torch.full((me + 1, 2), float(me), requires_grad=True),
+              torch.full((3,), 1.0, requires_grad=True)]
+        ys = hvd.grouped_allgather(xs, process_set=ps)
+        assert ys[0].shape[0] == sum(r + 1 for r in members)
+        (ys[0].sum() * 2 + ys[1].sum() * 3).backward()
+        np.testing.assert_array_equal(xs[0].grad.numpy(), np.full((me + 1, 2), 2.0 * k))
+        np.testing.assert_array_equal(xs[1].grad.numpy(), np.full(3, 3.0 * k))
+        # torch grouped reducescatter (Average): d/dx of sum of pieces = 1/k everywhere
+        zs = [torch.ones(2 * k, 2, requires_grad=True), torch.ones(k, requires_grad=True)]
+        rs = hvd.grouped_reducescatter(zs, process_set=ps)
+        np.testing.assert_array_equal(rs[0].detach().numpy(), np.ones((2, 2)))
+        (rs[0].sum() + rs[1].sum()).backward()
+        np.testing.assert_allclose(zs[0].grad.numpy(), np.full((2 * k, 2), 1.0 / k))
+        np.testing.assert_allclose(zs[1].grad.numpy(), np.full(k, 1.0 / k))
+        mins = hvd.grouped_reducescatter([torch.full((k,), float(me))], op=hvd.Min,
+                                         process_set=ps)
+        assert float(mins[0][0]) == float(min(members))
+        # sparse allreduce against the dense one
+        dense = torch.tensor(data(me, (6, 4), np.float32, salt))
+        dense[dense.abs() < 6] = 0
+        handle = hvd.sparse_allreduce_async(dense.to_sparse(), name=f"sparse.{salt}",
+                                            op=hvd.Average, process_set=ps)
+        reduced = handle()
+        expected = np.mean([np.where(np.abs(data(r, (6, 4), np.float32, salt)) < 6, 0,
+                                     data(r, (6, 4), np.float32, salt)) for r in members], axis=0)
+        np.testing.assert_allclose(reduced.to_dense().numpy(), expected, rtol=1e-6)
+        out[str(salt)] = k
+    ds.remove_process_set(upper)
+    return out
+
+
 # --- scenarios: static sets and Horovod's documentation examples --------------------------------
 
 @check.scenario
