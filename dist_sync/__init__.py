@@ -29,7 +29,7 @@ from ._session import (DistSyncError, Handle, cross_rank, cross_size, init, is_h
                        is_initialized, local_rank, local_size, mpi_library_version,
                        mpi_threads_supported, poll, rank, shutdown, size, start_timeline,
                        stop_timeline, synchronize)
-from .ops import (Average, Max, Min, Product, ReduceOp, Sum, allgather, allgather_async,
+from .ops import (Adasum, Average, Max, Min, Product, ReduceOp, Sum, allgather, allgather_async,
                   allreduce, allreduce_, allreduce_async, allreduce_async_, alltoall,
                   alltoall_async, barrier, broadcast, broadcast_, broadcast_async,
                   broadcast_async_, grouped_allreduce, grouped_allreduce_,
@@ -51,7 +51,7 @@ def __getattr__(name: str):
 __all__ = [
     "ProcessSet", "global_process_set", "add_process_set", "remove_process_set",
     "process_set_by_id", "process_sets",
-    "DistSyncError", "Handle", "ReduceOp", "Average", "Sum", "Min", "Max", "Product",
+    "DistSyncError", "Handle", "ReduceOp", "Average", "Sum", "Adasum", "Min", "Max", "Product",
     "init", "shutdown", "is_initialized", "rank", "size", "local_rank", "local_size",
     "cross_rank", "cross_size", "is_homogeneous", "poll", "synchronize",
     "allreduce", "allreduce_", "allreduce_async", "allreduce_async_",

@@ -288,6 +288,8 @@ class Resolved:
 def resolve(process_set: Any, what: str) -> Resolved:
     """The process set a collective runs on; clear errors for an unregistered or removed set and
     on a rank that is not in it."""
+    from ._session import check_usable  # _session imports this module
+    check_usable()  # after shutdown(): the session's end, not a process-set error
     if process_set is None or process_set is global_process_set:
         return Resolved(0, None)
     if not isinstance(process_set, ProcessSet):

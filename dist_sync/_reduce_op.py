@@ -10,7 +10,7 @@ from . import _core
 
 
 class ReduceOp(int):
-    """A reduction: Average, Sum, Min, Max or Product."""
+    """A reduction: Average, Sum, Adasum (allreduce only), Min, Max or Product."""
 
     def __repr__(self) -> str:
         return f"dist_sync.{_core.ReduceOp(int(self)).name.capitalize()}"
@@ -21,12 +21,16 @@ Sum = ReduceOp(_core.ReduceOp.SUM)
 Min = ReduceOp(_core.ReduceOp.MIN)
 Max = ReduceOp(_core.ReduceOp.MAX)
 Product = ReduceOp(_core.ReduceOp.PRODUCT)
-_USER_OPS = (Average, Sum, Min, Max, Product)
+# Adaptive summation (Note [Adasum] in csrc/collectives/adasum.h): allreduce only, floating
+# dtypes, a power-of-two number of ranks.
+Adasum = ReduceOp(_core.ReduceOp.ADASUM)
+_USER_OPS = (Average, Sum, Adasum, Min, Max, Product)
 
 
 def engine_op(op: Any) -> "_core.ReduceOp":
     """The engine's reduce op for a user-facing op; ValueError if unknown. Average is Sum
     divided by the number of ranks."""
     if isinstance(op, bool) or not isinstance(op, (int, np.integer)) or int(op) not in _USER_OPS:
-        raise ValueError(f"op must be one of dist_sync.Average, Sum, Min, Max, Product; got {op!r}")
+        raise ValueError(f"op must be one of dist_sync.Average, Sum, Adasum, Min, Max, Product; "
+                         f"got {op!r}")
     return _core.ReduceOp(int(op))

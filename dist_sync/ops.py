@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _builders
 from ._numpy import NUMPY
-from ._reduce_op import Average, Max, Min, Product, ReduceOp, Sum
+from ._reduce_op import Adasum, Average, Max, Min, Product, ReduceOp, Sum
 from ._process_sets import ProcessSet, global_process_set
 from ._session import Handle, synchronize
 
@@ -41,7 +41,9 @@ def allreduce(array: np.ndarray, op: ReduceOp = Average, name: Optional[str] = N
               process_set: ProcessSet = global_process_set) -> np.ndarray:
     """Returns the reduction of ``array`` over all ranks (identical bits on every rank).
 
-    ``op`` is Average (default), Sum, Min, Max or Product. Integer Average truncates toward zero.
+    ``op`` is Average (default), Sum, Adasum, Min, Max or Product. Integer Average truncates
+    toward zero. Adasum (adaptive summation of gradients) needs floating arrays and a
+    power-of-two number of ranks.
     ``prescale_factor`` multiplies each rank's input, ``postscale_factor`` the result.
     """
     return synchronize(allreduce_async(array, op, name, prescale_factor, postscale_factor,
@@ -229,7 +231,7 @@ def join() -> int:
 
 
 __all__ = [
-    "Average", "Sum", "Min", "Max", "Product", "ReduceOp", "allreduce", "allreduce_",
+    "Average", "Sum", "Adasum", "Min", "Max", "Product", "ReduceOp", "allreduce", "allreduce_",
     "allreduce_async", "allreduce_async_", "grouped_allreduce", "grouped_allreduce_",
     "grouped_allreduce_async", "grouped_allreduce_async_", "broadcast", "broadcast_",
     "broadcast_async", "broadcast_async_", "allgather", "allgather_async", "alltoall",

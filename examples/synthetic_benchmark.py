@@ -126,7 +126,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-cuda", action="store_true", default=False,
                         help="accepted for Horovod compatibility; dist_sync runs on the CPU")
     parser.add_argument("--use-adasum", action="store_true", default=False,
-                        help="use adasum algorithm to do reduction (not available in dist_sync)")
+                        help="use adasum algorithm to do reduction")
     parser.add_argument("--gradient-predivide-factor", type=float, default=1.0,
                         help="apply gradient predivide factor in optimizer")
     parser.add_argument("--image-size", type=int, default=224, help="height and width of images")
@@ -191,9 +191,6 @@ def gloo_group() -> None:
 
 def main() -> int:
     args = parse_args()
-    if args.use_adasum:
-        print("--use-adasum: Adasum is not implemented in dist_sync", file=sys.stderr)
-        return 2
     hvd.init()
     threads = args.num_threads or max(1, (os.cpu_count() or 1) // hvd.local_size())
     torch.set_num_threads(threads)
@@ -229,6 +226,7 @@ def main() -> int:
     optimizer = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.01),
                                          named_parameters=model.named_parameters(),
                                          compression=compression,
+                                         op=hvd.Adasum if args.use_adasum else hvd.Average,
                                          gradient_predivide_factor=args.gradient_predivide_factor)
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
     hvd.broadcast_optimizer_state(optimizer, root_rank=0)

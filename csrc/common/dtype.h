@@ -28,7 +28,7 @@ constexpr int kNumUserDataTypes = 9;
 enum class ReduceOp : int32_t {
   kAverage = 0,  // Sum, then divided by the number of ranks (Scaling::divisor); kernels sum
   kSum = 1,
-  kAdasum = 2,   // reserved for Horovod's Adasum; rejected at submission until it exists
+  kAdasum = 2,   // allreduce only: Note [Adasum] (collectives/adasum.h), not a kernel op
   kMin = 3,
   kMax = 4,
   kProduct = 5,

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "collectives/adasum.h"
 #include "common/errors.h"
 #include "common/logging.h"
 #include "common/termination_report.h"
@@ -70,9 +71,14 @@ uint64_t Engine::submit(Request request) {
   if (stopped_) throw Error("dist_sync has stopped: " + stop_reason_);
   if (shutdown_requested_) throw Error("dist_sync is shutting down (shutdown() was called)");
   const std::string& name = request.meta.name;
-  DS_CHECK(!op_traits(request.meta.type).reduces || request.meta.reduce_op != ReduceOp::kAdasum,
-           "Adasum is not implemented yet (reduce op ", static_cast<int>(ReduceOp::kAdasum),
-           " is reserved for it); use Average, Sum, Min, Max or Product for '", name, "'");
+  if (op_traits(request.meta.type).reduces && request.meta.reduce_op == ReduceOp::kAdasum) {
+    DS_CHECK(request.meta.type == OpType::kAllreduce, "Adasum is an allreduce op; ",
+             op_type_name(request.meta.type), " '", name, "' takes Average, Sum, Min, Max or Product");
+    for (const TensorMeta& tensor : request.meta.tensors) {
+      const std::string unsupported = adasum_unsupported(size_, tensor.dtype);
+      DS_CHECK(unsupported.empty(), "'", tensor.name.empty() ? name : tensor.name, "': ", unsupported);
+    }
+  }
   in_flight_.check(request, rank_);
   request.handle = handles_.create();
   request.submitted = Clock::now();

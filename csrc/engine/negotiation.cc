@@ -55,6 +55,8 @@ bool fusable(const Response& a, const Response& b) {
   if (traits.has_root && x.root != y.root) return false;
   if (!traits.reduces) return true;
   DataType dx, dy;
+  // Adasum's dot products are per tensor (Note [Adasum]).
+  if (x.reduce_op == ReduceOp::kAdasum) return false;
   return single_dtype(x, &dx) && single_dtype(y, &dy) && dx == dy && x.reduce_op == y.reduce_op &&
          x.prescale == y.prescale && x.postscale == y.postscale;
 }

@@ -4,8 +4,8 @@ Change ``import horovod.torch as hvd`` to ``import dist_sync.torch as hvd`` and 
 ``mpirun -np N python train.py``. Tensors may be on the CPU or on a CUDA device (staged through
 pinned host memory, Note [Host staging] in _staging.py; one rank per GPU: README, "GPUs").
 Differences from Horovod are listed in the docstrings of the modules that
-implement them (mpi_ops, functions, optimizer) and in docs/torch.md; elastic training and
-Adasum are not provided.
+implement them (mpi_ops, functions, optimizer) and in docs/torch.md; elastic training is not
+provided.
 
 Huge pages: Open MPI's single-copy transport is about twice as fast on 2 MiB transparent huge
 pages. PyTorch uses them for CPU allocations of 2 MiB and more when the environment variable

@@ -32,7 +32,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .. import _builders, _core
-from .._reduce_op import Average, Max, Min, Product, ReduceOp, Sum
+from .._reduce_op import Adasum, Average, Max, Min, Product, ReduceOp, Sum
 from .._process_sets import resolve
 from .._session import Handle, synchronize
 from ._adapter import TORCH
@@ -139,6 +139,11 @@ class _Allreduce(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Any, ...]:
         name = _sub_name(ctx.name, "backward")
+        if int(ctx.op) == int(Adasum):
+            raise RuntimeError("allreduce(op=Adasum) has no gradient in dist_sync: Adasum "
+                               "combines gradients, it is not a function to differentiate "
+                               "(Horovod applies Adasum to the gradient, which is not its "
+                               "derivative); reduce with Sum or Average inside the model")
         if int(ctx.op) in _EXTREMA:
             z, reduced = ctx.saved_tensors
             summed = synchronize(_allreduce(grad, name, Sum, ps=ctx.ps))

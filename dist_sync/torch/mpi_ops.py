@@ -17,7 +17,7 @@ from typing import Any, List, Optional, Sequence
 import torch
 
 from .. import _builders
-from .._reduce_op import Average, Max, Min, Product, ReduceOp, Sum, engine_op
+from .._reduce_op import Adasum, Average, Max, Min, Product, ReduceOp, Sum, engine_op
 from .._process_sets import ProcessSet, global_process_set, resolve
 from .._session import Handle, synchronize
 from .._validation import check_root, scale_args
@@ -27,23 +27,8 @@ from ._autograd import (_Allgather, _Allreduce, _Alltoall, _Broadcast, _GroupedA
 from .compression import Compression, Compressor
 
 
-class _AdasumOp:
-    """Horovod's Adasum reduction, which dist_sync does not implement. It exists so scripts that
-    merely mention ``hvd.Adasum`` import; passing it to an operation raises
-    NotImplementedError."""
-
-    def __repr__(self) -> str:
-        return "dist_sync.torch.Adasum"
-
-
-Adasum = _AdasumOp()
-
-
 def resolve_op(op: Any, average: Optional[bool]) -> ReduceOp:
     """The reduction for Horovod's (op, deprecated average) pair; ``op=None`` means Average."""
-    if op is Adasum:
-        raise NotImplementedError("Adasum is not implemented in dist_sync; use op=Average (the "
-                                  "default) or Sum")
     if op is not None and average is not None:
         raise ValueError("The op parameter supersedes average; please provide only one of them")
     if average is not None:

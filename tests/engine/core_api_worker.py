@@ -40,7 +40,13 @@ def contract():
         np.testing.assert_array_equal(ds.allreduce(np.ones(4), op=ds.Sum, name="repeat"), np.full(4, size))
     out["cache_hits"] = _core._engine_stats()["cache_hits"]
     spec = [("x", np.ones(2), np.empty(2), _core.DataType.FLOAT64, (2,))]
-    out["adasum"] = error_of(lambda: _core.submit(_core.OpType.ALLREDUCE, "x", spec, _core.ReduceOp.ADASUM))
+    out["size"] = size
+    out["adasum"] = error_of(lambda: _core.wait(
+        _core.submit(_core.OpType.ALLREDUCE, "x", spec, _core.ReduceOp.ADASUM)))
+    ints = [("x", np.ones(2, dtype=np.int32), np.empty(2, dtype=np.int32), _core.DataType.INT32,
+             (2,))]
+    out["adasum_int"] = error_of(lambda: _core.submit(_core.OpType.ALLREDUCE, "x", ints,
+                                                      _core.ReduceOp.ADASUM))
     np.testing.assert_array_equal(ds.allreduce(np.ones(2), op=ds.Sum, name="after"), np.full(2, size))
     ds.shutdown()
     return out

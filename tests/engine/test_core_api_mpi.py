@@ -1,6 +1,6 @@
 """dist_sync._core's contract with the Python front end: exported enums (the codes Python used
 to mirror by hand), init()'s settings (complete, typed, shared ones agreed on rank 0's values),
-and the reserved Adasum op. One mpirun launch, checked case by case."""
+and Adasum's checks. One mpirun launch, checked case by case."""
 from functools import lru_cache
 
 from tests.support import harness
@@ -50,7 +50,13 @@ def test_shared_settings_follow_rank_0():
     assert all(rank["cache_hits"] >= 3 for rank in values), values
 
 
-def test_adasum_is_reserved():
+def test_adasum_checks_its_ranks_and_dtypes():
     for rank in launch()[0]:
-        assert rank["adasum"] == ("ValueError: Adasum is not implemented yet (reduce op 2 is "
-                                  "reserved for it); use Average, Sum, Min, Max or Product for 'x'")
+        size = rank["size"]
+        if size & (size - 1):
+            assert rank["adasum"] == (f"ValueError: 'x': Adasum needs a power-of-two number of "
+                                      f"ranks, got {size}")
+        else:
+            assert rank["adasum"] == "no error raised"
+        assert rank["adasum_int"] == ("ValueError: 'x': Adasum needs float16, bfloat16, float32 "
+                                      "or float64 tensors, got int32")

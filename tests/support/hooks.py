@@ -29,6 +29,7 @@ _ALLREDUCES = {
     "inplace": (Algorithm.SIZE_BASED, True),
     "ring": (Algorithm.RING, False),
     "recursive_doubling": (Algorithm.RECURSIVE_DOUBLING, False),
+    "adasum": (Algorithm.ADASUM, False),
 }
 
 

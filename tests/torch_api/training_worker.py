@@ -374,8 +374,6 @@ def optimizer_argument_errors():
            lambda: hvd.DistributedOptimizer(sgd(), op=hvd.Sum, gradient_predivide_factor=2.0))
     raises(ValueError, "gradient_predivide_factor must be a positive number",
            lambda: hvd.DistributedOptimizer(sgd(), gradient_predivide_factor=0))
-    raises(NotImplementedError, "Adasum is not implemented",
-           lambda: hvd.DistributedOptimizer(sgd(), op=hvd.Adasum))
     raises(ValueError, "groups should be a positive integer",
            lambda: hvd.DistributedOptimizer(sgd(), groups=0))
     raises(ValueError, "groups should be a positive integer or a list of lists",

@@ -17,6 +17,7 @@
 #include "collectives/hierarchical.h"
 #include "collectives/recursive_doubling.h"
 #include "collectives/reducescatter.h"
+#include "collectives/adasum.h"
 #include "collectives/ring.h"
 #include "comm/thread_comm.h"
 #include "common/errors.h"
@@ -32,6 +33,7 @@ enum class AllreduceAlgorithm : int {
   kSizeBased = 0,          // allreduce(): recursive doubling up to small_allreduce_bytes, else the ring
   kRing = 1,               // ring_collective() on one buffer
   kRecursiveDoubling = 2,  // recursive_doubling_allreduce(), in place on a copy of the input
+  kAdasum = 3,             // adasum_allreduce(), in place on a copy of the input (op ignored)
 };
 
 // Runs body(rank) on `size` threads without the GIL. A rank that throws is reported to
@@ -87,6 +89,13 @@ void thread_allreduce(Communicator& comm, const std::string& in, std::string& ou
       out = in;
       std::vector<std::byte> scratch(in.size());
       recursive_doubling_allreduce(comm, out.data(), count, dtype, op, scratch.data(), tag);
+      return;
+    }
+    case AllreduceAlgorithm::kAdasum: {
+      out = in;
+      std::vector<std::byte> scratch((count / 2 + 1) * element_bytes);
+      adasum_allreduce(comm, out.data(), count, dtype, scaling.prescale, scaling.postscale,
+                       scratch.data(), tag);
       return;
     }
     case AllreduceAlgorithm::kRing: {
@@ -238,6 +247,7 @@ void bind_thread_hooks(py::module_& m) {
       .value("SIZE_BASED", AllreduceAlgorithm::kSizeBased)
       .value("RING", AllreduceAlgorithm::kRing)
       .value("RECURSIVE_DOUBLING", AllreduceAlgorithm::kRecursiveDoubling)
+      .value("ADASUM", AllreduceAlgorithm::kAdasum)
       .finalize();
   m.def("thread_collective", &thread_collective, py::arg("op_type"), py::arg("inputs"),
         py::arg("dtype"), py::arg("op") = ReduceOp::kSum, py::kw_only(), py::arg("prescale") = 1.0,
