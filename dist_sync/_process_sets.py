@@ -18,7 +18,9 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from . import _core
 
-_lock = threading.Lock()
+# Held around every collective that creates or removes sets, and by shutdown(): one thread at a
+# time uses the control communicator (Note [Locks of the process sets] in csrc/python/session.cc).
+_lock = threading.RLock()
 _dynamic = False
 # id -> every ProcessSet object registered under it (a list given twice, a set re-added)
 _registered: Dict[int, List["ProcessSet"]] = {}

@@ -413,7 +413,7 @@ def _communicator_handle(comm: Any) -> Tuple[int, Any]:
 def shutdown() -> None:
     """Stops dist_sync on every rank (the first rank to call it stops them all; operations still
     pending anywhere fail with a message naming that rank). Safe to call more than once."""
-    with _state_lock:
+    with _state_lock, _process_sets._lock:
         if _init_pid is not None and os.getpid() != _init_pid:
             return
         _core.shutdown(False)

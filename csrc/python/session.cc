@@ -124,6 +124,13 @@ std::string describe_set(int32_t id, const std::vector<int>& ranks) {
   return out.str();
 }
 
+// Note [Locks of the process sets]
+// sets_mutex guards the table of sets and is held only briefly (submit looks an engine up under
+// it, with the GIL held), so it is never held while the GIL is taken back: a thread holding
+// the GIL and waiting for the mutex would otherwise deadlock with one holding the mutex and
+// waiting for the GIL. The collectives on `control` run without the GIL and without
+// sets_mutex; the front end's lock keeps them to one thread at a time.
+
 // Collective over every rank: all must pass the same ranks (the Python front end checks that
 // first, with _control_allgather, so it can say which rank differs).
 int32_t add_process_set(const std::vector<int>& ranks) {
@@ -139,24 +146,26 @@ int32_t add_process_set(const std::vector<int>& ranks) {
              " of the process set is out of range (", global.size(), " ranks)");
     DS_CHECK(i == 0 || ranks[i] > ranks[i - 1], "process set ranks must be ascending and distinct");
   }
-  std::lock_guard<std::mutex> lock(s.sets_mutex);
-  DS_CHECK(s.control != nullptr, "dist_sync is not initialized");
-  const int32_t id = s.next_set_id++;
-  std::unique_ptr<MpiCommunicator> comm;
+  py::gil_scoped_release release;
+  MpiCommunicator* control;
+  int32_t id;
   {
-    py::gil_scoped_release release;
-    comm = s.control->split_members(ranks);
+    std::lock_guard<std::mutex> lock(s.sets_mutex);
+    DS_CHECK(s.control != nullptr, "dist_sync is not initialized");
+    control = s.control.get();  // lives until shutdown(), which the front end's lock excludes
+    id = s.next_set_id++;
   }
+  std::unique_ptr<MpiCommunicator> comm = control->split_members(ranks);
   ProcessSetEntry entry;
   entry.ranks = ranks;
   if (comm) {
     const MpiCommunicator* raw = comm.get();
-    py::gil_scoped_release release;
     entry.engine = std::make_shared<Engine>(s.set_config, s.set_shared, std::move(comm),
                                             [raw] { raw->abort_job(1); }, nullptr, nullptr,
                                             describe_set(id, ranks) +
                                                 "; ranks in this message are positions in the set");
   }
+  std::lock_guard<std::mutex> lock(s.sets_mutex);
   s.sets.emplace(id, std::move(entry));
   return id;
 }
@@ -180,20 +189,25 @@ void remove_process_set(int32_t id, const std::string& reason) {
 
 std::vector<py::bytes> control_allgather(const std::string& mine) {
   Session& s = session();
-  const Engine& global = engine();
+  engine();  // the usual checks
+  const std::vector<uint8_t> bytes(mine.begin(), mine.end());
   std::vector<std::vector<uint8_t>> gathered;
   {
-    std::lock_guard<std::mutex> lock(s.sets_mutex);
-    DS_CHECK(s.control != nullptr, "dist_sync is not initialized");
-    const std::vector<uint8_t> bytes(mine.begin(), mine.end());
     py::gil_scoped_release release;
-    gathered = s.control->allgather_bytes(
-        bytes, std::chrono::duration<double>(s.set_config.init_timeout_seconds), check_signals);
+    MpiCommunicator* control;
+    double timeout;
+    {
+      std::lock_guard<std::mutex> lock(s.sets_mutex);  // Note [Locks of the process sets]
+      DS_CHECK(s.control != nullptr, "dist_sync is not initialized");
+      control = s.control.get();
+      timeout = s.set_config.init_timeout_seconds;
+    }
+    gathered = control->allgather_bytes(bytes, std::chrono::duration<double>(timeout),
+                                        check_signals);
   }
-  static_cast<void>(global);
   std::vector<py::bytes> out;
-  for (const auto& bytes : gathered) {
-    out.emplace_back(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  for (const auto& piece : gathered) {
+    out.emplace_back(reinterpret_cast<const char*>(piece.data()), piece.size());
   }
   return out;
 }

@@ -31,7 +31,7 @@ NUMPY_CASES: Dict[str, Tuple[str, ...]] = {
     "none_in_group": ("TypeError: grouped_allreduce (item 1) expects a numpy.ndarray, got NoneType",),
     "scalar": ("TypeError: allreduce expects a numpy.ndarray, got float", "numpy.asarray"),
     "name_type": ("TypeError: name must be a str or None, got int",),
-    "op_string": ("ValueError: op must be one of dist_sync.Average, Sum, Min, Max, Product; got 'sum'",),
+    "op_string": ("ValueError: op must be one of dist_sync.Average, Sum, Adasum, Min, Max, Product; got 'sum'",),
     "root_type": ("TypeError: root_rank must be an int, got str",),
     "prescale_type": ("TypeError: prescale_factor must be a number, got str",),
     "splits_float": ("TypeError: splits must be a sequence of ints, got [1.5, 0.5",),

@@ -34,7 +34,7 @@ TORCH_CASES: Dict[str, Tuple[str, ...]] = {
     "name_type": ("TypeError: name must be a str or None, got int",),
     "root_type": ("TypeError: root_rank must be an int, got str",),
     "op_and_average": ("ValueError: The op parameter supersedes average",),
-    "op_unknown": ("ValueError: op must be one of dist_sync.Average, Sum, Min, Max, Product; got 17",),
+    "op_unknown": ("ValueError: op must be one of dist_sync.Average, Sum, Adasum, Min, Max, Product; got 17",),
     "non_contiguous_allreduce_": ("ValueError: allreduce_ works in place and needs a contiguous "
                                   "tensor; got shape (3, 4) with strides (1, 3)",),
     "non_contiguous_broadcast_": ("ValueError: broadcast_ works in place and needs a contiguous",),
