@@ -125,6 +125,15 @@ def allgather(adapter: ArrayAdapter, tensor: Any, name: Optional[str], *, what: 
                           process_set=ps.id)
 
 
+def _scatter_op(op: Any, what: str) -> "_core.ReduceOp":
+    reduce_op = engine_op(op)
+    if reduce_op == _core.ReduceOp.ADASUM:
+        # NotImplementedError is a RuntimeError, which is what Horovod raises here.
+        raise NotImplementedError(f"{what}: Adasum combines whole tensors (allreduce only); use "
+                                  f"Average, Sum, Min, Max or Product")
+    return reduce_op
+
+
 def _tensor_list(adapter: ArrayAdapter, tensors: Any, what: str) -> List[Any]:
     if not isinstance(tensors, (list, tuple)) or not tensors:
         raise TypeError(f"{what} expects a non-empty list of {adapter.plural}")
@@ -179,7 +188,7 @@ def grouped_reducescatter(adapter: ArrayAdapter, tensors: Sequence[Any], op: Any
         if len(adapter.shape(source)) == 0:
             raise ValueError(f"{item} needs {_article(adapter.noun)} with at least one dimension")
         sources.append(source)
-    reduce_op = engine_op(op)
+    reduce_op = _scatter_op(op, what)
     pre, post = scale_args(prescale_factor, postscale_factor)
     check_name(name)
     entries = [Entry(f"{name or 'group'}.{i}", source) for i, source in enumerate(sources)]
@@ -217,7 +226,7 @@ def reducescatter(adapter: ArrayAdapter, tensor: Any, op: Any, name: Optional[st
     source = adapter.contiguous_input(adapter.check(tensor, what), what)
     if len(adapter.shape(source)) == 0:
         raise ValueError(f"{what} needs {_article(adapter.noun)} with at least one dimension")
-    reduce_op = engine_op(op)
+    reduce_op = _scatter_op(op, what)
     pre, post = scale_args(prescale_factor, postscale_factor)
     return adapter.submit(REDUCESCATTER, name, what, [Entry(name or "", source)], source,
                           lambda raw: adapter.result(raw, source), reduce_op=reduce_op,

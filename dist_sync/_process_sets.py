@@ -1,9 +1,10 @@
 """Process sets: subsets of the ranks that run collectives among themselves.
 
 Horovod's names and semantics: ``ProcessSet(ranks or an mpi4py communicator)``,
-``global_process_set``, ``init(process_sets=[...])`` (static) or ``init(process_sets="dynamic")``
-with :func:`add_process_set` / :func:`remove_process_set`, and ``process_set=`` on every
-collective. Each set has its own engine, communicator and negotiation (Note [One engine per
+``global_process_set``, ``init(process_sets=[...])``, :func:`add_process_set` /
+:func:`remove_process_set`, and ``process_set=`` on every collective. Unlike Horovod, adding and
+removing sets needs no ``process_sets="dynamic"`` (accepted, and changes nothing): registered
+sets cost the others nothing, each having its own engine. Each set has its own engine, communicator and negotiation (Note [One engine per
 process set] in docs/architecture.md), so operations of different sets run at the same time.
 
 Ranks are always ranks of the global set (the communicator ``init()`` ran on): a set's
@@ -21,7 +22,6 @@ from . import _core
 # Held around every collective that creates or removes sets, and by shutdown(): one thread at a
 # time uses the control communicator (Note [Locks of the process sets] in csrc/python/session.cc).
 _lock = threading.RLock()
-_dynamic = False
 # id -> every ProcessSet object registered under it (a list given twice, a set re-added)
 _registered: Dict[int, List["ProcessSet"]] = {}
 
@@ -145,13 +145,11 @@ def _register(process_set: ProcessSet, ranks: List[int]) -> None:
 
 def setup(process_sets: Any, init_comm: Any) -> None:
     """Called by init() once the engine runs: registers the static sets (collective)."""
-    global _dynamic
     with _lock:
         _registered.clear()
         _registered[0] = [global_process_set]
         global_process_set.ranks = list(range(_core.size()))
-        _dynamic = isinstance(process_sets, str)
-        if process_sets is None or _dynamic:
+        if process_sets is None or isinstance(process_sets, str):
             return
         # One entry per position: ("ranks", [...]) must be equal everywhere; ("comm", [...]) is
         # this rank's own communicator's ranks (Horovod's split communicators differ by rank).
@@ -205,7 +203,7 @@ def _describe(lists: Any) -> str:
 
 
 def add_process_set(process_set: Union[ProcessSet, Sequence[int]]) -> ProcessSet:
-    """Registers a process set after ``init(process_sets="dynamic")`` and returns it.
+    """Registers a process set after ``init()`` and returns it.
 
     Collective: every rank calls it with the same ranks, in the same order as its other
     add/remove calls. ValueError on every rank if they differ.
@@ -213,12 +211,9 @@ def add_process_set(process_set: Union[ProcessSet, Sequence[int]]) -> ProcessSet
     if not isinstance(process_set, ProcessSet):
         process_set = ProcessSet(process_set)
     with _lock:
-        if not _dynamic:
-            raise ValueError("add_process_set() needs dist_sync.init(process_sets=\"dynamic\") "
-                             "(static sets are given to init(process_sets=[...]))")
         if process_set.mpi_comm is not None:
-            raise ValueError("add_process_set() takes a list of ranks; a set from an MPI "
-                             "communicator is given to init(process_sets=[...])")
+            raise ValueError("add_process_set() takes a list of ranks (as Horovod's); a set from "
+                             "an MPI communicator is given to init(process_sets=[...])")
         _check_ranks(process_set.ranks, "add_process_set")
         everyone = _agree(("add", process_set.ranks))
         differing = [r for r, call in enumerate(everyone) if call != everyone[0]]
@@ -231,7 +226,7 @@ def add_process_set(process_set: Union[ProcessSet, Sequence[int]]) -> ProcessSet
 
 
 def remove_process_set(process_set: ProcessSet) -> bool:
-    """Removes a process set registered by :func:`add_process_set`; False for the global set.
+    """Removes a registered process set; False for the global set.
 
     Collective: every rank calls it in the same order as its other add/remove calls. The set's
     operations still pending on its members fail, and every ProcessSet object registered under
@@ -244,8 +239,6 @@ def remove_process_set(process_set: ProcessSet) -> bool:
     if set_id == 0:
         return False
     with _lock:
-        if not _dynamic:
-            raise ValueError("remove_process_set() needs dist_sync.init(process_sets=\"dynamic\")")
         if set_id is None or set_id not in _registered:
             raise ValueError(f"{process_set} is not registered (already removed?)")
         everyone = _agree(("remove", set_id))

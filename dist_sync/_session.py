@@ -339,9 +339,9 @@ def init(comm: Any = None, process_sets: Any = None, **settings: Any) -> None:
     Args:
         comm: an mpi4py communicator to run on (default: MPI_COMM_WORLD), or a list of ranks of
             MPI_COMM_WORLD to form the communicator from.
-        process_sets: a list of :class:`ProcessSet` to register (static process sets; every rank
-            lists the same ones, else ValueError on every rank), or ``"dynamic"`` to allow
-            ``add_process_set``/``remove_process_set`` later.
+        process_sets: a list of :class:`ProcessSet` to register (every rank lists the same ones,
+            else ValueError on every rank). Horovod's ``"dynamic"`` is accepted and changes
+            nothing: ``add_process_set``/``remove_process_set`` always work.
         **settings: overrides for the DIST_SYNC_* settings (see dist_sync.config.SETTINGS), e.g.
             ``fusion_threshold_bytes=0``.
 
@@ -369,8 +369,6 @@ def init(comm: Any = None, process_sets: Any = None, **settings: Any) -> None:
                 if not isinstance(item, _process_sets.ProcessSet):
                     raise TypeError(f"process_sets must hold ProcessSet objects, got "
                                     f"{type(item).__name__}")
-        if process_sets is None and resolved["dynamic_process_sets"]:
-            process_sets = "dynamic"
         handle, init_comm = _communicator_handle(comm)
         _core.init(resolved, shared, handle)
         try:

@@ -185,10 +185,6 @@ SETTINGS: List[Setting] = [
             "allreduce across hosts, allgather within each host — so fewer bytes cross the "
             "slower links between hosts. Needs the same number of ranks on every host.",
             shared=True),
-    Setting("dynamic_process_sets", "DIST_SYNC_DYNAMIC_PROCESS_SETS", False, _parse_bool,
-            _bool_rule,
-            "`1`: `init()` behaves as `init(process_sets=\"dynamic\")`, so process sets can be "
-            "added and removed while running (`add_process_set`, `remove_process_set`)."),
     Setting("log_level", "DIST_SYNC_LOG_LEVEL", _LOG_LEVELS["warning"], _parse_level,
             _level_rule,
             "`debug`, `info`, `warning`, `error` or `off`: messages of the C++ engine, on "

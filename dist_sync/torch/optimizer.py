@@ -80,6 +80,10 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         self._ds_compression = compression
         self._ds_op = op
         self._ds_process_set = process_set
+        # A rank outside the process set steps its optimizer locally (Horovod's semantics).
+        self._ds_local_only = not _included(process_set)
+        if self._ds_local_only:
+            groups = None
         self._ds_predivide = float(gradient_predivide_factor)
         self._ds_sparse_as_dense = bool(sparse_as_dense)
         self.backward_passes_per_step = backward_passes_per_step
@@ -111,6 +115,8 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         construction, and later those unfrozen (``requires_grad_()``) or added with
         ``add_param_group`` (Horovod silently leaves both unreduced). Every rank must make the
         same change; units are created in param_groups order so names agree."""
+        if self._ds_local_only:
+            return
         for group_index, group in enumerate(self.param_groups):
             for position, p in enumerate(group["params"]):
                 if not p.requires_grad or p in self._ds_unit_of:
@@ -286,6 +292,19 @@ class _DistributedOptimizer(torch.optim.Optimizer):
             self._ds_delay[p] = passes
 
 
+def _included(process_set: Any) -> bool:
+    """Whether this rank is in ``process_set``; ValueError for a removed or unregistered set."""
+    if process_set is None or process_set is global_process_set or \
+            getattr(process_set, "process_set_id", None) == 0:
+        return True
+    if not isinstance(process_set, ProcessSet):
+        raise TypeError(f"DistributedOptimizer: process_set must be a dist_sync ProcessSet, got "
+                        f"{type(process_set).__name__}")
+    if process_set.process_set_id is None:
+        resolve(process_set, "DistributedOptimizer")  # raises the removed/unregistered error
+    return process_set.included()
+
+
 def _check_passes(passes: Any) -> None:
     if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
         raise ValueError(f"backward_passes_per_step must be a positive integer, got {passes!r}")
@@ -400,7 +419,8 @@ def DistributedOptimizer(optimizer: torch.optim.Optimizer,
         num_groups: Horovod's deprecated spelling of ``groups=<int>`` (0: not given).
         sparse_as_dense: reduce sparse gradients as dense tensors.
         process_set: average over this process set's ranks only (every rank of the set must
-            wrap an optimizer over the same parameters; ranks outside it cannot use it).
+            wrap an optimizer over the same parameters); on ranks outside the set the optimizer
+            steps locally, as in Horovod.
     """
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"DistributedOptimizer wraps a torch.optim.Optimizer, got "
@@ -410,7 +430,7 @@ def DistributedOptimizer(optimizer: torch.optim.Optimizer,
                          "would reduce every gradient twice")
     op = ops.resolve_op(op, None)
     _check_passes(backward_passes_per_step)
-    resolve(process_set, "DistributedOptimizer")
+    _included(process_set)  # a registered set (or the global one), or ValueError
     if num_groups != 0:
         warnings.warn("num_groups is deprecated; use groups=<int> instead", DeprecationWarning,
                       stacklevel=2)

@@ -9,5 +9,5 @@ WORKER = "tests.engine.adasum_worker"
 @pytest.mark.parametrize("np_", [1, 2, 4])
 def test_adasum(np_):
     values = harness.run_ok(WORKER, np_, "numpy_and_torch", timeout=240,
-                            env={**harness.FAIL_FAST, "DIST_SYNC_DYNAMIC_PROCESS_SETS": "1"})
+                            env=harness.FAIL_FAST)
     assert [v["size"] for v in values] == [np_] * np_

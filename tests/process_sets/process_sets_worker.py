@@ -2,8 +2,8 @@
 every shape, against numpy float64 references computed from the members' regenerated inputs;
 sets used at the same time; errors; static sets, sets from communicators, Horovod's examples.
 
-The checks run with DIST_SYNC_DYNAMIC_PROCESS_SETS=1 (the test's launch sets it), so they can
-add and remove sets; the scenarios start dist_sync themselves.
+The checks add and remove sets in the worker's session (no process_sets="dynamic" needed); the
+scenarios start dist_sync themselves.
 """
 import numpy as np
 
@@ -297,6 +297,17 @@ def torch_ops_and_training():
                                                num_groups=1, process_set=ps)
     assert any("num_groups" in str(w.message) for w in caught)
     assert len(grouped_opt._ds_units) == 1
+    # An optimizer over a set this rank is not in steps locally (Horovod's semantics).
+    local_model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        local_model.weight.zero_()
+    local_opt = hvd.DistributedOptimizer(torch.optim.SGD(local_model.parameters(), lr=1.0),
+                                         named_parameters=local_model.named_parameters(),
+                                         process_set=evens)
+    local_model(torch.full((1, 2), float(me + 1))).sum().backward()
+    local_opt.step()
+    expected = -np.mean([r + 1.0 for r in evens.ranks]) if evens.included() else -(me + 1.0)
+    np.testing.assert_allclose(local_model.weight.detach().numpy(), np.full((1, 2), expected))
     out["members"] = members
     hvd.remove_process_set(evens)
     if odds is not None:
@@ -396,7 +407,7 @@ def static_sets():
     assert result[0] == sum(mine.ranks)
     own = singles[me]
     assert ds.allreduce(np.array([float(me)]), process_set=own)[0] == me
-    dynamic = _error(lambda: ds.add_process_set([0]))
+    dynamic = _error(lambda: ds.remove_process_set(ds.add_process_set([0])))
     ds.shutdown()
     return {"ids": ids, "dynamic": dynamic}
 

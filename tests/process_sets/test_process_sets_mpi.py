@@ -6,13 +6,12 @@ import pytest
 from tests.support import harness
 
 WORKER = "tests.process_sets.process_sets_worker"
-DYNAMIC = {**harness.FAIL_FAST, "DIST_SYNC_DYNAMIC_PROCESS_SETS": "1",
-           "DIST_SYNC_INIT_TIMEOUT_SECONDS": "60"}
+ENV = {**harness.FAIL_FAST, "DIST_SYNC_INIT_TIMEOUT_SECONDS": "60"}
 
 
 @harness.each_check(WORKER, [2, 3, 4])
 def test_check(np_, name):
-    launch = harness.launch(WORKER, np_, env=DYNAMIC, timeout=400)
+    launch = harness.launch(WORKER, np_, env=ENV, timeout=400)
     values = harness.check_values(launch, name)
     if name == "numpy_every_shape":
         from tests.process_sets.process_sets_worker import shapes_of_sets
@@ -45,7 +44,7 @@ def test_static_sets(np_):
     values = harness.run_ok(WORKER, np_, "static_sets", timeout=120, env=harness.FAIL_FAST)
     for value in values:
         assert value["ids"] == list(range(1, len(value["ids"]) + 1))
-        assert "process_sets=\"dynamic\"" in value["dynamic"]
+        assert value["dynamic"] == "no error"  # sets can always be added (unlike Horovod)
 
 
 @pytest.mark.parametrize("np_", [2, 3])
