@@ -263,36 +263,57 @@ class Resolved:
 
     __slots__ = ("id", "size", "rank", "ranks")
 
-    def __init__(self, set_id: int, ranks: Optional[List[int]]) -> None:
+    def __init__(self, set_id: int, ranks: List[int]) -> None:
         self.id = set_id
-        self.ranks = ranks  # None: the global set
-        me = _core.rank()
-        self.size = len(ranks) if ranks is not None else _core.size()
-        self.rank = ranks.index(me) if ranks is not None else me
+        self.ranks: Optional[List[int]] = ranks
+        self.size = len(ranks)
+        self.rank = ranks.index(_core.rank())
 
     def position(self, rank: int, what: str) -> int:
         """A rank of the global set as a position in this set (a root rank)."""
-        if self.ranks is None:
-            return rank
         if rank not in self.ranks:
             raise ValueError(f"{what}: root_rank {rank} is not in process set {self.id} "
                              f"(ranks {self.ranks})")
         return self.ranks.index(rank)
 
 
-def resolve(process_set: Any, what: str) -> Resolved:
-    """The process set a collective runs on; clear errors for an unregistered or removed set and
-    on a rank that is not in it."""
-    from ._session import check_usable  # _session imports this module
-    check_usable()  # after shutdown(): the session's end, not a process-set error
+class _ResolvedGlobal:
+    """The global set: ids and ranks as they are, asked of the engine only when needed (the
+    common case costs no call into it)."""
+
+    __slots__ = ()
+    id = 0
+    ranks = None
+
+    @property
+    def size(self) -> int:
+        return _core.size()
+
+    @property
+    def rank(self) -> int:
+        return _core.rank()
+
+    def position(self, rank: int, what: str) -> int:
+        return rank
+
+
+_GLOBAL = _ResolvedGlobal()
+
+
+def resolve(process_set: Any, what: str) -> Any:
+    """The process set a collective runs on (a :class:`Resolved`, or the global set's
+    stand-in); clear errors for an unregistered or removed set and on a rank that is not in
+    it."""
     if process_set is None or process_set is global_process_set:
-        return Resolved(0, None)
+        return _GLOBAL
     if not isinstance(process_set, ProcessSet):
         raise TypeError(f"{what}: process_set must be a dist_sync ProcessSet, got "
                         f"{type(process_set).__name__}")
     set_id = process_set.process_set_id
     if set_id == 0:
-        return Resolved(0, None)
+        return _GLOBAL
+    from ._session import check_usable  # _session imports this module
+    check_usable()  # after shutdown(): the session's end, not a process-set error
     if set_id is None and process_set._removed_id is not None:
         raise ValueError(f"{what}: process set {process_set._removed_id} (ranks "
                          f"{process_set.ranks}) was removed by remove_process_set()")

@@ -25,11 +25,17 @@ Product = ReduceOp(_core.ReduceOp.PRODUCT)
 # dtypes, a power-of-two number of ranks.
 Adasum = ReduceOp(_core.ReduceOp.ADASUM)
 _USER_OPS = (Average, Sum, Adasum, Min, Max, Product)
+# The common case (one of the constants above, or a plain int) is a dict lookup.
+_ENGINE_OPS = {int(op): _core.ReduceOp(int(op)) for op in _USER_OPS}
 
 
 def engine_op(op: Any) -> "_core.ReduceOp":
     """The engine's reduce op for a user-facing op; ValueError if unknown. Average is Sum
     divided by the number of ranks."""
+    if type(op) is ReduceOp or type(op) is int:
+        found = _ENGINE_OPS.get(op)
+        if found is not None:
+            return found
     if isinstance(op, bool) or not isinstance(op, (int, np.integer)) or int(op) not in _USER_OPS:
         raise ValueError(f"op must be one of dist_sync.Average, Sum, Adasum, Min, Max, Product; "
                          f"got {op!r}")
