@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .. import _core, _session
+from .. import _session
+from .._process_sets import ProcessSet, global_process_set, resolve
 from .._reduce_op import Sum
 from .._session import synchronize
 from . import mpi_ops as ops
@@ -37,7 +38,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: Optional[torch.Tensor],
                 bias: Optional[torch.Tensor], running_mean: Optional[torch.Tensor],
                 running_var: Optional[torch.Tensor], eps: float, momentum: float,
-                name: str) -> torch.Tensor:
+                name: str, process_set: Any = None) -> torch.Tensor:
         channels = x.shape[1]
         dims = [0] + list(range(2, x.dim()))
         compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
@@ -51,7 +52,8 @@ class _SyncBatchNormFunction(torch.autograd.Function):
             m2 = torch.zeros(channels, dtype=compute, device=x.device)
         mine = torch.cat([torch.tensor([float(local_count)], dtype=torch.float64, device=x.device),
                           mean.to(torch.float64), m2.to(torch.float64)]).reshape(1, -1)
-        gathered = synchronize(ops.allgather_async(mine, name=f"{name}.stats"))
+        gathered = synchronize(ops.allgather_async(mine, name=f"{name}.stats",
+                                                   process_set=process_set))
         counts = gathered[:, :1]
         total = float(counts.sum())
         if total <= 1:
@@ -79,6 +81,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
             y = y + bias.detach().to(compute).view(shape)
         ctx.save_for_backward(x, weight, mean_c, invstd)
         ctx.total, ctx.name, ctx.has_bias = total, name, bias is not None
+        ctx.process_set = process_set
         return y.to(x.dtype)
 
     @staticmethod
@@ -94,7 +97,8 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         sum_g_xhat = (g * x_hat).sum(dims)
         channels = sum_g.numel()
         sums = torch.cat([sum_g, sum_g_xhat])
-        ops.allreduce_(sums, op=Sum, name=f"{ctx.name}.grad")
+        ops.allreduce_(sums, op=Sum, name=f"{ctx.name}.grad",
+                       process_set=ctx.process_set)
         mean_g = (sums[:channels] / ctx.total).view(shape)
         mean_g_xhat = (sums[channels:] / ctx.total).view(shape)
         scale = invstd if weight is None else invstd * weight.to(compute)
@@ -105,7 +109,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
             ctx.needs_input_grad[1] else None
         grad_bias = sum_g.to(weight.dtype if weight is not None else compute) if \
             ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_weight, grad_bias, None, None, None, None, None
+        return grad_x, grad_weight, grad_bias, None, None, None, None, None, None
 
 
 class SyncBatchNorm(_BatchNorm):
@@ -117,15 +121,17 @@ class SyncBatchNorm(_BatchNorm):
     stopped engine raises rather than silently using local statistics).
 
     Every rank must run the same SyncBatchNorm layers in the same order (each training forward
-    is a collective). Layers are named by construction order, so build models in the same order
+    is a collective; with ``process_set``, among that set's ranks, whose batches it then
+    covers). Layers are named by construction order, so build models in the same order
     on every rank.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
                  affine: bool = True, track_running_stats: bool = True, device: Any = None,
-                 dtype: Any = None) -> None:
+                 dtype: Any = None, process_set: ProcessSet = global_process_set) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self._ds_name = f"SyncBatchNorm.{next(_instances)}"
+        self._ds_process_set = process_set
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 2:
@@ -145,11 +151,13 @@ class SyncBatchNorm(_BatchNorm):
         # Plain BatchNorm when dist_sync was never started in this process (a model used
         # outside a distributed job); once started, a stopped engine raises instead of
         # silently normalizing over the local batch only.
-        if not use_batch_stats or _session._init_pid is None or _core.size() == 1:
+        if not use_batch_stats or _session._init_pid is None or \
+                resolve(self._ds_process_set, "SyncBatchNorm").size == 1:
             return F.batch_norm(input, running_mean, running_var, self.weight, self.bias,
                                 use_batch_stats, factor, self.eps)
         return _SyncBatchNormFunction.apply(input, self.weight, self.bias, running_mean,
-                                            running_var, self.eps, factor, self._ds_name)
+                                            running_var, self.eps, factor, self._ds_name,
+                                            self._ds_process_set)
 
     @classmethod
     def convert_sync_batchnorm(cls, module: torch.nn.Module) -> torch.nn.Module:

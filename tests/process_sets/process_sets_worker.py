@@ -308,6 +308,14 @@ def torch_ops_and_training():
     local_opt.step()
     expected = -np.mean([r + 1.0 for r in evens.ranks]) if evens.included() else -(me + 1.0)
     np.testing.assert_allclose(local_model.weight.detach().numpy(), np.full((1, 2), expected))
+    # SyncBatchNorm over the set: statistics of the members' concatenated batch
+    norm = hvd.SyncBatchNorm(2, process_set=ps)
+    batch = torch.tensor(data(me, (me + 2, 2), np.float64, 7))
+    normalized = norm(batch)
+    everything = np.concatenate([data(r, (r + 2, 2), np.float64, 7) for r in members])
+    expected = (data(me, (me + 2, 2), np.float64, 7) - everything.mean(0)) / \
+        np.sqrt(everything.var(0) + 1e-5)
+    np.testing.assert_allclose(normalized.detach().numpy(), expected, rtol=1e-6, atol=1e-6)
     out["members"] = members
     hvd.remove_process_set(evens)
     if odds is not None:
