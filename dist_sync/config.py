@@ -179,6 +179,12 @@ SETTINGS: List[Setting] = [
             _bytes_rule,
             "Allreduces up to this size use recursive doubling (log₂N messages) instead of the "
             "ring (2(N−1) messages).", shared=True),
+    Setting("reproducible", "DIST_SYNC_REPRODUCIBLE", True, _parse_bool, _bool_rule,
+            "`1`: every element of an allreduce is reduced in an order fixed by its tensor's size "
+            "and its position in that tensor, so results are bit-identical across runs whatever "
+            "fusion, the fusion threshold, segment sizes or timing did (for the same number of "
+            "ranks; see *Reproducibility*). `0`: the order follows the fused buffer.",
+            shared=True),
     Setting("hierarchical_allreduce", "DIST_SYNC_HIERARCHICAL_ALLREDUCE", False, _parse_bool,
             _bool_rule,
             "`1`: allreduce large buffers hierarchically — reduce-scatter within each host, "
