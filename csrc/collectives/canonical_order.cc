@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "comm/waiter.h"
 #include "common/errors.h"
 
 namespace dist_sync {
@@ -32,21 +31,8 @@ void bruck_allgather(Communicator& comm, std::byte* gathered, size_t bytes, int 
     const size_t blocks = static_cast<size_t>(std::min(distance, size - distance));
     const int to = (rank - distance + size) % size;
     const int from = (rank + distance) % size;
-    TransferPtr receiving =
-        comm.irecv(gathered + static_cast<size_t>(distance) * bytes, blocks * bytes, from, tag);
-    TransferPtr sending = comm.isend(gathered, blocks * bytes, to, tag);
-    Waiter waiter(comm, "reproducible small allreduce");
-    bool received = false, sent = false;
-    while (!(received && sent)) {
-      bool progressed = false;
-      if (!received && receiving->test()) received = progressed = true;
-      if (!sent && sending->test()) sent = progressed = true;
-      if (progressed) {
-        waiter.progressed();
-      } else {
-        waiter.idle(received ? to : from);
-      }
-    }
+    comm.shift(gathered, to, gathered + static_cast<size_t>(distance) * bytes, from,
+               blocks * bytes, tag, "reproducible small allreduce");
   }
 }
 
