@@ -21,8 +21,7 @@ void allreduce(Communicator& comm, const SpanList& buffer, DataType dtype, Reduc
                       scaling, config, workspace, tag, phases);
       return;
     }
-    gather_reduce_allreduce(comm, buffer, dtype, op, scaling, workspace, tag);
-    end_phase(phases, "GATHER_REDUCE");
+    small_reproducible_allreduce(comm, buffer, dtype, op, scaling, workspace, tag, phases);
     return;
   }
   if (comm.size() > 1 && bytes > config.small_allreduce_bytes) {

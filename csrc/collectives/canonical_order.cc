@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "comm/waiter.h"
 #include "common/errors.h"
 
 namespace dist_sync {
@@ -54,48 +55,82 @@ CanonicalLayout canonical_layout(const SpanList& tensors, size_t element_bytes, 
   return layout;
 }
 
-void gather_reduce_allreduce(Communicator& comm, const SpanList& tensors, DataType dtype,
-                             ReduceOp op, const Scaling& scaling, Workspace& workspace, int tag) {
+void small_reproducible_allreduce(Communicator& comm, const SpanList& tensors, DataType dtype,
+                                  ReduceOp op, const Scaling& scaling, Workspace& workspace,
+                                  int tag, PhaseLog* phases) {
   const int size = comm.size();
   const int rank = comm.rank();
+  const size_t ranks = static_cast<size_t>(size);
+  const size_t me = static_cast<size_t>(rank);
   const size_t element_bytes = dtype_size(dtype);
-  const size_t bytes = tensors.bytes();
   DS_ASSERT(size > 1, "one rank needs no exchange");
-  std::byte* gathered = workspace.get(Workspace::kFusion, bytes * static_cast<size_t>(size));
-  std::byte* partial = workspace.get(Workspace::kFusionPeer, bytes);
-  tensors.gather_in(0, bytes, gathered);
-  bruck_allgather(comm, gathered, bytes, tag);
-  auto input_of = [&](int from_rank, size_t offset) -> const std::byte* {
-    const size_t block = static_cast<size_t>((from_rank - rank + size) % size);
-    return gathered + block * bytes + offset;
-  };
+  const CanonicalLayout layout = canonical_layout(tensors, element_bytes, size);
+  const std::vector<size_t>& bounds = layout.chunk_bounds;
+  const size_t bytes = layout.buffer.bytes();
+  size_t widest = 0;  // chunks differ by at most one element per tensor
+  for (size_t c = 0; c < ranks; ++c) widest = std::max(widest, bounds[c + 1] - bounds[c]);
+  const size_t mine = bounds[me + 1] - bounds[me];
 
-  // Note [Canonical reduction order]: block c is started by rank c+1 (its input, prescaled, as
-  // the ring's first send) and each next rank q combines reduce(own = q's input, other = the
-  // partial), the last one (rank c) finalizing.
-  size_t tensor_offset = 0;
-  for (const Span& tensor : tensors.spans()) {
-    const size_t elements = tensor.bytes / element_bytes;
-    for (int c = 0; c < size; ++c) {
-      const Block block = block_of(elements, size, c);
-      if (block.count == 0) continue;
-      const size_t offset = tensor_offset + block.begin * element_bytes;
-      std::byte* acc = partial + offset;
-      const int first = (c + 1) % size;
-      if (scaling.has_prescale()) {
-        scale_copy(acc, input_of(first, offset), block.count, dtype, scaling.prescale, 1);
-      } else {
-        std::memcpy(acc, input_of(first, offset), block.count * element_bytes);
+  // This rank's input in canonical order, then every rank's copy of chunk `rank`.
+  std::byte* packed = workspace.get(Workspace::kFusion, bytes + ranks * widest);
+  std::byte* inputs = packed + bytes;
+  std::byte* partial = workspace.get(Workspace::kFusionPeer, widest);  // chunk `rank`'s result
+  layout.buffer.gather_in(0, bytes, packed);
+  std::memcpy(inputs + me * widest, packed + bounds[me], mine);
+  {
+    std::vector<TransferPtr> transfers;
+    for (int peer = 0; peer < size; ++peer) {
+      if (peer == rank) continue;
+      const size_t p = static_cast<size_t>(peer);
+      transfers.push_back(comm.irecv(inputs + p * widest, mine, peer, tag));
+      transfers.push_back(comm.isend(packed + bounds[p], bounds[p + 1] - bounds[p], peer, tag));
+    }
+    Waiter waiter(comm, "reproducible small allreduce");
+    for (size_t done = 0; done < transfers.size();) {
+      bool progressed = false;
+      for (TransferPtr& transfer : transfers) {
+        if (transfer != nullptr && transfer->test()) {
+          transfer.reset();
+          ++done;
+          progressed = true;
+        }
       }
-      for (int k = 1; k < size; ++k) {
-        const bool last = k == size - 1;
-        std::byte* target = last ? tensor.out + block.begin * element_bytes : acc;
-        reduce(target, input_of((c + 1 + k) % size, offset), acc, block.count, dtype, op, scaling,
-               last);
+      if (progressed) {
+        waiter.progressed();
+      } else {
+        waiter.idle(-1);
       }
     }
-    tensor_offset += tensor.bytes;
   }
+  end_phase(phases, "SCATTER");
+
+  // Note [Canonical reduction order]: chunk `rank` is started by rank+1 (its input, prescaled,
+  // as the ring's first send) and each next rank q combines reduce(own = q's input,
+  // other = the partial), this rank finalizing last.
+  const size_t count = mine / element_bytes;
+  const size_t first = (me + 1) % ranks;
+  if (scaling.has_prescale()) {
+    scale_copy(partial, inputs + first * widest, count, dtype, scaling.prescale, 1);
+  } else {
+    std::memcpy(partial, inputs + first * widest, mine);
+  }
+  for (size_t k = 2; k <= ranks; ++k) {
+    const bool last = k == ranks;
+    reduce(partial, inputs + ((me + k) % ranks) * widest, partial, count, dtype,
+           op, scaling, last);
+  }
+  end_phase(phases, "REDUCE");
+
+  // Everyone gets every chunk; Bruck's block i is rank + i's chunk. The inputs are consumed,
+  // so their room holds the blocks.
+  std::byte* rotated = inputs;
+  std::memcpy(rotated, partial, mine);
+  bruck_allgather(comm, rotated, widest, tag);
+  for (size_t i = 0; i < ranks; ++i) {
+    const size_t c = (me + i) % ranks;
+    layout.buffer.scatter_out(bounds[c], bounds[c + 1] - bounds[c], rotated + i * widest);
+  }
+  end_phase(phases, "ALLGATHER");
 }
 
 }  // namespace dist_sync
