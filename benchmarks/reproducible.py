@@ -1,6 +1,6 @@
 """What DIST_SYNC_REPRODUCIBLE costs, measured with it on and off in the same run:
 
-  mpirun -np N python -m benchmarks.reproducible [--rounds 3] [--json FILE]
+  mpirun -np N python -m benchmarks.reproducible [--rounds 5] [--json FILE]
 
 * ``allreduce``: one buffer per size through the allreduce algorithm alone
   (``_core._bench_collective``, in place, the size-based choice: the small path up to
@@ -10,8 +10,8 @@
 * ``training``: one DistributedOptimizer step (forward, backward, allreduce, SGD) of a
   3.2 M-parameter MLP with LayerNorm, batch 64, through dist_sync.torch (skipped without torch).
 
-The engine restarts for every setting, so each round runs both settings (in alternating order)
-and the medians pool every round. Times are the slowest rank's; the ratio is on / off.
+The engine restarts for every setting, so each round runs both settings back to back for each
+workload (in alternating order) and the medians pool every round. Times are the slowest rank's; the ratio is on / off.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from dist_sync.bench import common, fusion, tune
 
-SIZES = [4 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20]
+SIZES = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 16 << 20, 64 << 20]
 SETTINGS = (True, False)
 
 
@@ -59,7 +59,7 @@ def _training_step_times(comm: Any, steps: int, warmup: int) -> List[float]:
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.reproducible", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("-n", "--iters", type=int, default=10)
     parser.add_argument("-w", "--warmup_iters", type=int, default=3)
     parser.add_argument("--skip", default="", help="comma-separated: allreduce, fusion, training")
@@ -80,11 +80,17 @@ def main(argv: List[str]) -> int:
     workload = fusion.Workload(fusion.scaled_counts(1.0), rank, size)
     wrong = 0
     for round_number in range(args.rounds):
-        for setting in tune._rounds_order(SETTINGS, round_number):
-            if "allreduce" not in skip:
-                for nbytes in SIZES:
+        # Both settings back to back for each workload, alternating which goes first, so drift
+        # on a shared machine hits both alike.
+        order = tune._rounds_order(SETTINGS, round_number)
+        if "allreduce" not in skip:
+            for nbytes in SIZES:
+                for setting in order:
                     add(f"allreduce {common.format_bytes(nbytes)}", setting,
                         tune._bench(_core, nbytes, {"reproducible": setting}, args))
+        for setting in order:
+            if {"fusion", "training"} <= skip:
+                break
             ds.init(reproducible=setting)
             try:
                 if "fusion" not in skip:

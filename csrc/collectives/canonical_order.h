@@ -24,8 +24,9 @@
 // reduces its chunk along the ring's chain with the same reduce() calls the ring makes (prescale
 // and finalize included), and Bruck's allgather (ceil(log2 N) exchanges) spreads the results:
 // the bits are the ring's whatever the size, and each rank still moves only 2(N-1)/N of the
-// buffer. Gathering every input instead (N-1 buffers into each rank) measured 1.2-1.6x slower
-// than recursive doubling at 16-64 KiB on 3 and 4 ranks.
+// buffer. Gathering every input instead (N-1 buffers into each rank) measured 1.2-1.6x
+// recursive doubling's time at 16-64 KiB on 3 and 4 ranks; this path still takes 1.3-2.2x
+// there (docs/benchmarks.md), which is why DIST_SYNC_REPRODUCIBLE is off by default.
 #pragma once
 
 #include <vector>

@@ -15,8 +15,8 @@ NP = 2
 # second part of the worker's names.
 QUEUED = ["QUEUE", "NEGOTIATE"]
 PHASES_OF_KIND = {
-    "allreduce": QUEUED + ["SCATTER", "REDUCE", "ALLGATHER"],  # small (DIST_SYNC_REPRODUCIBLE=1)
-    "async": QUEUED + ["SCATTER", "REDUCE", "ALLGATHER"],
+    "allreduce": QUEUED + ["FUSION_COPY_IN", "RECURSIVE_DOUBLING", "FUSION_COPY_OUT"],  # small
+    "async": QUEUED + ["FUSION_COPY_IN", "RECURSIVE_DOUBLING", "FUSION_COPY_OUT"],
     "ring": QUEUED + ["RING_REDUCE_SCATTER", "RING_ALLGATHER"],
     "broadcast": QUEUED + ["broadcast"],
     "allgather": QUEUED + ["allgather"],
@@ -85,7 +85,7 @@ def test_timeline_from_environment(tmp_path):
     # The four async allreduces of a round were submitted together; each is recorded on its
     # own row even when they share a fused pass.
     fused = max(args["fused_requests"] for name in names if ".async." in name
-                for _, _, args in spans[name]["SCATTER"])
+                for _, _, args in spans[name]["RECURSIVE_DOUBLING"])
     assert 1 <= fused <= 4
 
 

@@ -20,7 +20,8 @@ SETTINGS = [
 def test_layouts_and_settings_give_the_same_bits(np_):
     digests = set()
     for env, args in SETTINGS:
-        results = harness.run_ok(WORKER, np_, "layouts", args, timeout=300, env=env)
+        results = harness.run_ok(WORKER, np_, "layouts", args, timeout=300,
+                                 env={"DIST_SYNC_REPRODUCIBLE": "1", **env})
         for rank, result in enumerate(results):
             assert result["failures"] == [], f"{env} {args}, rank {rank}: {result['failures'][:5]}"
         digests |= {result["digest"] for result in results}

@@ -21,7 +21,8 @@ RUNS = [
 def test_final_parameters_identical_across_runs(np_):
     digests = []
     for env, args in RUNS:
-        results = harness.run_ok(WORKER, np_, "train", args, timeout=300, env=env)
+        results = harness.run_ok(WORKER, np_, "train", args, timeout=300,
+                                 env={"DIST_SYNC_REPRODUCIBLE": "1", **env})
         assert len({r["digest"] for r in results}) == 1, f"{env} {args}: ranks differ"
         digests.append(results[0]["digest"])
     assert len(set(digests)) == 1, f"final parameters differ across runs: {digests}"
