@@ -26,3 +26,16 @@ def test_layouts_and_settings_give_the_same_bits(np_):
             assert result["failures"] == [], f"{env} {args}, rank {rank}: {result['failures'][:5]}"
         digests |= {result["digest"] for result in results}
     assert len(digests) == 1, f"{len(digests)} different results across settings and ranks"
+
+
+@pytest.mark.parametrize("np_", [3, 4])
+def test_engine_sweep_against_numpy(np_):
+    """Every dtype x op x size through the engine with the reproducible order, against numpy,
+    with tiny segments and the small path off, then with everything on the small path."""
+    for env in ({"DIST_SYNC_RING_SEGMENT_BYTES": "64", "DIST_SYNC_SMALL_ALLREDUCE_BYTES": "0"},
+                {"DIST_SYNC_SMALL_ALLREDUCE_BYTES": "1G"}):
+        results = harness.run_ok("tests.engine.allreduce_worker", np_, "sweep", timeout=300,
+                                 env={"DIST_SYNC_REPRODUCIBLE": "1", **env})
+        for rank, result in enumerate(results):
+            assert result["failures"] == [], f"{env}, rank {rank}: {result['failures'][:5]}"
+        assert len({r["digest"] for r in results}) == 1, "ranks got different bits"
