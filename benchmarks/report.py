@@ -89,7 +89,7 @@ def _tools(by_size: Dict[int, List[Dict[str, Any]]]) -> List[str]:
 
 def allreduce_plot(runs: Sequence[Dict[str, Any]], path: str) -> None:
     """The allreduce benchmark's plot, from the medians over runs."""
-    from . import allreduce
+    from dist_sync.bench import allreduce
     by_size = _by_size(runs)
     tools = _tools(by_size)
     rows = [{"bytes": nbytes, **{tool: {"busbw_GBps": _median(

@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         epilog="Needs root (network namespaces, veth, tc) and a source checkout of dist_sync "
                "(tests/multihost/netns.py). Note [Ring versus parameter server] in "
-               "benchmarks/scaling.py states the theory; docs/multihost_scaling.md shows results.")
+               "benchmarks/scaling.py states the theory; docs/benchmarks.md, section 'Several "
+               "hosts', shows results.")
     parser.add_argument("--hosts", type=parse_hosts, default=[2, 3, 4], metavar="N,N,...",
                         help="host counts to run (default 2,3,4)")
     parser.add_argument("--ranks-per-host", type=int, default=1, metavar="L",

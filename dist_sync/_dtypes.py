@@ -28,6 +28,10 @@ SUPPORTED_NAMES = "uint8, int8, int16, int32, int64, float16, bfloat16 (torch), 
 
 def code_of(dtype: np.dtype) -> int:
     """The engine's code for a numpy dtype; TypeError if dist_sync cannot reduce it."""
+    if isinstance(dtype, np.dtype) and dtype.isnative:
+        code = NUMPY_TO_CODE.get(dtype)
+        if code is not None:
+            return code
     dt = np.dtype(dtype)
     code = NUMPY_TO_CODE.get(dt) if dt.isnative else None
     if code is None:

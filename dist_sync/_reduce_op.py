@@ -22,11 +22,17 @@ Min = ReduceOp(_core.ReduceOp.MIN)
 Max = ReduceOp(_core.ReduceOp.MAX)
 Product = ReduceOp(_core.ReduceOp.PRODUCT)
 _USER_OPS = (Average, Sum, Min, Max, Product)
+# The common case (one of the constants above, or a plain int) is a dict lookup.
+_ENGINE_OPS = {int(op): _core.ReduceOp(int(op)) for op in _USER_OPS}
 
 
 def engine_op(op: Any) -> "_core.ReduceOp":
     """The engine's reduce op for a user-facing op; ValueError if unknown. Average is Sum
     divided by the number of ranks."""
+    if type(op) is ReduceOp or type(op) is int:
+        found = _ENGINE_OPS.get(op)
+        if found is not None:
+            return found
     if isinstance(op, bool) or not isinstance(op, (int, np.integer)) or int(op) not in _USER_OPS:
         raise ValueError(f"op must be one of dist_sync.Average, Sum, Min, Max, Product; got {op!r}")
     return _core.ReduceOp(int(op))

@@ -38,6 +38,18 @@ _state_lock = threading.Lock()
 _session = 0            # increments at every init(), so stale handles are recognised
 _init_pid: Optional[int] = None
 _atexit_registered = False
+# True in a process forked after init(): set by a fork hook, so the check every call makes is a
+# flag test rather than a getpid() system call.
+_forked_child = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_child
+    if _init_pid is not None:
+        _forked_child = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 _name_counters: Dict[int, itertools.count] = {}
 _active_settings: Dict[str, Any] = {}  # this rank's resolved settings of the running session
 
@@ -208,7 +220,8 @@ def synchronize(handle: Handle) -> Any:
     handle = _check_handle(handle)
     # Only the process check: an operation that completed before a peer shut the engine down
     # still has its result (Note [Results outlive the session's end]).
-    check_process()
+    if _forked_child:
+        check_process()
     with _claim_lock:
         if handle._claimed:
             raise ValueError(f"{handle!r} was already synchronized (or is being synchronized by "
@@ -217,7 +230,10 @@ def synchronize(handle: Handle) -> Any:
     try:
         if handle._id is None:
             handle._id = handle._deferred.wait()
-        raw = _with_stop_reason(_core.wait, handle._id)
+        try:
+            raw = _core.wait(handle._id)
+        except DistSyncError as error:
+            raise _with_reason(error) from None
     except Exception:  # the operation or its submission failed: nothing of it is in flight
         handle._done, handle._keepalive = True, None
         raise
@@ -294,7 +310,7 @@ def defer(kind: int, name: Optional[str], keepalive: Any, finish: Callable[[RawR
 
 
 def check_process() -> None:
-    if _init_pid is not None and os.getpid() != _init_pid:
+    if _forked_child:
         raise DistSyncError("dist_sync cannot be used in a process forked after init() (for "
                             "example a DataLoader worker); use it from the process that called "
                             "init()")
@@ -309,15 +325,20 @@ def _with_stop_reason(call: Callable[[int], Any], handle_id: int) -> Any:
     try:
         return call(handle_id)
     except DistSyncError as error:
-        reason = _core.stop_reason()
-        if "not initialized" in str(error) and reason:
-            raise DistSyncError(f"dist_sync is not running: {reason}; the handle's result is "
-                                f"gone") from None
-        raise
+        raise _with_reason(error) from None
+
+
+def _with_reason(error: DistSyncError) -> DistSyncError:
+    """`error`, or, when the handle is gone because the session stopped, an error saying why."""
+    reason = _core.stop_reason()
+    if "not initialized" in str(error) and reason:
+        return DistSyncError(f"dist_sync is not running: {reason}; the handle's result is gone")
+    return error
 
 
 def check_usable() -> None:
-    check_process()
+    if _forked_child:
+        check_process()
     if not _core.is_initialized():
         reason = _core.stop_reason()
         if reason:
@@ -387,14 +408,14 @@ def shutdown() -> None:
     """Stops dist_sync on every rank (the first rank to call it stops them all; operations still
     pending anywhere fail with a message naming that rank). Safe to call more than once."""
     with _state_lock:
-        if _init_pid is not None and os.getpid() != _init_pid:
+        if _forked_child:
             return
         _core.shutdown(False)
         _orphans.clear()  # the engine has stopped: nothing touches their memory any more
 
 
 def _shutdown_at_exit() -> None:
-    if _init_pid is not None and os.getpid() != _init_pid:
+    if _forked_child:
         return
     _core.shutdown(True, _uncaught or "exited")
     _orphans.clear()
@@ -428,7 +449,7 @@ def _install_excepthook() -> None:
 def is_initialized() -> bool:
     """True while this rank's engine is running (False in a process forked after init(), which
     cannot use it)."""
-    if _init_pid is not None and os.getpid() != _init_pid:
+    if _forked_child:
         return False
     return bool(_core.is_initialized())
 

@@ -11,6 +11,8 @@ from . import _core
 
 def scale_args(prescale_factor: Any, postscale_factor: Any) -> Tuple[float, float]:
     """The two scale factors as floats; TypeError for anything but a real number."""
+    if type(prescale_factor) is float and type(postscale_factor) is float:
+        return prescale_factor, postscale_factor
     for label, value in (("prescale_factor", prescale_factor),
                          ("postscale_factor", postscale_factor)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):

@@ -28,8 +28,8 @@ struct CollectiveConfig {
 // copy efficient while still pipelining (docs/benchmarks.md). Over TCP, a message above Open
 // MPI's eager limit (64 KiB) needs a rendezvous handshake, and between two peers one
 // direction's handshake waits behind the other direction's data in their shared connection:
-// the ring then reaches about half the link rate (docs/multihost_scaling.md). 32 KiB segments
-// go eagerly.
+// the ring then reaches about half the link rate (docs/benchmarks.md, "Several hosts";
+// docs/architecture.md, "Across hosts"). 32 KiB segments go eagerly.
 constexpr size_t kSegmentBytesWithinHost = size_t{1} << 20;
 constexpr size_t kSegmentBytesAcrossHosts = size_t{32} << 10;
 

@@ -313,15 +313,18 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::split_cross() const {
   return adopt(std::move(handle));
 }
 
-TransferPtr MpiCommunicator::isend(const void* data, size_t bytes, int peer, int tag) {
-  auto transfer = std::make_unique<MpiTransfer>(*this, peer, /*is_send=*/true);
-  const char* cursor = static_cast<const char*>(data);
+namespace {
+
+// Posts `bytes` from `cursor` as pieces of at most kMaxPieceBytes, each with `post(pointer,
+// count, &request)` (MPI_Isend or MPI_Irecv bound to the peer, tag and communicator).
+template <typename Byte, typename Post>
+TransferPtr post_in_pieces(std::unique_ptr<MpiTransfer> transfer, Byte* cursor, size_t bytes,
+                           Post post) {
   size_t remaining = bytes;
   do {
     const size_t piece = std::min(remaining, kMaxPieceBytes);
     MPI_Request request = MPI_REQUEST_NULL;
-    const int code = MPI_Isend(cursor, static_cast<int>(piece), MPI_BYTE, peer, tag,
-                               handle_->comm, &request);
+    const int code = post(cursor, static_cast<int>(piece), &request);
     if (code != MPI_SUCCESS) transfer->fail(code);
     transfer->add(request);
     cursor += piece;
@@ -330,21 +333,24 @@ TransferPtr MpiCommunicator::isend(const void* data, size_t bytes, int peer, int
   return transfer;
 }
 
+}  // namespace
+
+TransferPtr MpiCommunicator::isend(const void* data, size_t bytes, int peer, int tag) {
+  return post_in_pieces(std::make_unique<MpiTransfer>(*this, peer, /*is_send=*/true),
+                        static_cast<const char*>(data), bytes,
+                        [&](const char* piece, int count, MPI_Request* request) {
+                          return MPI_Isend(piece, count, MPI_BYTE, peer, tag, handle_->comm,
+                                           request);
+                        });
+}
+
 TransferPtr MpiCommunicator::irecv(void* data, size_t bytes, int peer, int tag) {
-  auto transfer = std::make_unique<MpiTransfer>(*this, peer, /*is_send=*/false);
-  char* cursor = static_cast<char*>(data);
-  size_t remaining = bytes;
-  do {
-    const size_t piece = std::min(remaining, kMaxPieceBytes);
-    MPI_Request request = MPI_REQUEST_NULL;
-    const int code = MPI_Irecv(cursor, static_cast<int>(piece), MPI_BYTE, peer, tag,
-                               handle_->comm, &request);
-    if (code != MPI_SUCCESS) transfer->fail(code);
-    transfer->add(request);
-    cursor += piece;
-    remaining -= piece;
-  } while (remaining > 0);
-  return transfer;
+  return post_in_pieces(std::make_unique<MpiTransfer>(*this, peer, /*is_send=*/false),
+                        static_cast<char*>(data), bytes,
+                        [&](char* piece, int count, MPI_Request* request) {
+                          return MPI_Irecv(piece, count, MPI_BYTE, peer, tag, handle_->comm,
+                                           request);
+                        });
 }
 
 // Note [Eager pieces]

@@ -139,15 +139,17 @@ def broadcast_optimizer_state(optimizer: torch.optim.Optimizer, root_rank: int) 
     for handle in handles:
         synchronize(handle)
     failure = ""
+    previous = None
     if not is_root:
         previous = copy.deepcopy(optimizer.state_dict())
         try:
             optimizer.load_state_dict(_fill(skeleton, tensors))
         except Exception as error:  # noqa: BLE001 - reported on every rank below
-            optimizer.load_state_dict(previous)  # never left half loaded
             failure = f"{type(error).__name__}: {error}"
     failures = [(rank, text) for rank, text in enumerate(allgather_object(failure)) if text]
     if failures:
+        if previous is not None:  # all or nothing: no rank keeps a state the others lack
+            optimizer.load_state_dict(previous)
         raise DistSyncError("broadcast_optimizer_state: loading root rank "
                             f"{root}'s state failed on " + "; ".join(
                                 f"rank {rank} ({text})" for rank, text in failures) +

@@ -2,6 +2,7 @@
 synchronize, one handle synchronized from several threads, ...). Every check runs on every rank;
 results are compared with numpy references."""
 import gc
+import copy
 import os
 import threading
 
@@ -45,24 +46,27 @@ def dropped_handles_keep_their_memory():
 
 @check
 def dropped_handle_with_a_duplicate_name():
-    # Horovod's duplicate-name tests: the first handle is dropped, the second call raises.
+    # Horovod's duplicate-name tests: the first handle is dropped, the second call raises. Only
+    # rank 0 submits first, so the op cannot complete (and free its name) before the second call.
     rank = ds.rank()
     tensor = torch.ones(17, 17, 17)
     errors = []
-    for turn in (0, 1):
-        if (rank == 0) == (turn == 0):
+    if rank == 0:
+        hvd.allreduce_async(tensor, name="duplicate_name")
+        try:
             hvd.allreduce_async(tensor, name="duplicate_name")
-            try:
-                hvd.allreduce_async(tensor, name="duplicate_name")
-            except ValueError as error:
-                errors.append(str(error))
-            else:
-                raise AssertionError("a second op named 'duplicate_name' was accepted")
-        hvd.barrier()
+        except ValueError as error:
+            errors.append(str(error))
+        else:
+            raise AssertionError("a second op named 'duplicate_name' was accepted")
+        assert "already in flight" in errors[0], errors
+    hvd.barrier()
+    if rank != 0:  # the others pair with rank 0's dropped op
+        paired = hvd.allreduce(tensor, name="duplicate_name")
+        assert torch.equal(paired, tensor), paired
     gc.collect()
     result = hvd.allreduce(torch.full((3,), float(rank)), op=hvd.Sum, name="after.duplicate")
-    assert "already in flight" in errors[0], errors
-    return {"errors": errors, "after": result.tolist()}
+    return {"after": result.tolist()}
 
 
 @check
@@ -253,6 +257,40 @@ def broadcast_optimizer_state_across_optimizer_types():
     assert "Adam with" in message and "no optimizer was changed" in message
     after = optimizer.state_dict()["param_groups"][0]
     assert {k: after[k] for k in before} == before
+    return {"message": message}
+
+
+class _RefusesFirstLoad(torch.optim.SGD):
+    """An SGD whose first load_state_dict fails on rank 1 (a state that loads nowhere else)."""
+
+    def load_state_dict(self, state_dict):
+        if ds.rank() == 1 and not getattr(self, "refused", False):
+            self.refused = True
+            raise RuntimeError("cannot load this state here")
+        super().load_state_dict(state_dict)
+
+
+@check
+def broadcast_optimizer_state_is_all_or_nothing():
+    """A state that fails to load on one rank is loaded on no rank (rank 2 loaded it: rolled back)."""
+    rank = ds.rank()
+    model = _model()
+    optimizer = _RefusesFirstLoad(model.parameters(), lr=0.1 * (rank + 1), momentum=0.9)
+    model(torch.ones(5, 4)).sum().backward()
+    optimizer.step()
+    before = copy.deepcopy(optimizer.state_dict())
+    try:
+        hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+    except ds.DistSyncError as error:
+        message = str(error)
+    else:
+        raise AssertionError("a state that failed to load on rank 1 was reported as loaded")
+    assert "loading root rank 0's state failed on rank 1 (RuntimeError: cannot load this state " \
+           "here); every optimizer keeps its previous state" in message, message
+    after = optimizer.state_dict()
+    assert after["param_groups"] == before["param_groups"], (rank, after["param_groups"])
+    for key, state in before["state"].items():
+        assert torch.equal(after["state"][key]["momentum_buffer"], state["momentum_buffer"])
     return {"message": message}
 
 

@@ -2,8 +2,11 @@
 data-path settings (fusion threshold, ring segment size, small-allreduce threshold, segments in
 flight, response-cache capacity — tiny values included, so fusion, the multi-segment path and
 cache evictions are exercised hard) and a batch of operations (kinds, dtypes, counts up to
-~300 000, ops, scale factors, names). Each rank checks its results against numpy; the test
-checks that the results meant to be identical are bit-identical on every rank.
+~300 000, ops, scale factors, names, and what happens to each handle: synchronized, dropped
+unsynchronized, or synchronized by two threads at once). Each rank checks its results against
+numpy; the test checks that the results meant to be identical are bit-identical on every rank.
+A second test interrupts one rank (Ctrl-C) at a random moment of such a batch: the job must end
+at once with every rank either finished or told which rank was interrupted, never hang or crash.
 
 Few examples per CI run (each is an mpirun launch); DIST_SYNC_HYPOTHESIS_EXPLORE=1 draws more
 and new ones (tests/support/randomized.py). A failure prints the falsifying example and a replay blob."""
@@ -14,7 +17,7 @@ from typing import Any, Dict, List
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.support import harness
+from tests.support import faults, harness
 from tests.support.randomized import bounded_segment, configured, counts, rank_counts, segment_bytes
 from tests.support.reference import DTYPES, OPS, storage_dtype
 
@@ -42,6 +45,7 @@ def operations(draw) -> List[Dict[str, Any]]:
             "pre": draw(st.sampled_from([1.0, 0.5])) if scales else 1.0,
             "post": draw(st.sampled_from([1.0, 3.0])) if scales else 1.0,
             "root": draw(st.integers(0, 4)),
+            "fate": draw(st.sampled_from(["sync", "sync", "drop", "threads"])),
         })
     return ops
 
@@ -67,6 +71,41 @@ def test_random_engine_batches(job):
     values = harness.run_ok(WORKER, job["np"], "random_batch",
                             {"seed": job["seed"], "ops": job["ops"], "rounds": 2},
                             timeout=180, env=job["env"])
-    assert all(v["checked"] == 2 * len(job["ops"]) for v in values), values
+    kept = sum(op["fate"] != "drop" for op in job["ops"])
+    assert all(v["checked"] == 2 * kept for v in values), values
     digests = {v["digest"] for v in values}
     assert len(digests) == 1, f"results differ bitwise between ranks: {values}"
+
+
+# A crash shows as death by a signal other than the SIGTERM/SIGKILL mpirun uses to end a job.
+CRASH_SIGNALS = ("Segmentation fault", "Aborted", "Bus error", "signal 11", "signal 6", "signal 7")
+
+
+@configured(max_examples=6, shrink=False)
+@given(jobs(), st.integers(0, 1 << 20))
+def test_ctrl_c_at_a_random_moment_ends_the_job_cleanly(job, pick):
+    # From one wide integer: hypothesis draws small ranges' first values far more often.
+    victim = pick % job["np"]
+    delay = [0.0, 0.05, 0.15, 0.3, 0.6, 1.2][pick // 8 % 6]
+    run = harness.run(WORKER, job["np"], "interrupted_batch",
+                      {"seed": job["seed"], "ops": job["ops"], "rounds": 3, "victim": victim,
+                       "delay": delay},
+                      timeout=180, env=job["env"])
+    assert not run.timed_out, run.describe()
+    assert not any(crash in run.output for crash in CRASH_SIGNALS), run.describe()
+    victim_value = run.ranks[victim].value if victim in run.ranks else None
+    if victim_value == {"completed": True}:
+        assert all(r.value == {"completed": True} for r in run.ranks.values()), run.describe()
+        return
+    assert victim_value == {"interrupted": True}, run.describe()
+    assert run.returncode != 0, run.describe()
+    cause = f"rank {victim} was interrupted (KeyboardInterrupt)"
+    lines = faults.sigterm_lines(run.output)
+    for rank in range(job["np"]):
+        if rank == victim:
+            continue
+        if rank in run.ranks:
+            value = run.ranks[rank].value or {}
+            assert value == {"completed": True} or cause in value.get("error", ""), run.describe()
+        else:
+            assert rank in lines and cause in lines[rank], run.describe()
