@@ -6,8 +6,9 @@
 
 namespace dist_sync {
 
-// Fused requests are reduced as one span list (Note [Fusion without copies]); a joined rank adds
-// zeros of the same sizes, so every rank's spans line up.
+// Fused requests are reduced as one span list (Note [Fusion without copies]), one span per
+// tensor, which the reproducible order relies on (Note [Canonical reduction order]); a joined
+// rank adds zeros of the same sizes, so every rank's spans line up.
 void execute_allreduce(const ExecutionContext& context, const Response& response,
                        const std::vector<Request*>& locals, OpResult& result) {
   const RequestMeta& first = response.requests.front();
