@@ -1,0 +1,59 @@
+"""Variables and Python objects across ranks: ``broadcast_variables``, ``broadcast_object``,
+``allgather_object`` (Horovod's ``horovod.tensorflow.functions``)."""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence
+
+import tensorflow as tf
+
+from .. import _builders, _objects
+from .._session import synchronize
+from .._validation import check_root
+from ._adapter import TENSORFLOW, dtype_code
+from ._graph import op_name, run
+
+
+def _broadcast_all(values: Sequence[Any], root: int, name: Optional[str]) -> List[Any]:
+    """Every value's broadcast submitted before any is awaited, so the engine fuses them."""
+    handles = [_builders.broadcast(TENSORFLOW, v, root,
+                                   f"{name}.{i}" if name is not None else None,
+                                   in_place=False, what="broadcast_variables")
+               for i, v in enumerate(values)]
+    return [synchronize(h) for h in handles]
+
+
+def broadcast_variables(variables: Sequence[tf.Variable], root_rank: int = 0,
+                        name: Optional[str] = None, inplace: bool = False) -> Any:
+    """Assigns ``root_rank``'s values to ``variables`` on every rank (all broadcasts in flight
+    together). Works eagerly and inside tf.function; returns the grouped assign op in graph
+    mode, None eagerly. ``inplace`` exists for Horovod compatibility (assignment is always
+    used)."""
+    root = check_root(root_rank)
+    variables = list(variables)
+    if not variables:
+        return None
+    for i, variable in enumerate(variables):
+        if not isinstance(variable, tf.Variable):
+            raise TypeError(f"broadcast_variables expects tf.Variable objects, got "
+                            f"{type(variable).__name__} at index {i}")
+        dtype_code(variable.dtype, f"broadcast_variables (variable {variable.name})")
+    name = op_name("BroadcastVariables", name)
+    values = run(lambda *vs: _broadcast_all(vs, root, name),
+                 [v.read_value() for v in variables], [v.dtype for v in variables],
+                 [v.shape for v in variables])
+    assigns = [variable.assign(value) for variable, value in zip(variables, values)]
+    return None if tf.executing_eagerly() else tf.group(*assigns)
+
+
+def broadcast_object(obj: Any = None, root_rank: int = 0, session: Any = None,
+                     name: Optional[str] = None) -> Any:
+    """``root_rank``'s picklable ``obj`` on every rank (eager only; ``session`` is ignored)."""
+    return _objects.broadcast_object(obj, check_root(root_rank), name)
+
+
+def allgather_object(obj: Any, session: Any = None, name: Optional[str] = None) -> List[Any]:
+    """Every rank's picklable ``obj``, as a list in rank order (eager only)."""
+    return _objects.allgather_object(obj, name)
+
+
+__all__ = ["broadcast_variables", "broadcast_object", "allgather_object"]
