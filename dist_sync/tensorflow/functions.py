@@ -22,7 +22,17 @@ def _broadcast_all(values: Sequence[Any], root: int, name: Optional[str]) -> Lis
     return [synchronize(h) for h in handles]
 
 
-def broadcast_variables(variables: Sequence[tf.Variable], root_rank: int = 0,
+def _is_variable(value: Any) -> bool:
+    if isinstance(value, tf.Variable):
+        return True
+    try:
+        import keras
+    except ImportError:  # pragma: no cover - TensorFlow 2.21 depends on Keras
+        return False
+    return isinstance(value, keras.Variable)
+
+
+def broadcast_variables(variables: Sequence[Any], root_rank: int = 0,
                         name: Optional[str] = None, inplace: bool = False) -> Any:
     """Assigns ``root_rank``'s values to ``variables`` on every rank (all broadcasts in flight
     together). Works eagerly and inside tf.function; returns the grouped assign op in graph
@@ -33,14 +43,14 @@ def broadcast_variables(variables: Sequence[tf.Variable], root_rank: int = 0,
     if not variables:
         return None
     for i, variable in enumerate(variables):
-        if not isinstance(variable, tf.Variable):
-            raise TypeError(f"broadcast_variables expects tf.Variable objects, got "
-                            f"{type(variable).__name__} at index {i}")
-        dtype_code(variable.dtype, f"broadcast_variables (variable {variable.name})")
+        if not _is_variable(variable):
+            raise TypeError(f"broadcast_variables expects tf.Variable or keras.Variable "
+                            f"objects, got {type(variable).__name__} at index {i}")
+        dtype_code(tf.as_dtype(variable.dtype), f"broadcast_variables (variable {variable.name})")
     name = op_name("BroadcastVariables", name)
-    values = run(lambda *vs: _broadcast_all(vs, root, name),
-                 [v.read_value() for v in variables], [v.dtype for v in variables],
-                 [v.shape for v in variables])
+    current = [tf.convert_to_tensor(v) for v in variables]
+    values = run(lambda *vs: _broadcast_all(vs, root, name), current,
+                 [c.dtype for c in current], [c.shape for c in current])
     assigns = [variable.assign(value) for variable, value in zip(variables, values)]
     return None if tf.executing_eagerly() else tf.group(*assigns)
 
