@@ -96,9 +96,9 @@ class TensorFlowAdapter:
         return value
 
     def contiguous_input(self, tensor: Any, what: str) -> np.ndarray:
-        if isinstance(tensor, np.ndarray):
-            return np.ascontiguousarray(tensor)
-        return np.ascontiguousarray(tensor._numpy())
+        array = tensor if isinstance(tensor, np.ndarray) else np.asarray(tensor._numpy())
+        # (np.ascontiguousarray would turn a 0-d array into a 1-d one.)
+        return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
     def inplace_target(self, tensor: Any, what: str) -> np.ndarray:
         raise ValueError(f"{what}: TensorFlow tensors are immutable; use the out-of-place form "

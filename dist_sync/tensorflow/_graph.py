@@ -39,7 +39,8 @@ def numpy_view(value: Any) -> np.ndarray:
     """An eager tensor's memory as a numpy array, without a copy."""
     if isinstance(value, np.ndarray):
         return value
-    return value._numpy()
+    # A 0-d tensor's _numpy() is a numpy scalar, not an array.
+    return np.asarray(value._numpy())
 
 
 def run(fn: Callable[..., Sequence[np.ndarray]], inputs: Sequence[Any],
