@@ -22,16 +22,27 @@ from .._session import (DistSyncError, cross_rank, cross_size, init, is_homogene
                         is_initialized, local_rank, local_size, mpi_threads_supported, rank,
                         shutdown, size, start_timeline, stop_timeline)
 from .compression import Compression, Compressor
-from .functions import allgather_object, broadcast_object, broadcast_variables
+from .functions import (allgather_object, broadcast_, broadcast_object, broadcast_object_fn,
+                        broadcast_variables)
 from .gradients import DistributedGradientTape, reduce_gradients
 from .mpi_ops import (Adasum, Average, Max, Min, Product, ReduceOp, Sum, allgather, allreduce,
-                      alltoall, barrier, broadcast, grouped_allreduce, join, local_rank_op,
-                      local_size_op, rank_op, reducescatter, size_op)
+                      alltoall, barrier, broadcast, grouped_allgather, grouped_allreduce,
+                      grouped_reducescatter, join, local_rank_op, local_size_op, rank_op,
+                      reducescatter, size_op)
+from .util import _executing_eagerly
 
 
 def cuda_built() -> bool:
     """False: dist_sync.tensorflow works on CPU tensors."""
     return False
+
+
+def __getattr__(name: str):
+    # Horovod exposes its Keras layer here too; loading Keras waits until it is asked for.
+    if name == "SyncBatchNormalization":
+        from .keras.sync_batch_norm import SyncBatchNormalization
+        return SyncBatchNormalization
+    raise AttributeError(f"module 'dist_sync.tensorflow' has no attribute {name!r}")
 
 
 __all__ = [
@@ -40,7 +51,8 @@ __all__ = [
     "mpi_enabled", "mpi_built", "gloo_enabled", "gloo_built", "nccl_built", "ddl_built",
     "ccl_built", "cuda_built", "rocm_built", "start_timeline", "stop_timeline", "Average",
     "Sum", "Min", "Max", "Product", "Adasum", "ReduceOp", "allreduce", "grouped_allreduce",
-    "allgather", "broadcast", "alltoall", "reducescatter", "barrier", "join", "size_op",
+    "grouped_allgather", "grouped_reducescatter", "broadcast_", "broadcast_object_fn",
+    "SyncBatchNormalization", "allgather", "broadcast", "alltoall", "reducescatter", "barrier", "join", "size_op",
     "rank_op", "local_size_op", "local_rank_op", "Compression", "Compressor",
     "DistributedGradientTape", "reduce_gradients", "broadcast_variables", "broadcast_object",
     "allgather_object",

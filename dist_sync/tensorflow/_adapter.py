@@ -57,9 +57,15 @@ def to_tensor(value: Any) -> Any:
     return value
 
 
+# Operations that move values without combining them also take bool tensors, as 1-byte uint8.
+_MOVING = (_session.BROADCAST, _session.ALLGATHER, _session.ALLTOALL)
+
+
 def _engine_view(array: np.ndarray) -> np.ndarray:
-    """What the engine reads and writes: bfloat16 as its uint16 bit pattern."""
-    return array.view(np.uint16) if array.dtype == _BFLOAT16 else array
+    """What the engine reads and writes: bfloat16 as its uint16 bit pattern, bool as uint8."""
+    if array.dtype == _BFLOAT16:
+        return array.view(np.uint16)
+    return array.view(np.uint8) if array.dtype == np.bool_ else array
 
 
 class TensorFlowAdapter:
@@ -73,7 +79,7 @@ class TensorFlowAdapter:
         if isinstance(value, np.ndarray):
             # The numpy view of an eager tensor (how dist_sync.tensorflow's collectives call the
             # shared builders, Note [TensorFlow tensors in the engine]).
-            if value.dtype not in _NUMPY_TO_CODE:
+            if value.dtype not in _NUMPY_TO_CODE and value.dtype != np.bool_:
                 raise TypeError(f"{what}: unsupported dtype {value.dtype}; dist_sync supports "
                                 f"{SUPPORTED}")
             return value
@@ -141,6 +147,8 @@ class TensorFlowAdapter:
         specs = []
         for entry in entries:
             code = _NUMPY_TO_CODE.get(entry.source.dtype)
+            if entry.source.dtype == np.bool_ and kind in _MOVING:
+                code = _dtypes.UINT8
             if code is None:
                 raise TypeError(f"{what}: unsupported dtype {entry.source.dtype}; dist_sync "
                                 f"supports {SUPPORTED}")

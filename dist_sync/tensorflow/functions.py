@@ -46,13 +46,29 @@ def broadcast_variables(variables: Sequence[Any], root_rank: int = 0,
         if not _is_variable(variable):
             raise TypeError(f"broadcast_variables expects tf.Variable or keras.Variable "
                             f"objects, got {type(variable).__name__} at index {i}")
-        dtype_code(tf.as_dtype(variable.dtype), f"broadcast_variables (variable {variable.name})")
+        if tf.as_dtype(variable.dtype) != tf.bool:
+            dtype_code(tf.as_dtype(variable.dtype),
+                       f"broadcast_variables (variable {variable.name})")
     name = op_name("BroadcastVariables", name)
     current = [tf.convert_to_tensor(v) for v in variables]
     values = run(lambda *vs: _broadcast_all(vs, root, name), current,
                  [c.dtype for c in current], [c.shape for c in current])
     assigns = [variable.assign(value) for variable, value in zip(variables, values)]
     return None if tf.executing_eagerly() else tf.group(*assigns)
+
+
+def broadcast_(variables: Sequence[Any], root_rank: int, name: Optional[str] = None) -> List[Any]:
+    """Horovod's in-place broadcast of variables: assigns ``root_rank``'s values and returns
+    ``variables``."""
+    broadcast_variables(variables, root_rank, name=name)
+    return list(variables)
+
+
+def broadcast_object_fn(root_rank: int = 0, session: Any = None,
+                        name: Optional[str] = None) -> Any:
+    """A function that broadcasts its argument from ``root_rank`` (Horovod's TF1 helper)."""
+    root = check_root(root_rank)
+    return lambda obj: broadcast_object(obj, root, name=name)
 
 
 def broadcast_object(obj: Any = None, root_rank: int = 0, session: Any = None,
@@ -66,4 +82,5 @@ def allgather_object(obj: Any, session: Any = None, name: Optional[str] = None) 
     return _objects.allgather_object(obj, name)
 
 
-__all__ = ["broadcast_variables", "broadcast_object", "allgather_object"]
+__all__ = ["broadcast_variables", "broadcast_", "broadcast_object", "broadcast_object_fn",
+           "allgather_object"]

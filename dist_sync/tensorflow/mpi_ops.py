@@ -50,15 +50,17 @@ def resolve_op(op: Any, average: Optional[bool]) -> ReduceOp:
     return ReduceOp(int(op))
 
 
-def _tensor(value: Any, what: str) -> tf.Tensor:
-    """``value`` as a dense tf.Tensor of a dtype the engine has (variables are read)."""
+def _tensor(value: Any, what: str, moving: bool = False) -> tf.Tensor:
+    """``value`` as a dense tf.Tensor of a dtype the engine has (variables are read); with
+    ``moving`` (broadcast, allgather, alltoall) bool too."""
     if isinstance(value, tf.IndexedSlices):
         raise TypeError(f"{what} expects a dense tensor, got tf.IndexedSlices")
     if isinstance(value, (tf.Tensor, tf.Variable, np.ndarray)):
         tensor = tf.convert_to_tensor(value)
     else:
         raise TypeError(f"{what} expects a tf.Tensor or tf.Variable, got {type(value).__name__}")
-    dtype_code(tensor.dtype, what)
+    if not (moving and tensor.dtype == tf.bool):
+        dtype_code(tensor.dtype, what)
     return tensor
 
 
@@ -172,7 +174,7 @@ def broadcast(tensor: Any, root_rank: int, name: Optional[str] = None,
               ignore_name_scope: bool = False) -> tf.Tensor:
     """``root_rank``'s ``tensor`` on every rank, as a new tensor. Differentiable: the root
     receives the sum of every rank's gradient, other ranks zeros."""
-    tensor = _tensor(tensor, "broadcast")
+    tensor = _tensor(tensor, "broadcast", moving=True)
     root = check_root(root_rank)
     name = op_name("Broadcast", name)
 
@@ -202,7 +204,7 @@ def allgather(tensor: Any, name: Optional[str] = None,
         values = allgather(tensor.values, name=f"{base}.values" if base else None)
         indices = allgather(tensor.indices, name=f"{base}.indices" if base else None)
         return tf.IndexedSlices(values, indices, dense_shape=tensor.dense_shape)
-    tensor = _tensor(tensor, "allgather")
+    tensor = _tensor(tensor, "allgather", moving=True)
     name = op_name("Allgather", name)
     shape = tensor.shape
     out_shape = tf.TensorShape([None]) + (shape[1:] if shape.rank else [])
@@ -234,7 +236,7 @@ def alltoall(tensor: Any, splits: Optional[Any] = None, name: Optional[str] = No
     """Exchanges slices of ``tensor``: rows ``[sum(splits[:p]), sum(splits[:p+1]))`` go to rank
     p (without splits the first dimension is divided evenly). Returns ``(received tensor, rows
     received from each rank as int32)`` as Horovod's TensorFlow binding does. Differentiable."""
-    tensor = _tensor(tensor, "alltoall")
+    tensor = _tensor(tensor, "alltoall", moving=True)
     name = op_name("Alltoall", name)
     if splits is not None and not tf.executing_eagerly() and isinstance(splits, tf.Tensor):
         split_input = tf.cast(splits, tf.int64)
@@ -305,6 +307,31 @@ def reducescatter(tensor: Any, device_dense: str = "",
     return compression.decompress(differentiable(compressed), context)
 
 
+# --- grouped forms ---------------------------------------------------------------------------
+
+def grouped_allgather(tensors: Sequence[Any], name: Optional[str] = None,
+                      ignore_name_scope: bool = False) -> List[tf.Tensor]:
+    """:func:`allgather` of each tensor of a list (differentiable)."""
+    if not isinstance(tensors, (list, tuple)) or not tensors:
+        raise TypeError("grouped_allgather expects a non-empty list of tensors")
+    base = op_name("GroupedAllgather", name)
+    return [allgather(t, name=f"{base}.{i}" if base else None) for i, t in enumerate(tensors)]
+
+
+def grouped_reducescatter(tensors: Sequence[Any], device_dense: str = "",
+                          compression: type[Compressor] = Compression.none,
+                          op: ReduceOp = Average, name: Optional[str] = None,
+                          ignore_name_scope: bool = False, prescale_factor: float = 1.0,
+                          postscale_factor: float = 1.0) -> List[tf.Tensor]:
+    """:func:`reducescatter` of each tensor of a list (differentiable)."""
+    if not isinstance(tensors, (list, tuple)) or not tensors:
+        raise TypeError("grouped_reducescatter expects a non-empty list of tensors")
+    base = op_name("GroupedReducescatter", name)
+    return [reducescatter(t, compression=compression, op=op,
+                          name=f"{base}.{i}" if base else None, prescale_factor=prescale_factor,
+                          postscale_factor=postscale_factor) for i, t in enumerate(tensors)]
+
+
 # --- barrier, join, topology as tensors ------------------------------------------------------
 
 def barrier() -> None:
@@ -341,6 +368,6 @@ def local_rank_op(name: Optional[str] = None) -> tf.Tensor:
 
 __all__ = [
     "Adasum", "Average", "Sum", "Min", "Max", "Product", "ReduceOp", "allreduce",
-    "grouped_allreduce", "broadcast", "allgather", "alltoall", "reducescatter", "barrier",
+    "grouped_allreduce", "grouped_allgather", "grouped_reducescatter", "broadcast", "allgather", "alltoall", "reducescatter", "barrier",
     "join", "size_op", "rank_op", "local_size_op", "local_rank_op", "resolve_op",
 ]
