@@ -57,15 +57,24 @@ def to_tensor(value: Any) -> Any:
     return value
 
 
-# Operations that move values without combining them also take bool tensors, as 1-byte uint8.
+# Operations that move values without combining them (broadcast, allgather, alltoall) also take
+# bool, uint16, uint32 and uint64 tensors, as Horovod does: their bytes travel as the engine's
+# integer type of the same width.
 _MOVING = (_session.BROADCAST, _session.ALLGATHER, _session.ALLTOALL)
+MOVABLE = (tf.bool, tf.uint16, tf.uint32, tf.uint64)
+_MOVABLE_NUMPY = {np.dtype(d.as_numpy_dtype) for d in MOVABLE}
+_SAME_WIDTH = {1: (np.uint8, _dtypes.UINT8), 2: (np.int16, _dtypes.INT16),
+               4: (np.int32, _dtypes.INT32), 8: (np.int64, _dtypes.INT64)}
 
 
 def _engine_view(array: np.ndarray) -> np.ndarray:
-    """What the engine reads and writes: bfloat16 as its uint16 bit pattern, bool as uint8."""
+    """What the engine reads and writes: bfloat16 as its uint16 bit pattern, the movable dtypes
+    as integers of their width."""
     if array.dtype == _BFLOAT16:
         return array.view(np.uint16)
-    return array.view(np.uint8) if array.dtype == np.bool_ else array
+    if array.dtype in _MOVABLE_NUMPY:
+        return array.view(_SAME_WIDTH[array.dtype.itemsize][0])
+    return array
 
 
 class TensorFlowAdapter:
@@ -79,7 +88,7 @@ class TensorFlowAdapter:
         if isinstance(value, np.ndarray):
             # The numpy view of an eager tensor (how dist_sync.tensorflow's collectives call the
             # shared builders, Note [TensorFlow tensors in the engine]).
-            if value.dtype not in _NUMPY_TO_CODE and value.dtype != np.bool_:
+            if value.dtype not in _NUMPY_TO_CODE and value.dtype not in _MOVABLE_NUMPY:
                 raise TypeError(f"{what}: unsupported dtype {value.dtype}; dist_sync supports "
                                 f"{SUPPORTED}")
             return value
@@ -147,8 +156,8 @@ class TensorFlowAdapter:
         specs = []
         for entry in entries:
             code = _NUMPY_TO_CODE.get(entry.source.dtype)
-            if entry.source.dtype == np.bool_ and kind in _MOVING:
-                code = _dtypes.UINT8
+            if entry.source.dtype in _MOVABLE_NUMPY and kind in _MOVING:
+                code = _SAME_WIDTH[entry.source.dtype.itemsize][1]
             if code is None:
                 raise TypeError(f"{what}: unsupported dtype {entry.source.dtype}; dist_sync "
                                 f"supports {SUPPORTED}")

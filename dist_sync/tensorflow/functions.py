@@ -9,7 +9,7 @@ import tensorflow as tf
 from .. import _builders, _objects
 from .._session import synchronize
 from .._validation import check_root
-from ._adapter import TENSORFLOW, dtype_code
+from ._adapter import MOVABLE, TENSORFLOW, dtype_code
 from ._graph import op_name, run
 
 
@@ -46,7 +46,7 @@ def broadcast_variables(variables: Sequence[Any], root_rank: int = 0,
         if not _is_variable(variable):
             raise TypeError(f"broadcast_variables expects tf.Variable or keras.Variable "
                             f"objects, got {type(variable).__name__} at index {i}")
-        if tf.as_dtype(variable.dtype) != tf.bool:
+        if tf.as_dtype(variable.dtype) not in MOVABLE:
             dtype_code(tf.as_dtype(variable.dtype),
                        f"broadcast_variables (variable {variable.name})")
     name = op_name("BroadcastVariables", name)

@@ -17,7 +17,7 @@ from .. import _builders, _core
 from .._reduce_op import Average, Max, Min, Product, ReduceOp, Sum, engine_op
 from .._validation import check_root, check_splits, scale_args
 from . import _eager
-from ._adapter import dtype_code
+from ._adapter import MOVABLE, dtype_code
 from ._graph import op_name, run
 from .compression import Compression, Compressor
 
@@ -52,14 +52,14 @@ def resolve_op(op: Any, average: Optional[bool]) -> ReduceOp:
 
 def _tensor(value: Any, what: str, moving: bool = False) -> tf.Tensor:
     """``value`` as a dense tf.Tensor of a dtype the engine has (variables are read); with
-    ``moving`` (broadcast, allgather, alltoall) bool too."""
+    ``moving`` (broadcast, allgather, alltoall) bool, uint16, uint32 and uint64 too."""
     if isinstance(value, tf.IndexedSlices):
         raise TypeError(f"{what} expects a dense tensor, got tf.IndexedSlices")
     if isinstance(value, (tf.Tensor, tf.Variable, np.ndarray)):
         tensor = tf.convert_to_tensor(value)
     else:
         raise TypeError(f"{what} expects a tf.Tensor or tf.Variable, got {type(value).__name__}")
-    if not (moving and tensor.dtype == tf.bool):
+    if not (moving and tensor.dtype in MOVABLE):
         dtype_code(tensor.dtype, what)
     return tensor
 

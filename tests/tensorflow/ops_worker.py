@@ -93,6 +93,14 @@ def allgather_broadcast_every_dtype():
                 outputs.append(out)
         scalar = gather(tf.constant(float(rank)))
         assert scalar.numpy().tolist() == [float(r) for r in range(size)], scalar
+        # Types that only move (Horovod moves them too): their bytes travel as integers.
+        for dtype in (tf.bool, tf.uint16, tf.uint32, tf.uint64):
+            parts = [tf.cast(tf.constant([[r % 2, 1, 7 * r]]), dtype) for r in range(size)]
+            out = gather(parts[rank])
+            assert out.dtype == dtype and np.array_equal(
+                out.numpy(), np.concatenate([p.numpy() for p in parts])), (mode, dtype)
+            out = bcast(parts[rank], size - 1)
+            assert np.array_equal(out.numpy(), parts[size - 1].numpy()), (mode, dtype)
     return {"digest": digest(outputs)}
 
 
@@ -275,6 +283,7 @@ def errors():
     messages = {}
     for name, call in {
         "bool": lambda: hvd.allreduce(tf.constant([True])),
+        "uint16": lambda: hvd.reducescatter(tf.constant([1, 2], tf.uint16)),
         "list": lambda: hvd.allreduce([1.0, 2.0]),
         "op": lambda: hvd.allreduce(tf.constant([1.0]), op=17),
         "root": lambda: hvd.broadcast(tf.constant([1.0]), size),

@@ -17,6 +17,8 @@ def test_check(np_: int, name: str) -> None:
         for messages in values:
             assert messages["bool"].startswith("TypeError: allreduce: unsupported dtype bool; "
                                                "dist_sync supports tf.uint8"), messages
+            assert messages["uint16"].startswith("TypeError: reducescatter: unsupported dtype "
+                                                 "uint16; "), messages
             assert messages["list"] == ("TypeError: allreduce expects a tf.Tensor or "
                                         "tf.Variable, got list"), messages
             assert messages["op"].startswith("ValueError: op must be one of dist_sync.Average")
