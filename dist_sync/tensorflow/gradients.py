@@ -76,11 +76,12 @@ def reduce_gradients(grads: Sequence[Any], *, compression: type[Compressor] = Co
     op = resolve_op(op, None)
     if gradient_predivide_factor != 1.0 and int(op) != int(Average):
         raise ValueError("gradient_predivide_factor needs op=Average")
-    pre, post = scale_args(1.0 / gradient_predivide_factor, 1.0)
-    engine = op
+    engine, pre, post = op, 1.0, 1.0
     if int(op) == int(Average):
+        # Average as a Sum scaled on both sides, so gradient_predivide_factor can split it.
         engine = Sum
-        pre, post = 1.0 / gradient_predivide_factor, gradient_predivide_factor / _core.size()
+        pre, post = scale_args(1.0 / gradient_predivide_factor,
+                               gradient_predivide_factor / _core.size())
     results: List[Any] = [None] * len(grads)
     dense: List[int] = []
     for i, grad in enumerate(grads):
