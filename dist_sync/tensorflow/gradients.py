@@ -74,6 +74,10 @@ def reduce_gradients(grads: Sequence[Any], *, compression: type[Compressor] = Co
     before the sum and by f/size() after it. ``tf.IndexedSlices`` are allgathered (or made dense
     first with ``sparse_as_dense``)."""
     op = resolve_op(op, None)
+    if not isinstance(gradient_predivide_factor, (int, float)) or \
+            not gradient_predivide_factor > 0:
+        raise ValueError(f"gradient_predivide_factor must be a positive number, got "
+                         f"{gradient_predivide_factor!r}")
     if gradient_predivide_factor != 1.0 and int(op) != int(Average):
         raise ValueError("gradient_predivide_factor needs op=Average")
     engine, pre, post = op, 1.0, 1.0
