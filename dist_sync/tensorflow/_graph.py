@@ -10,10 +10,17 @@ Python threads and TensorFlow's own kernels keep running meanwhile.
 Names: eager unnamed operations are matched across ranks by call order, as in the other front
 ends. Nodes of a graph may run in any order, so every unnamed collective traced into a graph gets
 a name when it is traced: the graph's unique name for it ("DistSyncAllreduce_3" under the current
-name scope), which is the same on every rank that traces the same function. Independent
-collectives of one graph can be in flight at the same time, each waiting on one of the
-executor's inter-op threads: a graph needs at most that many unrelated collectives between two
-data dependencies (DistributedGradientTape submits all of a step's gradients from one node).
+name scope), which is the same on every rank that traces the same function. 
+
+Order: a py_function node holds one of the executor's inter-op threads while it waits. If the
+collectives of a graph could run in any order, rank 0 might fill its threads waiting on A and B
+while rank 1 waits on C and D, and neither would ever submit what the other waits for. So the
+collective nodes of one graph run one after another, in the order they were traced (each has a
+control dependency on the previous one): the same order on every rank, one thread waiting at a
+time. Tracing order agrees with the data dependencies, so this adds no cycle. Collectives that
+should overlap go into one node (grouped_allreduce; DistributedGradientTape and the Keras
+DistributedOptimizer submit all of a step's gradients from one node, where the engine fuses
+them).
 """
 from __future__ import annotations
 
@@ -55,9 +62,14 @@ def run(fn: Callable[..., Sequence[np.ndarray]], inputs: Sequence[Any],
 
     def body(*tensors: tf.Tensor) -> List[np.ndarray]:
         return list(fn(*[numpy_view(t) for t in tensors]))
-    outputs = tf.py_function(body, list(inputs), list(out_dtypes))
+    graph = tf.compat.v1.get_default_graph()
+    previous = getattr(graph, "_dist_sync_last_collective", None)
+    with tf.control_dependencies([previous] if previous is not None else []):
+        outputs = tf.py_function(body, list(inputs), list(out_dtypes))
     if not isinstance(outputs, (list, tuple)):
         outputs = [outputs]
+    # The node itself, found through its first output (Note [Collectives inside tf.function]).
+    graph._dist_sync_last_collective = outputs[0].op if outputs else None
     outputs = list(outputs)
     if out_shapes is not None:
         for out, shape in zip(outputs, out_shapes):

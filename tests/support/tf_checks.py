@@ -23,11 +23,14 @@ MODES = ("eager", "graph")
 def _setup() -> None:
     tf.random.set_seed(0)
     tf.config.threading.set_intra_op_parallelism_threads(1)
+    # Few inter-op threads: graphs with many independent collectives must still not deadlock
+    # (Note [Collectives inside tf.function] in dist_sync/tensorflow/_graph.py).
+    tf.config.threading.set_inter_op_parallelism_threads(2)
 
 
 def tf_registry() -> Registry:
     """A worker's Registry whose session starts with TensorFlow seeded (same draws on every
-    rank) and one intra-op thread per rank."""
+    rank), one intra-op and two inter-op threads per rank."""
     return Registry(setup=_setup)
 
 

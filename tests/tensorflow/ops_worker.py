@@ -137,6 +137,28 @@ def alltoall_and_reducescatter():
     return {}
 
 
+@check
+def many_independent_collectives_in_one_graph():
+    # More unrelated collectives than inter-op threads, with inputs ready in a different order
+    # on each rank: they must not deadlock (Note [Collectives inside tf.function]).
+    rank, size = rank_size()
+
+    @tf.function
+    def many(x):
+        heavy = tf.reduce_sum(tf.linalg.matmul(tf.ones([300, 300]), tf.ones([300, 300]))) * 0.0
+        # Inputs ready early or late, differently on each rank.
+        inputs = [x * (i + 1) + (heavy if (i < 6) == (rank % 2 == 0) else 0.0)
+                  for i in range(12)]
+        outs = [hvd.allreduce(t, op=hvd.Sum) for t in inputs]
+        outs += [hvd.allgather(t) for t in inputs[:4]] + [hvd.broadcast(t, 0) for t in inputs[:4]]
+        return outs
+    outs = many(tf.constant([float(rank + 1)]))
+    total = sum(range(1, size + 1))
+    assert [float(o.numpy()[0]) for o in outs[:12]] == [total * (i + 1) for i in range(12)]
+    assert [float(o.numpy()[0]) for o in outs[16:]] == [float(i + 1) for i in range(4)]
+    return {}
+
+
 # --- gradients against numpy ------------------------------------------------------------------
 
 def _weights(seed: int, rank: int, shape) -> np.ndarray:
