@@ -1,7 +1,7 @@
 """Synthetic Keras 3 training benchmark with Horovod's tensorflow2_synthetic_benchmark.py flags,
-on CPU: the same Keras training step (``model.train_on_batch``) through dist_sync's
-DistributedOptimizer, through TensorFlow's own MultiWorkerMirroredStrategy, or with no
-communication at all.
+on CPU: the same Keras training step (a ``tf.function`` with a gradient tape and
+``optimizer.apply_gradients``) through dist_sync's DistributedOptimizer, through TensorFlow's own
+MultiWorkerMirroredStrategy (``strategy.run``), or with no communication at all.
 
     mpirun -np 2 --bind-to none python examples/tensorflow2_synthetic_benchmark.py --mode dist_sync
     mpirun -np 2 --bind-to none python examples/tensorflow2_synthetic_benchmark.py --mode mwms
@@ -49,12 +49,15 @@ def main() -> int:
         workers = [f"localhost:{args.port + r}" for r in range(size)]
         os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers},
                                               "task": {"type": "worker", "index": rank}})
+    # Threads by environment: MultiWorkerMirroredStrategy must be created before anything
+    # else configures TensorFlow's runtime.
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(args.threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "2"
+    import tensorflow as tf
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if args.mode == "mwms" else None
     import keras
     import numpy as np
-    import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(2)
     if args.mode == "dist_sync":
         import dist_sync.tensorflow.keras as hvd
         hvd.init()
@@ -67,30 +70,42 @@ def main() -> int:
             return keras.Sequential(layers)
         return keras.applications.ResNet50(weights=None)
 
-    optimizer = keras.optimizers.SGD(0.01)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     if args.mode == "mwms":
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
         with strategy.scope():
             model = build()
-            model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(
-                from_logits=True), jit_compile=False)
+            optimizer = keras.optimizers.SGD(0.01)
+            optimizer.build(model.trainable_variables)
     else:
         model = build()
+        optimizer = keras.optimizers.SGD(0.01)
         if args.mode == "dist_sync":
             compression = hvd.Compression.fp16 if args.fp16_allreduce else hvd.Compression.none
             optimizer = hvd.DistributedOptimizer(optimizer, compression=compression)
-        model.compile(optimizer=optimizer,
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      jit_compile=False)
+        optimizer.build(model.trainable_variables)
     shape = (2048,) if args.model == "mlp" else (224, 224, 3)
     rng = np.random.default_rng(rank)
-    data = rng.normal(size=(args.batch_size,) + shape).astype(np.float32)
-    target = rng.integers(0, 10 if args.model == "mlp" else 1000, args.batch_size)
+    data = tf.constant(rng.normal(size=(args.batch_size,) + shape).astype(np.float32))
+    target = tf.constant(rng.integers(0, 10 if args.model == "mlp" else 1000, args.batch_size))
     if args.mode == "dist_sync":
         hvd.broadcast_variables(model.variables, root_rank=0)
 
+    # The step of a Keras custom training loop; under the strategy each worker runs it on its
+    # own batch and the optimizer sums the gradients across workers.
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True)) / size
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    if args.mode == "mwms":
+        step = tf.function(lambda x, y: strategy.run(train_step, args=(x, y)))
+    else:
+        step = tf.function(train_step)
+
     def benchmark_step():
-        model.train_on_batch(data, target)
+        step(data, target)
 
     def log(text):
         if rank == 0:
