@@ -46,8 +46,9 @@ def broadcast_variables(variables: Sequence[Any], root_rank: int = 0,
         if not _is_variable(variable):
             raise TypeError(f"broadcast_variables expects tf.Variable or keras.Variable "
                             f"objects, got {type(variable).__name__} at index {i}")
-        if tf.as_dtype(variable.dtype) not in MOVABLE:
-            dtype_code(tf.as_dtype(variable.dtype),
+        dtype = tf.as_dtype(variable.dtype).base_dtype  # (TF1 reference variables: uint8_ref)
+        if dtype not in MOVABLE:
+            dtype_code(dtype,
                        f"broadcast_variables (variable {variable.name})")
     name = op_name("BroadcastVariables", name)
     current = [tf.convert_to_tensor(v) for v in variables]
