@@ -60,9 +60,13 @@ def broadcast_variables(variables: Sequence[Any], root_rank: int = 0,
 
 def broadcast_(variables: Sequence[Any], root_rank: int, name: Optional[str] = None) -> List[Any]:
     """Horovod's in-place broadcast of variables: assigns ``root_rank``'s values and returns
-    ``variables``."""
-    broadcast_variables(variables, root_rank, name=name)
-    return list(variables)
+    ``variables`` (in graph mode, their values read after the assignment)."""
+    variables = list(variables)
+    assigned = broadcast_variables(variables, root_rank, name=name)
+    if assigned is None:
+        return variables
+    with tf.control_dependencies([assigned]):
+        return [tf.identity(v) for v in variables]
 
 
 def broadcast_object_fn(root_rank: int = 0, session: Any = None,
