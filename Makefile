@@ -48,6 +48,7 @@ install-mpich: $(VENV_MPICH)/.built
 # dist_sync against DistributedDataParallel (gloo) on a ResNet-18.
 demo: install
 	$(MPIRUN) $(BIN)/python examples/train_digits.py
+	$(MPIRUN) $(BIN)/python examples/train_digits_keras.py
 	$(MPIRUN) $(BIN)/python examples/synthetic_benchmark.py --model resnet18 --image-size 64 \
 	  --batch-size 16 --num-warmup-batches 2 --num-batches-per-iter 2 --num-iters 3 --compare
 

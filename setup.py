@@ -88,6 +88,7 @@ setup(
     install_requires=runtime_requirements(),
     extras_require={
         "torch": ["torch>=2.1"],
+        "tensorflow": ["tensorflow>=2.16"],
         "test": ["pytest>=7", "hypothesis>=6", "mpi4py>=4.0", "scikit-learn", "matplotlib"],
         "bench": ["mpi4py>=4.0", "matplotlib"],
         "dask": ["dask[array,dataframe]>=2024.12", "distributed>=2024.12", "dask-mpi>=2022.4",

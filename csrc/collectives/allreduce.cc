@@ -1,5 +1,6 @@
 #include "collectives/allreduce.h"
 
+#include "collectives/canonical_order.h"
 #include "collectives/recursive_doubling.h"
 #include "collectives/ring.h"
 
@@ -11,6 +12,18 @@ void allreduce(Communicator& comm, const SpanList& buffer, DataType dtype, Reduc
   const size_t element_bytes = dtype_size(dtype);
   const size_t bytes = buffer.bytes();
   if (bytes == 0) return;
+  if (comm.size() > 1 && config.reproducible) {
+    // Note [Canonical reduction order]: both paths give the same bits, so the size-based
+    // choice is free to optimise latency.
+    if (bytes > config.small_allreduce_bytes) {
+      const CanonicalLayout layout = canonical_layout(buffer, element_bytes, comm.size());
+      ring_collective(comm, layout.buffer, layout.chunk_bounds, RingPhases::kBoth, dtype, op,
+                      scaling, config, workspace, tag, phases);
+      return;
+    }
+    small_reproducible_allreduce(comm, buffer, dtype, op, scaling, workspace, tag, phases);
+    return;
+  }
   if (comm.size() > 1 && bytes > config.small_allreduce_bytes) {
     ring_collective(comm, buffer, even_chunk_bounds(bytes / element_bytes, comm.size(), element_bytes),
                     RingPhases::kBoth, dtype, op, scaling, config, workspace, tag, phases);

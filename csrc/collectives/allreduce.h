@@ -11,7 +11,10 @@
 namespace dist_sync {
 
 // Reduces every rank's `in` side into every rank's `out` side (bit-identical on all ranks).
-// Picks recursive doubling up to config.small_allreduce_bytes, the ring above.
+// Picks a latency-bound algorithm up to config.small_allreduce_bytes, the ring above. With
+// config.reproducible each span of `buffer` must be one whole tensor: its elements are reduced
+// in an order fixed by the tensor alone (Note [Canonical reduction order]); otherwise recursive
+// doubling and the ring over the fused buffer's even chunks.
 void allreduce(Communicator& comm, const SpanList& buffer, DataType dtype, ReduceOp op,
                const Scaling& scaling, const CollectiveConfig& config, Workspace& workspace,
                int tag, PhaseLog* phases = nullptr);

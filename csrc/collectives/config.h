@@ -18,6 +18,9 @@ struct CollectiveConfig {
   size_t small_allreduce_bytes;
   // Segments in flight per direction (DIST_SYNC_RING_IN_FLIGHT).
   int in_flight;
+  // Every element is reduced in an order fixed by its tensor's size and its offset in it, so the
+  // bits do not depend on fusion (DIST_SYNC_REPRODUCIBLE; Note [Canonical reduction order]).
+  bool reproducible;
 };
 
 // Note [Segment size per transport]

@@ -1,6 +1,7 @@
 #include "collectives/hierarchical.h"
 
 #include "collectives/allreduce.h"
+#include "collectives/canonical_order.h"
 #include "collectives/ring.h"
 
 namespace dist_sync {
@@ -12,15 +13,23 @@ void hierarchical_allreduce(Communicator& local, Communicator& cross, const Span
   const size_t element_bytes = dtype_size(dtype);
   const size_t count = buffer.bytes() / element_bytes;
   if (count == 0) return;
-  const std::vector<size_t> bounds = even_chunk_bounds(count, local.size(), element_bytes);
+  // Reproducible: every tensor is cut into blocks over the host's ranks, and each block into
+  // blocks over the hosts by the cross allreduce (Note [Canonical reduction order]), so an
+  // element's order depends on its tensor alone here too.
+  const CanonicalLayout layout =
+      config.reproducible
+          ? canonical_layout(buffer, element_bytes, local.size())
+          : CanonicalLayout{buffer, even_chunk_bounds(count, local.size(), element_bytes)};
+  const SpanList& ordered = layout.buffer;
+  const std::vector<size_t>& bounds = layout.chunk_bounds;
   const size_t mine = static_cast<size_t>(local.rank());
 
   // (1) Within the host: this rank ends with chunk `mine` of the host's sum (prescaled).
   const Scaling prescale_only{scaling.prescale, 1.0, 1};
-  ring_collective(local, buffer, bounds, RingPhases::kReduceScatter, dtype, op, prescale_only,
+  ring_collective(local, ordered, bounds, RingPhases::kReduceScatter, dtype, op, prescale_only,
                   config, workspace, tag);
   end_phase(phases, "HOST_REDUCE_SCATTER");
-  const SpanList results = buffer.results_in_place();
+  const SpanList results = ordered.results_in_place();
 
   // (2) Across hosts, on that chunk; the final scaling happens here, once per element.
   const Scaling finish{1.0, scaling.postscale, scaling.divisor};

@@ -35,13 +35,14 @@ class Communicator {
   virtual TransferPtr isend(const void* data, size_t bytes, int peer, int tag) = 0;
   virtual TransferPtr irecv(void* data, size_t bytes, int peer, int tag) = 0;
 
-  // Sends `send` to `peer` while receiving as many bytes from it into `recv`, and waits for both.
-  // The latency-bound building block of recursive doubling; implementations may test both
-  // halves in one call (each MPI test runs the library's whole progress engine).
-  virtual void sendrecv(const void* send, void* recv, size_t bytes, int peer, int tag,
-                        const char* what) {
-    TransferPtr receiving = irecv(recv, bytes, peer, tag);
-    TransferPtr sending = isend(send, bytes, peer, tag);
+  // Sends `send` to `to` while receiving as many bytes from `from` into `recv`, and waits for
+  // both. The latency-bound building block of recursive doubling and Bruck's allgather;
+  // implementations may test both halves in one call (each MPI test runs the library's whole
+  // progress engine).
+  virtual void shift(const void* send, int to, void* recv, int from, size_t bytes, int tag,
+                     const char* what) {
+    TransferPtr receiving = irecv(recv, bytes, from, tag);
+    TransferPtr sending = isend(send, bytes, to, tag);
     Waiter waiter(*this, what);
     bool received = false, sent = false;
     while (!(received && sent)) {
@@ -51,9 +52,13 @@ class Communicator {
       if (progressed) {
         waiter.progressed();
       } else {
-        waiter.idle(peer);
+        waiter.idle(received ? to : from);
       }
     }
+  }
+  // shift() with one peer on both sides: a pairwise exchange.
+  void sendrecv(const void* send, void* recv, size_t bytes, int peer, int tag, const char* what) {
+    shift(send, peer, recv, peer, bytes, tag, what);
   }
 
   // Throws CommError if `peer` is known to be gone. Called by Waiter during long waits, so a

@@ -404,10 +404,10 @@ TransferPtr MpiCommunicator::irecv(void* data, size_t bytes, int peer, int tag) 
 constexpr size_t kEagerPieceBytes = 4000;
 constexpr size_t kMaxEagerPieces = 8;
 
-void MpiCommunicator::sendrecv(const void* send, void* recv, size_t bytes, int peer, int tag,
-                               const char* what) {
+void MpiCommunicator::shift(const void* send, int to, void* recv, int from, size_t bytes, int tag,
+                            const char* what) {
   if (bytes > kMaxPieceBytes) {  // rare: keep the piecewise path of the base class
-    Communicator::sendrecv(send, recv, bytes, peer, tag, what);
+    Communicator::shift(send, to, recv, from, bytes, tag, what);
     return;
   }
   const size_t pieces = (bytes > kEagerPieceBytes && bytes <= kEagerPieceBytes * kMaxEagerPieces)
@@ -420,10 +420,10 @@ void MpiCommunicator::sendrecv(const void* send, void* recv, size_t bytes, int p
   for (size_t i = 0; i < pieces && code == MPI_SUCCESS; ++i) {
     const size_t offset = i * piece_bytes;
     const int length = static_cast<int>(std::min(piece_bytes, bytes - offset));
-    code = MPI_Irecv(static_cast<char*>(recv) + offset, length, MPI_BYTE, peer, tag, handle_->comm,
+    code = MPI_Irecv(static_cast<char*>(recv) + offset, length, MPI_BYTE, from, tag, handle_->comm,
                      &requests[2 * i]);
     if (code == MPI_SUCCESS) {
-      code = MPI_Isend(static_cast<const char*>(send) + offset, length, MPI_BYTE, peer, tag,
+      code = MPI_Isend(static_cast<const char*>(send) + offset, length, MPI_BYTE, to, tag,
                        handle_->comm, &requests[2 * i + 1]);
     }
   }
@@ -432,15 +432,16 @@ void MpiCommunicator::sendrecv(const void* send, void* recv, size_t bytes, int p
   while (code == MPI_SUCCESS) {
     code = MPI_Testall(static_cast<int>(2 * pieces), requests, &done, MPI_STATUSES_IGNORE);
     if (code != MPI_SUCCESS || done) break;
-    waiter.idle(peer);
+    waiter.idle(from);
   }
   if (code != MPI_SUCCESS) {
     for (MPI_Request& request : requests) {
       if (request != MPI_REQUEST_NULL) MPI_Request_free(&request);
     }
-    throw CommError(detail::concat("exchanging with ", describe_rank(peer), " failed: ",
+    throw CommError(detail::concat("exchanging with ", describe_rank(from),
+                                   to == from ? "" : " and " + describe_rank(to), " failed: ",
                                    mpi_error_string(code)),
-                    peer);
+                    from);
   }
 }
 

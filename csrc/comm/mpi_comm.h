@@ -52,8 +52,8 @@ class MpiCommunicator : public Communicator {
   int size() const override { return size_; }
   TransferPtr isend(const void* data, size_t bytes, int peer, int tag) override;
   TransferPtr irecv(void* data, size_t bytes, int peer, int tag) override;
-  void sendrecv(const void* send, void* recv, size_t bytes, int peer, int tag,
-                const char* what) override;
+  void shift(const void* send, int to, void* recv, int from, size_t bytes, int tag,
+             const char* what) override;
   void check_peer(int peer) const override;
   std::string describe_rank(int peer) const override;
   bool single_host() const override;

@@ -104,6 +104,7 @@ const std::vector<SettingField>& setting_fields() {
       field("ring_in_flight", [](auto& c) -> auto& { return c.collectives.in_flight; }),
       field("small_allreduce_bytes",
             [](auto& c) -> auto& { return c.collectives.small_allreduce_bytes; }),
+      field("reproducible", [](auto& c) -> auto& { return c.collectives.reproducible; }),
       field("hierarchical_allreduce", [](auto& c) -> auto& { return c.hierarchical_allreduce; }),
       field("log_level", [](auto& c) -> auto& { return c.log_level; }),
       field("timeline", [](auto& c) -> auto& { return c.timeline_path; }),

@@ -46,6 +46,8 @@ def dtype_code(tensor: torch.Tensor, what: str) -> int:
 def check_device(tensor: torch.Tensor, what: str) -> None:
     """Rejects tensors whose memory cannot reach the engine, with what to do instead (see
     Note [One place for device memory])."""
+    if tensor.is_cpu:  # the common case, without building a torch.device
+        return
     kind = tensor.device.type
     if kind == "cpu":
         return
@@ -85,7 +87,8 @@ class TorchAdapter:
 
     def contiguous_input(self, tensor: torch.Tensor, what: str) -> torch.Tensor:
         check_device(tensor, what)
-        tensor = tensor.detach()
+        if tensor.requires_grad:  # (detach() makes a new tensor object: only when needed)
+            tensor = tensor.detach()
         if tensor.is_neg() or tensor.is_conj():
             # A lazily negated/conjugated view: its memory holds the values before the sign
             # flip, so the engine must be given materialized values.
@@ -105,7 +108,7 @@ class TorchAdapter:
                              f"example from .conj() or .imag of one): its memory does not hold "
                              f"its values. Use the out-of-place form, or .resolve_neg() / "
                              f".resolve_conj() first and use the result")
-        return tensor.detach()
+        return tensor.detach() if tensor.requires_grad else tensor
 
     def new_output(self, source: torch.Tensor) -> torch.Tensor:
         # empty_like would copy odd strides of size-1 dimensions.

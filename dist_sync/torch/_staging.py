@@ -300,7 +300,10 @@ class Stager:
             host = block.view(source.dtype, shape)
             if entry.copy_in:
                 backend.copy(host, source, to_host)
-            staged.append(_Staged(entry.target, block, host))
+            # The result is copied back with a torch op: into a detached alias, which autograd
+            # and inference mode allow for any target (a leaf that requires grad included).
+            target = entry.target.detach() if entry.target is not None else None
+            staged.append(_Staged(target, block, host))
             pointer = host.data_ptr()
             specs.append((entry.name, pointer, pointer if entry.target is not None else 0, code,
                           shape))
@@ -406,7 +409,7 @@ def stager_for(tensor: torch.Tensor) -> Optional[Stager]:
     directly (CPU tensors; this is the whole cost host staging adds to the CPU path)."""
     if _installed is not None and _installed.backend.claims(tensor):
         return _installed
-    if tensor.device.type == "cuda":
+    if tensor.is_cuda:
         return cuda_stager()
     return None
 

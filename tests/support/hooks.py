@@ -58,6 +58,17 @@ def thread_hierarchical(hosts: int, per_host: int, inputs: Sequence[bytes], dtyp
         in_flight=4)
 
 
+def thread_fused_allreduce(hosts: int, inputs: Sequence[Sequence[bytes]], dtype: str, op: str,
+                           prescale: float, postscale: float, divisor: int, segment: int,
+                           small: int, in_flight: int, reproducible: bool) -> List[List[bytes]]:
+    """Allreduce of inputs[r] (rank r's tensors, one span each) over hosts x len(inputs)/hosts
+    thread ranks, hierarchical when hosts > 1; results[r][t]."""
+    return _testhooks.thread_fused_allreduce(
+        hosts, [list(rank) for rank in inputs], DTYPE_CODE[dtype], OP_CODE[op], prescale=prescale,
+        postscale=postscale, divisor=divisor, segment_bytes=segment, small_allreduce_bytes=small,
+        in_flight=in_flight, reproducible=reproducible)
+
+
 def engine_stats() -> Dict[str, int]:
     """The running engine's counters: cycles, full_rounds, executions, requests, cache_hits."""
     return _core._engine_stats()

@@ -29,3 +29,17 @@ def run_hierarchical(hosts: int, per_host: int, inputs: Sequence[np.ndarray], dt
     outputs = hooks.thread_hierarchical(hosts, per_host, [x.tobytes() for x in inputs], dtype, op,
                                         1.0, 1.0, divisor, segment, small)
     return [np.frombuffer(o, dtype=storage_dtype(dtype)) for o in outputs]
+
+
+def run_fused(tensors: Sequence[Sequence[np.ndarray]], dtype: str = "float32", op: str = "sum",
+              segment: int = 64, small: int = 0, in_flight: int = 2, hosts: int = 1,
+              reproducible: bool = True, prescale: float = 1.0,
+              postscale: float = 1.0) -> List[List[np.ndarray]]:
+    """Allreduce of tensors[r] (rank r's tensors, fused as one span each, as the engine fuses
+    them) over len(tensors) thread ranks, hierarchical when hosts > 1; results[r][t]."""
+    size = len(tensors)
+    divisor = size if op == "average" else 1
+    outputs = hooks.thread_fused_allreduce(
+        hosts, [[x.tobytes() for x in rank] for rank in tensors], dtype, op, prescale, postscale,
+        divisor, segment, small, in_flight, reproducible)
+    return [[np.frombuffer(o, dtype=storage_dtype(dtype)) for o in rank] for rank in outputs]

@@ -276,7 +276,7 @@ def test_cpu_tensors_bypass_staging(monkeypatch):
 
 def test_cuda_tensors_without_cuda_are_refused_clearly(monkeypatch):
     monkeypatch.setattr(_adapter.torch.cuda, "is_available", lambda: False)
-    fake = types.SimpleNamespace(device=torch.device("cuda", 0))
+    fake = types.SimpleNamespace(device=torch.device("cuda", 0), is_cpu=False)
     with pytest.raises(dist_sync.DistSyncError,
                        match=r"allreduce: got a tensor on cuda:0, but CUDA is not available to "
                              r"torch in this process \(torch.cuda.is_available\(\) is False"):

@@ -40,8 +40,9 @@ void execute_adasum(const ExecutionContext& context, const Response& response,
 
 }  // namespace
 
-// Fused requests are reduced as one span list (Note [Fusion without copies]); a joined rank adds
-// zeros of the same sizes, so every rank's spans line up.
+// Fused requests are reduced as one span list (Note [Fusion without copies]), one span per
+// tensor, which the reproducible order relies on (Note [Canonical reduction order]); a joined
+// rank adds zeros of the same sizes, so every rank's spans line up.
 void execute_allreduce(const ExecutionContext& context, const Response& response,
                        const std::vector<Request*>& locals, OpResult& result) {
   const RequestMeta& first = response.requests.front();
@@ -69,7 +70,12 @@ void execute_allreduce(const ExecutionContext& context, const Response& response
     }
   }
   for (const auto& [dtype, spans] : by_dtype) {
-    if (context.local != nullptr && spans.bytes() > context.collectives.small_allreduce_bytes) {
+    // Reproducible: the hierarchical order differs from the flat one, so the choice must not
+    // depend on the fused size (Note [Canonical reduction order]).
+    const bool hierarchical =
+        context.local != nullptr &&
+        (context.collectives.reproducible || spans.bytes() > context.collectives.small_allreduce_bytes);
+    if (hierarchical) {
       hierarchical_allreduce(*context.local, *context.cross, spans, dtype, first.reduce_op, scaling,
                              context.collectives, context.workspace, tag, context.phases);
     } else {

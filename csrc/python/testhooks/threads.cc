@@ -133,14 +133,15 @@ std::vector<py::bytes> thread_collective(OpType op_type, const std::vector<std::
                                          double postscale, int64_t divisor, size_t segment_bytes,
                                          size_t small_allreduce_bytes, int in_flight, int root,
                                          const std::vector<int64_t>& split_rows,
-                                         AllreduceAlgorithm algorithm, bool in_place) {
+                                         AllreduceAlgorithm algorithm, bool in_place,
+                                         bool reproducible) {
   const int size = static_cast<int>(inputs.size());
   DS_CHECK(size >= 1, "thread_collective needs at least one rank's input");
   DS_CHECK(op_type != OpType::kBarrier && op_type != OpType::kJoin,
            "thread_collective runs the data-moving collectives; ", op_type_name(op_type),
            " moves no data");
   const size_t element_bytes = dtype_size(dtype);
-  const CollectiveConfig config{segment_bytes, small_allreduce_bytes, in_flight};
+  const CollectiveConfig config{segment_bytes, small_allreduce_bytes, in_flight, reproducible};
   const Scaling scaling{prescale, postscale, divisor};
   const int tag = op_traits(op_type).tag;
   auto fabric = std::make_shared<ThreadFabric>(size);
@@ -210,8 +211,9 @@ std::vector<py::bytes> thread_collective(OpType op_type, const std::vector<std::
 std::vector<py::bytes> thread_hierarchical(int hosts, int per_host, const std::vector<std::string>& inputs,
                                            DataType dtype, ReduceOp op, double prescale,
                                            double postscale, int64_t divisor, size_t segment_bytes,
-                                           size_t small_allreduce_bytes, int in_flight) {
-  const CollectiveConfig config{segment_bytes, small_allreduce_bytes, in_flight};
+                                           size_t small_allreduce_bytes, int in_flight,
+                                           bool reproducible) {
+  const CollectiveConfig config{segment_bytes, small_allreduce_bytes, in_flight, reproducible};
   const Scaling scaling{prescale, postscale, divisor};
   const int size = hosts * per_host;
   DS_CHECK(inputs.size() == static_cast<size_t>(size), "one input per rank: ", size, " needed");
@@ -239,6 +241,56 @@ std::vector<py::bytes> thread_hierarchical(int hosts, int per_host, const std::v
   return as_bytes(outputs);
 }
 
+// Allreduce of several tensors fused into one span list (one span per tensor, as the engine
+// fuses them) over hosts x per_host thread ranks; flat (allreduce()) when hosts is 1, else
+// hierarchical. inputs[r][t] is rank r's tensor t; returns every rank's results, per tensor.
+std::vector<std::vector<py::bytes>> thread_fused_allreduce(
+    int hosts, const std::vector<std::vector<std::string>>& inputs, DataType dtype, ReduceOp op,
+    double prescale, double postscale, int64_t divisor, size_t segment_bytes,
+    size_t small_allreduce_bytes, int in_flight, bool reproducible) {
+  const CollectiveConfig config{segment_bytes, small_allreduce_bytes, in_flight, reproducible};
+  const Scaling scaling{prescale, postscale, divisor};
+  const int size = static_cast<int>(inputs.size());
+  DS_CHECK(hosts >= 1 && size >= hosts && size % hosts == 0, "ranks (", size,
+           ") must split evenly over ", hosts, " hosts");
+  const int per_host = size / hosts;
+  auto flat = std::make_shared<ThreadFabric>(size);
+  std::vector<std::shared_ptr<ThreadFabric>> local_fabrics, cross_fabrics;
+  for (int h = 0; h < hosts; ++h) local_fabrics.push_back(std::make_shared<ThreadFabric>(per_host));
+  for (int l = 0; l < per_host; ++l) cross_fabrics.push_back(std::make_shared<ThreadFabric>(hosts));
+  std::vector<std::vector<std::string>> outputs(static_cast<size_t>(size));
+  run_thread_ranks(size, [&](int r) {
+        const std::vector<std::string>& tensors = inputs[static_cast<size_t>(r)];
+        std::vector<std::string>& results = outputs[static_cast<size_t>(r)];
+        results.resize(tensors.size());
+        SpanList spans;
+        for (size_t t = 0; t < tensors.size(); ++t) {
+          results[t].assign(tensors[t].size(), '\0');
+          spans.add(tensors[t].data(), results[t].data(), tensors[t].size());
+        }
+        Workspace workspace;
+        const int tag = op_traits(OpType::kAllreduce).tag;
+        if (hosts == 1) {
+          ThreadCommunicator comm(flat, r);
+          set_test_wait(comm);
+          allreduce(comm, spans, dtype, op, scaling, config, workspace, tag);
+          return;
+        }
+        ThreadCommunicator local(local_fabrics[static_cast<size_t>(r / per_host)], r % per_host);
+        ThreadCommunicator cross(cross_fabrics[static_cast<size_t>(r % per_host)], r / per_host);
+        set_test_wait(local);
+        set_test_wait(cross);
+        hierarchical_allreduce(local, cross, spans, dtype, op, scaling, config, workspace, tag);
+      }, [&](int r) {
+        flat->kill_rank(r);
+        local_fabrics[static_cast<size_t>(r / per_host)]->kill_rank(r % per_host);
+        cross_fabrics[static_cast<size_t>(r % per_host)]->kill_rank(r / per_host);
+      });
+  std::vector<std::vector<py::bytes>> result;
+  for (const auto& rank_outputs : outputs) result.push_back(as_bytes(rank_outputs));
+  return result;
+}
+
 }  // namespace
 
 void bind_thread_hooks(py::module_& m) {
@@ -255,6 +307,7 @@ void bind_thread_hooks(py::module_& m) {
         py::arg("small_allreduce_bytes"), py::arg("in_flight"), py::arg("root") = 0,
         py::arg("split_rows") = std::vector<int64_t>{},
         py::arg("algorithm") = AllreduceAlgorithm::kSizeBased, py::arg("in_place") = false,
+        py::arg("reproducible") = false,
         "Runs one collective over len(inputs) thread ranks; returns each rank's output bytes. "
         "split_rows: alltoall's N x N matrix of elements sent from rank s to rank d; algorithm "
         "and in_place: which allreduce (in_place: one buffer, the size-based choice only).");
@@ -262,7 +315,14 @@ void bind_thread_hooks(py::module_& m) {
         py::arg("inputs"), py::arg("dtype"), py::arg("op") = ReduceOp::kSum, py::kw_only(),
         py::arg("prescale") = 1.0, py::arg("postscale") = 1.0, py::arg("divisor") = 1,
         py::arg("segment_bytes"), py::arg("small_allreduce_bytes"), py::arg("in_flight"),
+        py::arg("reproducible") = false,
         "Hierarchical allreduce over hosts x per_host thread ranks; each rank's output bytes.");
+  m.def("thread_fused_allreduce", &thread_fused_allreduce, py::arg("hosts"), py::arg("inputs"),
+        py::arg("dtype"), py::arg("op") = ReduceOp::kSum, py::kw_only(), py::arg("prescale") = 1.0,
+        py::arg("postscale") = 1.0, py::arg("divisor") = 1, py::arg("segment_bytes"),
+        py::arg("small_allreduce_bytes"), py::arg("in_flight"), py::arg("reproducible"),
+        "Allreduce of inputs[r] (rank r's tensors, fused as one span each) over hosts x "
+        "len(inputs)/hosts thread ranks (hierarchical when hosts > 1); results[r][t].");
 }
 
 }  // namespace dist_sync::python

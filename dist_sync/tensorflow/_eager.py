@@ -1,0 +1,123 @@
+"""The collectives of dist_sync.tensorflow on numpy views of eager tensors, forward and backward
+(Note [Collectives inside tf.function] in _graph.py runs them in graph mode).
+
+Gradients follow Note [Gradient convention] in dist_sync/torch/_autograd.py: every backward is the
+exact gradient of the sum of all ranks' losses. Min/Max route the summed gradient to the ranks
+holding the extremum (split evenly between ties); Product multiplies it by the product of the
+other ranks' inputs (exact with zeros).
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .. import _builders, _core
+from .._reduce_op import Average, Max, Min, Product, ReduceOp, Sum
+from .._session import synchronize
+from ._adapter import TENSORFLOW as TF
+from ._graph import sub_name
+
+EXTREMA = (int(Min), int(Max), int(Product))
+
+
+def allreduce(x: np.ndarray, op: ReduceOp, name: Optional[str], pre: float = 1.0,
+              post: float = 1.0) -> np.ndarray:
+    return synchronize(_builders.allreduce(TF, x, op, name, pre, post, in_place=False,
+                                           what="allreduce"))
+
+
+def grouped_allreduce(xs: Sequence[np.ndarray], op: ReduceOp, name: Optional[str],
+                      pre: float = 1.0, post: float = 1.0) -> List[np.ndarray]:
+    return synchronize(_builders.grouped_allreduce(TF, list(xs), op, name, pre, post,
+                                                   in_place=False, what="grouped_allreduce"))
+
+
+def broadcast(x: np.ndarray, root: int, name: Optional[str]) -> np.ndarray:
+    return synchronize(_builders.broadcast(TF, x, root, name, in_place=False, what="broadcast"))
+
+
+def allgather(x: np.ndarray, name: Optional[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """(gathered, rows from each rank as int32)."""
+    gathered, rows = synchronize(_builders.allgather(TF, x, name, what="allgather",
+                                                     with_rows=True))
+    return gathered, np.asarray(rows, dtype=np.int32)
+
+
+def alltoall(x: np.ndarray, splits: Any, name: Optional[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """(received, rows received from each rank as int32)."""
+    return synchronize(_builders.alltoall(TF, x, splits, name, what="alltoall"))
+
+
+def reducescatter(x: np.ndarray, op: ReduceOp, name: Optional[str], pre: float = 1.0,
+                  post: float = 1.0) -> np.ndarray:
+    return synchronize(_builders.reducescatter(TF, x, op, name, pre, post,
+                                               what="reducescatter"))
+
+
+# --- backward --------------------------------------------------------------------------------
+
+def _in_dtype(values: np.ndarray, like: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values.astype(like.dtype))
+
+
+def extremum_grad(x: np.ndarray, summed: np.ndarray, op: ReduceOp, pre: float, post: float,
+                  name: Optional[str]) -> np.ndarray:
+    """The input gradient of a Min/Max/Product reduction (scaled by pre and post), given the
+    output gradient summed over ranks."""
+    summed64 = summed.astype(np.float64)
+    if int(op) == int(Product):
+        size, rank = _core.size(), _core.rank()
+        gathered, _ = allgather(x.reshape((1,) + x.shape), sub_name(name, "grad.inputs"))
+        others = np.delete(gathered.astype(np.float64), rank, axis=0).prod(axis=0)
+        return _in_dtype(summed64 * post * pre ** size * others, x)
+    winner = allreduce(x, op, sub_name(name, "grad.winner"))
+    mask = (x == winner).astype(np.float64)
+    count = allreduce(mask, Sum, sub_name(name, "grad.ties"))
+    return _in_dtype(summed64 * (pre * post) * mask / count, x)
+
+
+def allreduce_grad(x: np.ndarray, dy: np.ndarray, op: ReduceOp, name: Optional[str],
+                   pre: float, post: float) -> np.ndarray:
+    if int(op) in EXTREMA:
+        summed = allreduce(dy, Sum, sub_name(name, "grad"))
+        return extremum_grad(x, summed, op, pre, post, name)
+    return allreduce(dy, op, sub_name(name, "grad"), pre, post)
+
+
+def grouped_allreduce_grad(xs: Sequence[np.ndarray], dys: Sequence[np.ndarray], op: ReduceOp,
+                           name: Optional[str], pre: float, post: float) -> List[np.ndarray]:
+    if int(op) in EXTREMA:
+        summed = grouped_allreduce(dys, Sum, sub_name(name, "grad"))
+        return [extremum_grad(x, s, op, pre, post, sub_name(name, str(i)))
+                for i, (x, s) in enumerate(zip(xs, summed))]
+    return grouped_allreduce(dys, op, sub_name(name, "grad"), pre, post)
+
+
+def broadcast_grad(dy: np.ndarray, root: int, name: Optional[str]) -> np.ndarray:
+    summed = allreduce(dy, Sum, sub_name(name, "grad"))
+    return summed if _core.rank() == root else np.zeros_like(summed)
+
+
+def allgather_grad(x_shape: Tuple[int, ...], dy: np.ndarray, rows: np.ndarray,
+                   name: Optional[str]) -> np.ndarray:
+    """Every rank's gradient of this rank's rows, summed: sent back with an alltoall."""
+    received, _ = alltoall(dy, [int(r) for r in rows], sub_name(name, "grad"))
+    mine = x_shape[0] if len(x_shape) else 1
+    summed = received.reshape((len(rows), mine) + dy.shape[1:]).astype(np.float64).sum(axis=0)
+    return _in_dtype(summed.reshape(x_shape), dy)
+
+
+def alltoall_grad(dy: np.ndarray, received: np.ndarray, name: Optional[str]) -> np.ndarray:
+    returned, _ = alltoall(dy, [int(r) for r in received], sub_name(name, "grad"))
+    return returned
+
+
+def reducescatter_grad(x: np.ndarray, dy: np.ndarray, op: ReduceOp, name: Optional[str],
+                       pre: float, post: float) -> np.ndarray:
+    summed, _ = allgather(dy, sub_name(name, "grad"))
+    summed = summed.reshape(x.shape)
+    if int(op) in EXTREMA:
+        return extremum_grad(x, summed, op, pre, post, name)
+    scale = pre * post / (_core.size() if int(op) == int(Average) else 1)
+    return _in_dtype(summed.astype(np.float64) * scale, x)

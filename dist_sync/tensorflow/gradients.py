@@ -1,0 +1,165 @@
+"""Averaging gradients over ranks: what DistributedGradientTape and the Keras
+DistributedOptimizer share, and the tape itself.
+
+All dense gradients of one call are handed to the engine before any is awaited (one grouped
+allreduce per group, all groups submitted from one node in graph mode), so the engine negotiates
+them together and fuses them into as few ring passes as its fusion buffer allows.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import tensorflow as tf
+
+from .. import _builders, _core
+from .._reduce_op import Average, ReduceOp, Sum
+from .._session import synchronize
+from .._validation import scale_args
+from ._adapter import TENSORFLOW
+from ._graph import op_name, run
+from .compression import Compression, Compressor
+from .mpi_ops import allreduce, resolve_op
+
+
+def _group_indices(count: int, groups: Any, variables: Optional[Sequence[Any]]) -> List[List[int]]:
+    """Positions 0..count-1 split into groups: one group (None), ``groups`` nearly equal groups
+    (int), or the given lists of variables (the rest in one more group)."""
+    if groups is None or groups == 0:
+        return [list(range(count))] if count else []
+    if isinstance(groups, int) and not isinstance(groups, bool):
+        if groups < 0:
+            raise ValueError(f"groups must be a positive int or a list of lists of variables, "
+                             f"got {groups}")
+        n = min(groups, count)
+        return [list(range(count))[g::n] for g in range(n)] if n else []
+    if not isinstance(groups, (list, tuple)) or variables is None:
+        raise TypeError("groups must be an int or a list of lists of tf.Variable")
+    position = {id(v): i for i, v in enumerate(variables)}
+    taken: List[List[int]] = []
+    seen = set()
+    for g, group in enumerate(groups):
+        indices = []
+        for v in group:
+            if id(v) not in position:
+                raise ValueError(f"groups[{g}] holds {getattr(v, 'name', v)!r}, which is not "
+                                 f"one of the variables being reduced")
+            indices.append(position[id(v)])
+        seen.update(indices)
+        taken.append(indices)
+    rest = [i for i in range(count) if i not in seen]
+    return [g for g in taken + [rest] if g]
+
+
+def _reduce_groups(values: Sequence[Any], groups: List[List[int]], op: ReduceOp,
+                   name: Optional[str], pre: float, post: float) -> List[Any]:
+    handles = [_builders.grouped_allreduce(TENSORFLOW, [values[i] for i in group], op,
+                                           f"{name}.{g}" if name is not None else None, pre,
+                                           post, in_place=False, what="allreduce gradients")
+               for g, group in enumerate(groups)]
+    results: List[Any] = [None] * len(values)
+    for group, handle in zip(groups, handles):
+        for i, reduced in zip(group, synchronize(handle)):
+            results[i] = reduced
+    return results
+
+
+def reduce_gradients(grads: Sequence[Any], *, compression: type[Compressor] = Compression.none,
+                     sparse_as_dense: bool = False, op: Optional[ReduceOp] = None,
+                     gradient_predivide_factor: float = 1.0, groups: Any = None,
+                     variables: Optional[Sequence[Any]] = None,
+                     name: Optional[str] = None) -> List[Any]:
+    """Every rank's gradients reduced with ``op`` (Average by default); None stays None.
+
+    ``gradient_predivide_factor`` f splits Average's division: gradients are multiplied by 1/f
+    before the sum and by f/size() after it. ``tf.IndexedSlices`` are allgathered (or made dense
+    first with ``sparse_as_dense``)."""
+    op = resolve_op(op, None)
+    if not isinstance(gradient_predivide_factor, (int, float)) or \
+            not gradient_predivide_factor > 0:
+        raise ValueError(f"gradient_predivide_factor must be a positive number, got "
+                         f"{gradient_predivide_factor!r}")
+    if gradient_predivide_factor != 1.0 and int(op) != int(Average):
+        raise ValueError("gradient_predivide_factor needs op=Average")
+    engine, pre, post = op, 1.0, 1.0
+    if int(op) == int(Average):
+        # Average as a Sum scaled on both sides, so gradient_predivide_factor can split it.
+        engine = Sum
+        pre, post = scale_args(1.0 / gradient_predivide_factor,
+                               gradient_predivide_factor / _core.size())
+    results: List[Any] = [None] * len(grads)
+    dense: List[int] = []
+    for i, grad in enumerate(grads):
+        if grad is None:
+            continue
+        if isinstance(grad, tf.IndexedSlices):
+            if sparse_as_dense:
+                grads = list(grads)
+                grads[i] = tf.convert_to_tensor(grad)
+            else:
+                results[i] = allreduce(grad, op=op)
+                continue
+        dense.append(i)
+    if not dense:
+        return results
+    compressed, contexts = zip(*[compression.compress(tf.convert_to_tensor(grads[i]))
+                                 for i in dense])
+    dense_variables = [variables[i] for i in dense] if variables is not None else None
+    group_list = _group_indices(len(dense), groups, dense_variables)
+    name = op_name("Gradients", name)
+    reduced = run(lambda *vs: _reduce_groups(vs, group_list, engine, name, pre, post),
+                  list(compressed), [c.dtype for c in compressed], [c.shape for c in compressed])
+    for i, value, context in zip(dense, reduced, contexts):
+        results[i] = compression.decompress(value, context)
+    return results
+
+
+class DistributedGradientTape:
+    """A ``tf.GradientTape`` whose ``gradient()`` returns gradients averaged over all ranks
+    (Horovod's ``DistributedGradientTape``). Wrap the tape after recording::
+
+        with tf.GradientTape() as tape:
+            loss = ...
+        tape = hvd.DistributedGradientTape(tape)
+        grads = tape.gradient(loss, model.trainable_variables)
+
+    ``compression``: Compression.none/fp16/bf16 for the wire. ``sparse_as_dense``: reduce
+    tf.IndexedSlices as dense tensors instead of allgathering them. ``op``: Average (default),
+    Sum, ... ``gradient_predivide_factor``: see :func:`reduce_gradients`. ``groups``: an int
+    (that many allreduce groups) or lists of variables reduced together. Other attributes are
+    the wrapped tape's.
+    """
+
+    def __init__(self, gradtape: tf.GradientTape, device_dense: str = "",
+                 device_sparse: str = "", compression: type[Compressor] = Compression.none,
+                 sparse_as_dense: bool = False, op: Optional[ReduceOp] = None,
+                 gradient_predivide_factor: float = 1.0, num_groups: int = 0,
+                 groups: Any = None) -> None:
+        if not isinstance(gradtape, tf.GradientTape):
+            raise TypeError(f"DistributedGradientTape wraps a tf.GradientTape, got "
+                            f"{type(gradtape).__name__}")
+        resolve_op(op, None)
+        self._tape = gradtape
+        self._options: Dict[str, Any] = dict(
+            compression=compression, sparse_as_dense=sparse_as_dense, op=op,
+            gradient_predivide_factor=gradient_predivide_factor,
+            groups=groups if groups is not None else (num_groups or None))
+
+    def __enter__(self) -> "DistributedGradientTape":
+        self._tape.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._tape.__exit__(*exc)
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._tape, attribute)
+
+    def gradient(self, target: Any, sources: Any, output_gradients: Any = None,
+                 **kwargs: Any) -> Any:
+        """The tape's gradients of ``target`` with respect to ``sources``, reduced over ranks
+        (same structure as ``sources``)."""
+        grads = self._tape.gradient(target, sources, output_gradients, **kwargs)
+        flat_sources = tf.nest.flatten(sources)
+        flat = tf.nest.flatten(grads, expand_composites=False)
+        reduced = reduce_gradients(flat, variables=flat_sources, **self._options)
+        return tf.nest.pack_sequence_as(grads, reduced)

@@ -1,0 +1,29 @@
+"""dist_sync.tensorflow collectives under mpirun with 2 and 3 ranks: every check of ops_worker.py
+is its own test; all of them run in one launch per rank count (TensorFlow's import dominates
+otherwise). Checks that return a digest must produce bit-identical results on every rank."""
+from __future__ import annotations
+
+from tests.support import harness
+
+WORKER = "tests.tensorflow.ops_worker"
+RANKS = [2, 3]
+
+
+@harness.each_check(WORKER, RANKS)
+def test_check(np_: int, name: str) -> None:
+    values = harness.check_values(harness.launch(WORKER, np_, env=harness.FAIL_FAST), name)
+    if name == "errors":
+        size = np_
+        for messages in values:
+            assert messages["bool"].startswith("TypeError: allreduce: unsupported dtype bool; "
+                                               "dist_sync supports tf.uint8"), messages
+            assert messages["uint16"].startswith("TypeError: reducescatter: unsupported dtype "
+                                                 "uint16; "), messages
+            assert messages["list"] == ("TypeError: allreduce expects a tf.Tensor or "
+                                        "tf.Variable, got list"), messages
+            assert messages["op"].startswith("ValueError: op must be one of dist_sync.Average")
+            assert messages["root"].startswith(f"ValueError: root_rank {size} does not exist")
+            assert messages["splits"].startswith("ValueError: splits ["), messages
+            for mode in ("eager", "graph"):
+                assert (f"Mismatched allreduce 'mismatch.{mode}'" in messages[f"shape_{mode}"]
+                        and "shape differs across ranks" in messages[f"shape_{mode}"]), messages
