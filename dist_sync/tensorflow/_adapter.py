@@ -125,6 +125,9 @@ class TensorFlowAdapter:
     def shape(self, array: np.ndarray) -> Tuple[int, ...]:
         return array.shape
 
+    def itemsize(self, array: np.ndarray) -> int:
+        return array.dtype.itemsize
+
     def as_rows(self, array: np.ndarray) -> np.ndarray:
         return array.reshape(1) if array.ndim == 0 else array
 
