@@ -2,7 +2,8 @@
 numbers them (dist_sync._core.ReduceOp, Horovod's numbers)."""
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from typing import Any, Optional
 
 import numpy as np
 
@@ -40,3 +41,18 @@ def engine_op(op: Any) -> "_core.ReduceOp":
         raise ValueError(f"op must be one of dist_sync.Average, Sum, Adasum, Min, Max, Product; "
                          f"got {op!r}")
     return _core.ReduceOp(int(op))
+
+
+def resolve_op(op: Any, average: Optional[bool], stacklevel: int = 3) -> ReduceOp:
+    """The reduction for Horovod's (op, deprecated average) pair; ``op=None`` means Average.
+    ``stacklevel``: where the deprecation warning points (the user's call)."""
+    if op is not None and average is not None:
+        raise ValueError("The op parameter supersedes average; please provide only one of them")
+    if average is not None:
+        warnings.warn("The average parameter is deprecated; use op=Average or op=Sum",
+                      DeprecationWarning, stacklevel=stacklevel)
+        return Average if average else Sum
+    if op is None:
+        return Average
+    engine_op(op)  # validates
+    return ReduceOp(int(op))

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from .. import _dtypes, _session
 from .._adapter import Entry
+from .._numpy import NumpyAdapter
 from .._session import DEVICE_CPU, Handle, RawResult
 
 TF_TO_CODE: Dict[tf.dtypes.DType, int] = {
@@ -77,9 +78,10 @@ def _engine_view(array: np.ndarray) -> np.ndarray:
     return array
 
 
-class TensorFlowAdapter:
+class TensorFlowAdapter(NumpyAdapter):
     """Eager TensorFlow tensors and variables on the CPU, handed to the engine as numpy views of
-    their memory (Note [TensorFlow tensors in the engine])."""
+    their memory (Note [TensorFlow tensors in the engine]); what it does with those views
+    (outputs, shapes, rows) is the numpy adapter's."""
 
     noun = "tensor"
     plural = "tensors"
@@ -119,18 +121,6 @@ class TensorFlowAdapter:
         raise ValueError(f"{what}: TensorFlow tensors are immutable; use the out-of-place form "
                          f"(variables are updated with assign)")
 
-    def new_output(self, source: np.ndarray) -> np.ndarray:
-        return np.empty_like(source)
-
-    def shape(self, array: np.ndarray) -> Tuple[int, ...]:
-        return array.shape
-
-    def itemsize(self, array: np.ndarray) -> int:
-        return array.dtype.itemsize
-
-    def as_rows(self, array: np.ndarray) -> np.ndarray:
-        return array.reshape(1) if array.ndim == 0 else array
-
     def int_list(self, values: Any) -> Any:
         if isinstance(values, (tf.Tensor, tf.Variable)):
             if values.dtype.is_floating:
@@ -150,9 +140,6 @@ class TensorFlowAdapter:
         if buffer is None or len(memoryview(buffer)) == 0:
             return np.empty(shape, dtype=like.dtype)
         return np.frombuffer(buffer, dtype=np.uint8).view(like.dtype).reshape(shape)
-
-    def mark_written(self, tensor: Any) -> None:
-        return None
 
     def submit(self, kind: int, name: Optional[str], what: str, entries: Sequence[Entry],
                keepalive: Any, finish: Callable[[RawResult], Any], **options: Any) -> Handle:

@@ -7,14 +7,14 @@ are not provided.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from .. import _builders, _core
-from .._reduce_op import Average, Max, Min, Product, ReduceOp, Sum, engine_op
+from .._reduce_op import Average, Max, Min, Product, ReduceOp, Sum
+from .._reduce_op import resolve_op as _resolve_op
 from .._validation import check_root, check_splits, scale_args
 from . import _eager
 from ._adapter import MOVABLE, dtype_code
@@ -38,16 +38,7 @@ def resolve_op(op: Any, average: Optional[bool]) -> ReduceOp:
     if op is Adasum:
         raise NotImplementedError("Adasum is not implemented in dist_sync; use op=Average (the "
                                   "default) or Sum")
-    if op is not None and average is not None:
-        raise ValueError("The op parameter supersedes average; please provide only one of them")
-    if average is not None:
-        warnings.warn("The average parameter is deprecated; use op=Average or op=Sum",
-                      DeprecationWarning, stacklevel=3)
-        return Average if average else Sum
-    if op is None:
-        return Average
-    engine_op(op)
-    return ReduceOp(int(op))
+    return _resolve_op(op, average, stacklevel=4)
 
 
 def _tensor(value: Any, what: str, moving: bool = False) -> tf.Tensor:

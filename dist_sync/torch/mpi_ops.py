@@ -11,13 +11,12 @@ their operation completes (the engine never owns user memory). Every operation t
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, List, Optional, Sequence
 
 import torch
 
 from .. import _builders
-from .._reduce_op import Adasum, Average, Max, Min, Product, ReduceOp, Sum, engine_op
+from .._reduce_op import Adasum, Average, Max, Min, Product, ReduceOp, Sum, resolve_op
 from .._process_sets import ProcessSet, global_process_set, resolve
 from .._session import Handle, synchronize
 from .._validation import check_root, scale_args
@@ -25,20 +24,6 @@ from ._adapter import TORCH
 from ._autograd import (_Allgather, _Allreduce, _Alltoall, _Broadcast, _GroupedAllgather,
                         _GroupedAllreduce, _GroupedReducescatter, _Reducescatter)
 from .compression import Compression, Compressor
-
-
-def resolve_op(op: Any, average: Optional[bool]) -> ReduceOp:
-    """The reduction for Horovod's (op, deprecated average) pair; ``op=None`` means Average."""
-    if op is not None and average is not None:
-        raise ValueError("The op parameter supersedes average; please provide only one of them")
-    if average is not None:
-        warnings.warn("The average parameter is deprecated; use op=Average or op=Sum",
-                      DeprecationWarning, stacklevel=3)
-        return Average if average else Sum
-    if op is None:
-        return Average
-    engine_op(op)  # validates
-    return ReduceOp(int(op))
 
 
 # --- allreduce -------------------------------------------------------------------------------
