@@ -101,27 +101,27 @@ def grouped_allreduce_(arrays: Sequence[np.ndarray], op: ReduceOp = Average,
 # --- broadcast -------------------------------------------------------------------------------
 
 def broadcast_async(array: np.ndarray, root_rank: int, name: Optional[str] = None,
-process_set: ProcessSet = global_process_set) -> Handle:
+                    process_set: ProcessSet = global_process_set) -> Handle:
     """Starts broadcasting ``array`` from ``root_rank`` into a new array on every rank."""
     return _builders.broadcast(NUMPY, array, root_rank, name, in_place=False, what="broadcast",
                                process_set=process_set)
 
 
 def broadcast_async_(array: np.ndarray, root_rank: int, name: Optional[str] = None,
-process_set: ProcessSet = global_process_set) -> Handle:
+                     process_set: ProcessSet = global_process_set) -> Handle:
     """Starts broadcasting ``array`` from ``root_rank`` in place."""
     return _builders.broadcast(NUMPY, array, root_rank, name, in_place=True, what="broadcast_",
                                process_set=process_set)
 
 
 def broadcast(array: np.ndarray, root_rank: int, name: Optional[str] = None,
-process_set: ProcessSet = global_process_set) -> np.ndarray:
+              process_set: ProcessSet = global_process_set) -> np.ndarray:
     """Returns ``root_rank``'s ``array`` on every rank (shapes and dtypes must match)."""
     return synchronize(broadcast_async(array, root_rank, name, process_set=process_set))
 
 
 def broadcast_(array: np.ndarray, root_rank: int, name: Optional[str] = None,
-process_set: ProcessSet = global_process_set) -> np.ndarray:
+               process_set: ProcessSet = global_process_set) -> np.ndarray:
     """In-place :func:`broadcast`; returns ``array``."""
     return synchronize(broadcast_async_(array, root_rank, name, process_set=process_set))
 
@@ -129,14 +129,14 @@ process_set: ProcessSet = global_process_set) -> np.ndarray:
 # --- allgather -------------------------------------------------------------------------------
 
 def allgather_async(array: np.ndarray, name: Optional[str] = None,
-process_set: ProcessSet = global_process_set) -> Handle:
+                    process_set: ProcessSet = global_process_set) -> Handle:
     """Starts concatenating every rank's ``array`` along the first dimension (which may differ
     between ranks; a 0-d array counts as one row)."""
     return _builders.allgather(NUMPY, array, name, what="allgather", process_set=process_set)
 
 
 def allgather(array: np.ndarray, name: Optional[str] = None,
-process_set: ProcessSet = global_process_set) -> np.ndarray:
+              process_set: ProcessSet = global_process_set) -> np.ndarray:
     """Every rank's ``array`` concatenated along the first dimension, in rank order."""
     return synchronize(allgather_async(array, name, process_set=process_set))
 
