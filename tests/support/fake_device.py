@@ -165,7 +165,7 @@ class FakeCore:
         self.refuse: Dict[str, BaseException] = {}
 
     def submit(self, kind, name, tensors, reduce_op, prescale, postscale, root, splits, device,
-               cacheable):
+               cacheable, process_set=0):
         if name in self.refuse:
             raise self.refuse[name]
         snapshots = []
@@ -180,7 +180,7 @@ class FakeCore:
                         else torch.empty(shape, dtype=dtype))
             snapshots.append((snapshot, output))
         self.submissions.append({"kind": kind, "name": name, "device": device,
-                                 "cacheable": cacheable, "thread": threading.current_thread().name,
+                                 "cacheable": cacheable, "process_set": process_set, "thread": threading.current_thread().name,
                                  "inputs": [s.clone() for s, _ in snapshots]})
         handle = len(self.submissions)
         self.results[handle] = (kind, snapshots)
