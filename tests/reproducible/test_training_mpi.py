@@ -8,7 +8,6 @@ from tests.support import harness
 WORKER = "tests.reproducible.training_worker"
 RUNS = [
     ({}, {}),
-    ({}, {}),
     ({"DIST_SYNC_FUSION_THRESHOLD": "0"}, {}),
     ({"DIST_SYNC_FUSION_THRESHOLD": "20000", "DIST_SYNC_RING_SEGMENT_BYTES": "4096"},
      {"delay": 0.003}),
