@@ -181,6 +181,9 @@ def run_batch(args: Dict[str, Any]) -> Dict[str, Any]:
             checked += 1
         for i in sorted(identical):  # in op order: the synchronization order differs by rank
             digest.update(identical[i])
+    # A rank whose kept ops are done may otherwise shut down while another still submits its
+    # dropped ones (which that rank never waits for): the others then rightly fail.
+    ds.barrier()
     stats = hooks.engine_stats()
     return {"digest": digest.hexdigest(), "checked": checked, "executions": stats["executions"],
             "requests": stats["requests"]}
