@@ -7,11 +7,12 @@ from typing import Any, List, Optional, Sequence
 import tensorflow as tf
 
 from .. import _builders, _objects
-from .._process_sets import ProcessSet, global_process_set, resolve
+from .._process_sets import ProcessSet, global_process_set
 from .._session import synchronize
 from .._validation import check_root
 from ._adapter import MOVABLE, TENSORFLOW, dtype_code
 from ._graph import op_name, run
+from .mpi_ops import members_of
 
 
 def _broadcast_all(values: Sequence[Any], root: int, name: Optional[str],
@@ -43,7 +44,7 @@ def broadcast_variables(variables: Sequence[Any], root_rank: int = 0,
     assign op in graph mode, None eagerly. ``inplace`` exists for Horovod compatibility
     (assignment is always used)."""
     root = check_root(root_rank)
-    resolve(process_set, "broadcast_variables").position(root, "broadcast_variables")
+    members_of(process_set, "broadcast_variables", root)
     variables = list(variables)
     if not variables:
         return None

@@ -12,14 +12,14 @@ from typing import Any, Dict, List, Optional, Sequence
 import tensorflow as tf
 
 from .. import _builders
-from .._process_sets import ProcessSet, global_process_set, resolve
+from .._process_sets import ProcessSet, global_process_set, included
 from .._reduce_op import Average, ReduceOp, Sum
 from .._session import synchronize
 from .._validation import scale_args
 from ._adapter import TENSORFLOW
 from ._graph import op_name, run
 from .compression import Compression, Compressor
-from .mpi_ops import allreduce, resolve_op
+from .mpi_ops import allreduce, members_of, resolve_op
 
 
 def _group_indices(count: int, groups: Any, variables: Optional[Sequence[Any]]) -> List[List[int]]:
@@ -77,9 +77,12 @@ def reduce_gradients(grads: Sequence[Any], *, compression: type[Compressor] = Co
 
     ``gradient_predivide_factor`` f splits Average's division: gradients are multiplied by 1/f
     before the sum and by f/size after it. ``tf.IndexedSlices`` are allgathered (or made dense
-    first with ``sparse_as_dense``). ``op=Adasum`` combines the gradients with Adasum."""
+    first with ``sparse_as_dense``). ``op=Adasum`` combines the gradients with Adasum. A rank
+    outside ``process_set`` gets its own gradients back, as in Horovod."""
     op = resolve_op(op, None)
-    members = resolve(process_set, "allreduce gradients")
+    if not included(process_set, "allreduce gradients"):
+        return list(grads)
+    members = members_of(process_set, "allreduce gradients")
     if not isinstance(gradient_predivide_factor, (int, float)) or \
             not gradient_predivide_factor > 0:
         raise ValueError(f"gradient_predivide_factor must be a positive number, got "
@@ -133,8 +136,8 @@ class DistributedGradientTape:
     tf.IndexedSlices as dense tensors instead of allgathering them. ``op``: Average (default),
     Sum, ... ``gradient_predivide_factor``: see :func:`reduce_gradients`. ``groups``: an int
     (that many allreduce groups) or lists of variables reduced together. ``process_set``: the
-    ranks that average (only they may call ``gradient()``). Other attributes are the wrapped
-    tape's.
+    ranks that average (on a rank outside it, ``gradient()`` returns the local gradients).
+    Other attributes are the wrapped tape's.
     """
 
     def __init__(self, gradtape: tf.GradientTape, device_dense: str = "",
@@ -146,7 +149,7 @@ class DistributedGradientTape:
             raise TypeError(f"DistributedGradientTape wraps a tf.GradientTape, got "
                             f"{type(gradtape).__name__}")
         resolve_op(op, None)
-        resolve(process_set, "DistributedGradientTape")
+        included(process_set, "DistributedGradientTape")
         self._tape = gradtape
         self._options: Dict[str, Any] = dict(
             compression=compression, sparse_as_dense=sparse_as_dense, op=op,

@@ -29,6 +29,28 @@ def resolve_op(op: Any, average: Optional[bool]) -> ReduceOp:
     return _resolve_op(op, average, stacklevel=4)
 
 
+class ProcessSetError(tf.errors.InvalidArgumentError, ValueError):
+    """A collective called with a process set this rank may not use (not a member, removed,
+    never registered) or a root outside the set. Both a ``tf.errors.InvalidArgumentError`` (what
+    Horovod's TensorFlow binding raises) and a ``ValueError`` (what dist_sync's other front ends
+    raise)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, None, message)
+
+
+def members_of(process_set: Any, what: str, root: Optional[int] = None) -> Any:
+    """The resolved process set of a collective (and that ``root`` is in it), misuse raised as
+    :class:`ProcessSetError`."""
+    try:
+        resolved = resolve(process_set, what)
+        if root is not None:
+            resolved.position(root, what)
+    except ValueError as error:
+        raise ProcessSetError(str(error)) from None
+    return resolved
+
+
 def _no_adasum_gradient(name: Optional[str]) -> None:
     # The same rule as dist_sync.torch (docs/torch.md, "Adasum").
     raise RuntimeError(f"allreduce(op=Adasum) of {name or 'a tensor'} has no gradient in "
@@ -96,7 +118,7 @@ def allreduce(tensor: Any, average: Optional[bool] = None, device_dense: str = "
     """
     op = resolve_op(op, average)
     pre, post = scale_args(prescale_factor, postscale_factor)
-    members = resolve(process_set, "allreduce")
+    members = members_of(process_set, "allreduce")
     if isinstance(tensor, tf.IndexedSlices):
         if int(op) not in (int(Average), int(Sum)):
             raise NotImplementedError("allreduce of tf.IndexedSlices supports op=Average and Sum "
@@ -130,7 +152,7 @@ def grouped_allreduce(tensors: Sequence[Any], average: Optional[bool] = None,
     of results. Differentiable like :func:`allreduce`."""
     op = resolve_op(op, average)
     pre, post = scale_args(prescale_factor, postscale_factor)
-    resolve(process_set, "grouped_allreduce")
+    members_of(process_set, "grouped_allreduce")
     if not isinstance(tensors, (list, tuple)) or not tensors:
         raise TypeError("grouped_allreduce expects a non-empty list of tensors")
     items = [_tensor(t, f"grouped_allreduce (item {i})") for i, t in enumerate(tensors)]
@@ -181,7 +203,7 @@ def broadcast(tensor: Any, root_rank: int, name: Optional[str] = None,
     gradient, other ranks zeros."""
     tensor = _tensor(tensor, "broadcast", moving=True)
     root = check_root(root_rank)
-    resolve(process_set, "broadcast").position(root, "broadcast")
+    members_of(process_set, "broadcast", root)
     name = op_name("Broadcast", name)
 
     def forward(x: tf.Tensor) -> tf.Tensor:
@@ -206,7 +228,7 @@ def allgather(tensor: Any, name: Optional[str] = None, ignore_name_scope: bool =
     """Every rank's ``tensor`` (of ``process_set``) concatenated along the first dimension, in
     rank order (first dimensions may differ between ranks; a scalar counts as one row). A
     tf.IndexedSlices gathers its values and indices. Differentiable."""
-    members = resolve(process_set, "allgather")
+    members = members_of(process_set, "allgather")
     if isinstance(tensor, tf.IndexedSlices):
         base = op_name("AllgatherSparse", name)
         values = allgather(tensor.values, name=f"{base}.values" if base else None,
@@ -248,7 +270,7 @@ def alltoall(tensor: Any, splits: Optional[Any] = None, name: Optional[str] = No
     p (without splits the first dimension is divided evenly). Returns ``(received tensor, rows
     received from each rank as int32)`` as Horovod's TensorFlow binding does. With a
     ``process_set``, p counts the set's ranks in order. Differentiable."""
-    members = resolve(process_set, "alltoall")
+    members = members_of(process_set, "alltoall")
     tensor = _tensor(tensor, "alltoall", moving=True)
     name = op_name("Alltoall", name)
     if splits is not None and not tf.executing_eagerly() and isinstance(splits, tf.Tensor):
@@ -297,7 +319,7 @@ def reducescatter(tensor: Any, device_dense: str = "",
     row more. Differentiable."""
     op = resolve_op(op, None)
     pre, post = scale_args(prescale_factor, postscale_factor)
-    members = resolve(process_set, "reducescatter")
+    members = members_of(process_set, "reducescatter")
     tensor = _tensor(tensor, "reducescatter")
     if tensor.shape.rank == 0:
         raise ValueError("reducescatter needs a tensor with at least one dimension")

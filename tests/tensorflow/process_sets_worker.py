@@ -114,24 +114,28 @@ def every_shape():
 
 @check
 def keras_optimizer_on_a_set():
-    """The Keras DistributedOptimizer averages over the set's members only: ranks of the set end
-    with identical weights moved by the members' mean gradient; a rank outside trains alone."""
+    """The Keras DistributedOptimizer and DistributedGradientTape average over the set's members
+    only: ranks of the set end with identical weights moved by the members' mean gradient; a rank
+    outside the set (wrapping the same way, as in Horovod) trains on its own gradients."""
     import keras
+
+    from dist_sync.tensorflow.keras import DistributedOptimizer
 
     me, size = hvd.rank(), hvd.size()
     members = [r for r in range(size) if r != size - 1] or [0]
     ps = hvd.add_process_set(members)
     variable = keras.Variable(np.zeros(4, dtype=np.float32))
     gradient = tf.constant(np.full(4, float(me + 1), dtype=np.float32))
-    if ps.included():
-        from dist_sync.tensorflow.keras import DistributedOptimizer
-        optimizer = DistributedOptimizer(keras.optimizers.SGD(learning_rate=0.5), process_set=ps)
-        optimizer.apply([gradient], [variable])
-        expected = -0.5 * np.mean([r + 1.0 for r in members])
-    else:
-        keras.optimizers.SGD(learning_rate=0.5).apply([gradient], [variable])
-        expected = -0.5 * (me + 1.0)
-    np.testing.assert_array_equal(variable.numpy(), np.full(4, expected, dtype=np.float32))
+    optimizer = DistributedOptimizer(keras.optimizers.SGD(learning_rate=0.5), process_set=ps)
+    optimizer.apply([gradient], [variable])
+    mean = np.mean([r + 1.0 for r in members]) if ps.included() else me + 1.0
+    np.testing.assert_array_equal(variable.numpy(), np.full(4, -0.5 * mean, dtype=np.float32))
+    x = tf.Variable(np.ones(3))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(x * float(me + 1))
+    got = hvd.DistributedGradientTape(tape, process_set=ps).gradient(loss, x).numpy()
+    np.testing.assert_array_equal(got, np.full(3, mean))
+    expected = -0.5 * mean
     hvd.barrier()
     hvd.remove_process_set(ps)
     return {"value": float(variable.numpy()[0])}
@@ -188,7 +192,10 @@ def errors():
         try:
             fn()
         except Exception as error:  # the type is part of what is checked
-            messages[key] = f"{type(error).__name__}: {error}"
+            both = isinstance(error, ValueError) and \
+                isinstance(error, tf.errors.InvalidArgumentError)
+            messages[key] = f"{'ValueError+InvalidArgumentError' if both else type(error).__name__}" \
+                f": {error}"
     if me not in ps.ranks:
         caught("not_member", lambda: hvd.allreduce(tf.ones(2), process_set=ps))
     caught("root_outside", lambda: hvd.broadcast(tf.ones(2), size - 1, process_set=ps))

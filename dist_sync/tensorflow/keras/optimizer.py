@@ -7,7 +7,7 @@ from typing import Any, List, Optional, Sequence
 import keras
 import tensorflow as tf
 
-from ..._process_sets import ProcessSet, global_process_set, resolve
+from ..._process_sets import ProcessSet, global_process_set, included
 from ..._reduce_op import ReduceOp
 from ..compression import Compression, Compressor
 from ..gradients import reduce_gradients
@@ -90,8 +90,8 @@ def DistributedOptimizer(optimizer: keras.optimizers.Optimizer, name: Optional[s
                          groups: Any = None, process_set: ProcessSet = global_process_set
                          ) -> keras.optimizers.Optimizer:
     """``optimizer`` (a Keras 3 optimizer) as one that averages gradients over all ranks (of
-    ``process_set``) before each update; use it in ``model.compile`` and ``model.fit`` as
-    usual.
+    ``process_set``; a rank outside it applies its own gradients) before each update; use it
+    in ``model.compile`` and ``model.fit`` as usual.
 
     ``compression``: Compression.none/fp16/bf16 for the wire. ``sparse_as_dense``: reduce
     tf.IndexedSlices as dense tensors. ``op``: Average (default), Sum or Adasum (gradients
@@ -111,7 +111,7 @@ def DistributedOptimizer(optimizer: keras.optimizers.Optimizer, name: Optional[s
         raise ValueError(f"backward_passes_per_step must be an int >= 1, got "
                          f"{backward_passes_per_step!r}")
     resolve_op(op, None)
-    resolve(process_set, "DistributedOptimizer")
+    included(process_set, "DistributedOptimizer")
     base = type(optimizer)
     cls = type(base.__name__, (_DistributedMixin, base), {"_dist_base": base})
     config = optimizer.get_config()
