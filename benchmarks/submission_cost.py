@@ -12,7 +12,10 @@ on N ranks; only the exchange differs.
 
 Each call is ``allreduce_async_`` of a 4 KiB float32 tensor (named, in place), then the handles
 are synchronized in submission order in batches of ``--batch`` (the many-small-tensors pattern
-of a backward pass); ``--sync`` runs the synchronous ``allreduce_`` instead.
+of a backward pass); ``--sync`` runs the synchronous ``allreduce_`` instead. ``--layer`` enters
+the stack lower down (numpy only), to tell the layers' shares apart: ``session`` calls the
+session's submit and synchronize with a ready tensor spec (no builder, no adapter), ``binding``
+calls ``_core.submit`` and ``_core.wait`` directly.
 """
 from __future__ import annotations
 
@@ -27,7 +30,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100, help="handles in flight at once")
     parser.add_argument("--torch", action="store_true", help="torch tensors through dist_sync.torch")
     parser.add_argument("--sync", action="store_true", help="synchronous allreduce_ per call")
+    parser.add_argument("--layer", choices=("full", "session", "binding"), default="full",
+                        help="where the calls enter the stack (default full: the public API)")
     args = parser.parse_args()
+    if args.layer != "full" and (args.torch or args.sync):
+        parser.error("--layer session/binding measures numpy allreduce_async_ only")
     if args.torch:
         import torch
         import dist_sync.torch as ds
@@ -46,6 +53,8 @@ def main() -> None:
         if args.sync:
             for i in range(count):
                 ds.allreduce_(tensors[i], op=ds.Sum, name=names[i])
+        elif args.layer != "full":
+            submit_lower(args.layer, tensors[:count], names[:count])
         else:
             handles = [ds.allreduce_async_(tensors[i], op=ds.Sum, name=names[i])
                        for i in range(count)]
@@ -53,6 +62,28 @@ def main() -> None:
                 ds.synchronize(handle)
         done += count
     ds.shutdown()
+
+
+def submit_lower(layer: str, arrays: list, names: list) -> None:
+    """The same in-place Sum allreduces, entering below the public API."""
+    from dist_sync import _core, _dtypes, _session
+    specs = [[(name, array, array, _dtypes.code_of(array.dtype), array.shape)]
+             for array, name in zip(arrays, names)]
+    if layer == "session":
+        handles = [_session.submit(_session.ALLREDUCE, name, spec, array, _keep,
+                                   reduce_op=_core.ReduceOp.SUM)
+                   for array, name, spec in zip(arrays, names, specs)]
+        for handle in handles:
+            _session.synchronize(handle)
+        return
+    ids = [_core.submit(_session.ALLREDUCE, name, spec, _core.ReduceOp.SUM, 1.0, 1.0, 0, [],
+                        _session.DEVICE_CPU, True, 0) for name, spec in zip(names, specs)]
+    for handle_id in ids:
+        _core.wait(handle_id)
+
+
+def _keep(raw: object) -> None:
+    return None
 
 
 if __name__ == "__main__":
