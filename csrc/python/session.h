@@ -4,6 +4,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -37,6 +38,12 @@ struct Session {
   EngineConfig set_config;             // what each set's engine runs with
   std::vector<SharedSetting> set_shared;
   std::string last_stop_reason;  // why the previous engine stopped, for errors after shutdown()
+  // What the global engine runs with, kept for the engine an elastic reset builds.
+  EngineConfig engine_config;
+  std::vector<SharedSetting> engine_shared;
+  // An elastic run is active (Note [Rebuilding the engine over the survivors]): an engine that
+  // failed because a peer was lost leaves the job to the survivors instead of ending it.
+  std::atomic<bool> elastic{false};
 };
 
 Session& session();
