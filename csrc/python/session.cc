@@ -132,7 +132,7 @@ void shutdown(bool finalize_mpi, const std::string& reason) {
     s.control.reset();
   }
   // After a fatal error the peers may never reach MPI_Finalize; waiting for them would hang.
-  if (finalize_mpi && !failed) mpi_finalize_if_owned();
+  if (finalize_mpi && !failed && !s.ranks_lost) mpi_finalize_if_owned();
 }
 
 // "process set 2 (ranks 0, 2)"
@@ -254,6 +254,7 @@ int elastic_reset(const std::string& reason) {
     old_control = std::move(s.control);
   }
   DS_CHECK(old_control != nullptr, "dist_sync is not initialized");
+  s.ranks_lost = true;
   py::gil_scoped_release release;
   old_control->revoke();
   if (old_engine) old_engine->revoke_communicators();

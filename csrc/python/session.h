@@ -44,6 +44,9 @@ struct Session {
   // An elastic run is active (Note [Rebuilding the engine over the survivors]): an engine that
   // failed because a peer was lost leaves the job to the survivors instead of ending it.
   std::atomic<bool> elastic{false};
+  // An elastic reset has happened: MPI_Finalize could wait for ever on a transfer to a dead
+  // rank, so the process ends without it (mpirun --with-ft ulfm accepts that).
+  bool ranks_lost = false;
 };
 
 Session& session();
