@@ -118,7 +118,7 @@ class ObjectState(State):
 def enable() -> None:
     """Checks that this job can survive a lost rank (DistSyncError saying how to launch it
     otherwise) and makes a lost peer leave the job to the survivors."""
-    _session.check_usable()
+    _session.check_process()
     _core._elastic_enable()
 
 
@@ -169,7 +169,9 @@ def run(func: F) -> F:
         if _core.size() < _min_np():
             raise DistSyncError(f"dist_sync elastic: started on {_core.size()} rank(s), fewer "
                                 f"than DIST_SYNC_ELASTIC_MIN_NP={_min_np()}")
-        reset_reason: Optional[str] = None
+        # A rank lost before the run started (between init() and here) is one more reset.
+        reset_reason: Optional[str] = \
+            "a rank was lost before the elastic run started" if _core._elastic_peer_lost() else None
         while True:
             try:
                 if reset_reason is not None:

@@ -55,9 +55,11 @@ void start_engine(Session& s, std::unique_ptr<MpiCommunicator> comm,
                   std::unique_ptr<MpiCommunicator> control);
 
 // What an engine does when Python has not exited within the grace period after a fatal error:
-// end the job, unless the error was a lost peer in an elastic run, which the survivors handle.
+// end the job, unless a peer was lost under ULFM. Then every survivor's operations fail at once
+// (the communicator is revoked: Note [Surviving a lost rank]), so none hangs, and an elastic run
+// about to start must find the survivors still there.
 void end_job_after_failure(const MpiCommunicator& comm) {
-  if (session().elastic && mpi_peer_lost()) return;
+  if (mpi_peer_lost() && mpi_fault_tolerant()) return;
   comm.abort_job(1);
 }
 

@@ -41,8 +41,7 @@ struct Session {
   // What the global engine runs with, kept for the engine an elastic reset builds.
   EngineConfig engine_config;
   std::vector<SharedSetting> engine_shared;
-  // An elastic run is active (Note [Rebuilding the engine over the survivors]): an engine that
-  // failed because a peer was lost leaves the job to the survivors instead of ending it.
+  // An elastic run has started (Note [Rebuilding the engine over the survivors]).
   std::atomic<bool> elastic{false};
   // An elastic reset has happened: MPI_Finalize could wait for ever on a transfer to a dead
   // rank, so the process ends without it (mpirun --with-ft ulfm accepts that).
