@@ -112,7 +112,8 @@ class MpiTransfer final : public Transfer {
   [[noreturn]] void fail(int code) const {
     if (is_peer_failure(code, mpi_)) note_peer_failure(mpi_);
     throw CommError(detail::concat(is_send_ ? "sending to " : "receiving from ",
-                                   comm_.describe_rank(peer_), " failed: ", mpi_error_string(code)),
+                                   comm_.describe_rank(peer_), " failed: ",
+                                   comm_.explain_failure(code)),
                     peer_);
   }
 
@@ -531,7 +532,7 @@ void MpiCommunicator::shift(const void* send, int to, void* recv, int from, size
     }
     throw CommError(detail::concat("exchanging with ", describe_rank(from),
                                    to == from ? "" : " and " + describe_rank(to), " failed: ",
-                                   mpi_error_string(code)),
+                                   explain_failure(code)),
                     from);
   }
 }
@@ -580,6 +581,33 @@ std::string MpiCommunicator::describe_rank(int peer) const {
 void MpiCommunicator::revoke() {
 #if DIST_SYNC_HAVE_ULFM
   if (mpi_fault_tolerant()) MPIX_Comm_revoke(handle_->comm);
+#endif
+}
+
+std::string MpiCommunicator::explain_failure(int code) const {
+  const std::string text = mpi_error_string(code);
+#if DIST_SYNC_HAVE_ULFM
+  if (!is_peer_failure(code, handle_->comm)) return text;
+  MPI_Group failed = MPI_GROUP_NULL;
+  if (MPIX_Comm_get_failed(handle_->comm, &failed) != MPI_SUCCESS) return text;
+  int lost = 0;
+  MPI_Group_size(failed, &lost);
+  std::string ranks;
+  if (lost > 0) {
+    MPI_Group all = MPI_GROUP_NULL;
+    MPI_Comm_group(handle_->comm, &all);
+    std::vector<int> positions(static_cast<size_t>(lost));
+    std::vector<int> translated(static_cast<size_t>(lost));
+    for (int i = 0; i < lost; ++i) positions[static_cast<size_t>(i)] = i;
+    MPI_Group_translate_ranks(failed, lost, positions.data(), all, translated.data());
+    MPI_Group_free(&all);
+    for (const int r : translated) ranks += (ranks.empty() ? "" : ", ") + describe_rank(r);
+  }
+  MPI_Group_free(&failed);
+  if (ranks.empty()) return "a rank was lost elsewhere and the communication revoked (" + text + ")";
+  return "lost " + ranks + " (" + text + ")";
+#else
+  return text;
 #endif
 }
 

@@ -100,6 +100,9 @@ class MpiCommunicator : public Communicator {
   // communicator, ranks renumbered in the old order (collective over the survivors; needs
   // mpi_fault_tolerant()).
   void revoke() override;
+  // MPI's text for a failed call's `code`; for a lost peer, which ranks this communicator has
+  // lost (or that it was revoked because a rank was lost elsewhere).
+  std::string explain_failure(int code) const;
   std::unique_ptr<MpiCommunicator> shrink() const;
   // Ends the job: MPI_Abort on this communicator.
   [[noreturn]] void abort_job(int exit_code) const;

@@ -79,6 +79,7 @@ def test_survivors_finish_after_a_rank_is_killed_mid_epoch(digits):
         assert [r["size"] for r in value["resets"]] == [2]
     assert sorted(v["rank"] for v in values.values()) == [0, 1]
     assert values[0]["rank"] == 0 and values[2]["rank"] == 1  # the old order, renumbered
+    assert "lost rank 1 (pid " in run.output, run.describe()  # the survivors' log names it
 
 
 def test_rank_0_killed_hands_coordination_to_the_next(digits):
