@@ -8,4 +8,6 @@ the ones that ship with the package are ``python -m dist_sync.bench allreduce | 
 * ``soak``: many operations through one engine session, every result checked, memory watched
   (``make soak``).
 * ``cuda``: host-staged CUDA allreduce and a training step on a GPU (tests/gpu/run_on_gpu.sh).
+* ``submission_cost``: what one small operation costs the Python thread and the engine thread,
+  counted by callgrind (Note [Submission cost] in docs/architecture.md).
 """

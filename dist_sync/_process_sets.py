@@ -327,6 +327,21 @@ def resolve(process_set: Any, what: str) -> Any:
     return Resolved(set_id, ranks)
 
 
+def included(process_set: Any, what: str) -> bool:
+    """Whether this rank is in ``process_set`` (None: the global set); TypeError for something
+    else, ValueError for a removed or unregistered set. What gradient averaging asks: a rank
+    outside the set keeps its own gradients, as in Horovod."""
+    if process_set is None or process_set is global_process_set or \
+            getattr(process_set, "process_set_id", None) == 0:
+        return True
+    if not isinstance(process_set, ProcessSet):
+        raise TypeError(f"{what}: process_set must be a dist_sync ProcessSet, got "
+                        f"{type(process_set).__name__}")
+    if process_set.process_set_id is None:
+        resolve(process_set, what)  # raises the removed/unregistered error
+    return process_set.included()
+
+
 def process_set_by_id(process_set_id: int) -> ProcessSet:
     """The registered process set with this id."""
     if process_set_id not in _registered:

@@ -296,7 +296,8 @@ def submit(kind: int, name: Optional[str], tensors: Sequence[TensorSpec], keepal
            splits: Sequence[int] = (), device: int = DEVICE_CPU, process_set: int = 0) -> Handle:
     """Hands one operation to the engine of process set ``process_set`` (an id; 0: all ranks)
     and returns its Handle."""
-    check_usable()
+    if _forked_child:
+        check_process()
     check_name(name)
     if _orphans:
         _reap_orphans()
@@ -308,6 +309,9 @@ def submit(kind: int, name: Optional[str], tensors: Sequence[TensorSpec], keepal
                                  float(postscale), int(root), list(splits), device, cacheable,
                                  process_set)
     except DistSyncError as error:
+        # The engine refuses work when it is not running; say why and how to start again
+        # (checked only here: asking before every submission costs a call into the engine).
+        check_usable()
         raise _as_ranks_lost(error) from None
     return Handle(handle_id, keepalive, finish, kind, name)
 

@@ -84,9 +84,12 @@ uint64_t Engine::submit(Request request) {
   request.submitted = Clock::now();
   const uint64_t handle = request.handle;
   in_flight_.add(request);
+  // The engine takes the whole queue at once: only the first submission into an empty queue
+  // needs to wake it (the rest of a burst would only add futex calls).
+  const bool wake = queue_.empty();
   queue_.push_back(std::move(request));
   lock.unlock();
-  wake_.notify_one();
+  if (wake) wake_.notify_one();
   return handle;
 }
 

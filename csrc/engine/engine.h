@@ -105,6 +105,10 @@ class Engine {
   void record_timeline(const Response& response, const std::vector<Request*>& locals,
                        Clock::time_point started, const PhaseLog& phases);
   void finish(const std::string& name, OpResult result);
+  // Every local request of `response` (locals[i], null on a joined rank) ends with `result`:
+  // one lock for the memory-in-flight registry and one wake-up of the waiters for all of them.
+  void finish_response(const Response& response, const std::vector<Request*>& locals,
+                       OpResult result);
 
   EngineConfig config_;  // settings every rank must share are replaced by rank 0's at start
   const std::vector<SharedSetting> shared_settings_;

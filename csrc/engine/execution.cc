@@ -17,13 +17,9 @@ void Engine::execute(const Response& response) {
               "no local request for '", meta.name, "' on a rank that has not joined");
   }
   if (!response.error.empty()) {
-    for (size_t i = 0; i < locals.size(); ++i) {
-      if (locals[i] != nullptr) {
-        OpResult result;
-        result.error = response.error;
-        finish(response.requests[i].name, std::move(result));
-      }
-    }
+    OpResult result;
+    result.error = response.error;
+    finish_response(response, locals, std::move(result));
     log_message(LogLevel::kDebug, response.error);
     return;
   }
@@ -42,9 +38,7 @@ void Engine::execute(const Response& response) {
             op_type_name(response.type), ": executor and traits row disagree on the output");
   if (timeline_.enabled()) record_timeline(response, locals, started, phases);
   remember(response);
-  for (size_t i = 0; i < locals.size(); ++i) {
-    if (locals[i] != nullptr) finish(response.requests[i].name, i + 1 == locals.size() ? std::move(result) : result);
-  }
+  finish_response(response, locals, std::move(result));
 }
 
 // Per tensor: QUEUE (submitted until the engine thread took it), NEGOTIATE (until every rank had
@@ -69,6 +63,33 @@ void Engine::record_timeline(const Response& response, const std::vector<Request
       begin = end;
     }
   }
+}
+
+void Engine::finish_response(const Response& response, const std::vector<Request*>& locals,
+                             OpResult result) {
+  // Ranks in a process set's messages are positions in the set; the label maps them back.
+  if (!result.error.empty() && !process_set_label_.empty()) {
+    result.error += " [" + process_set_label_ + "]";
+  }
+  size_t last = locals.size();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t i = 0; i < locals.size(); ++i) {
+      if (locals[i] == nullptr) continue;
+      in_flight_.remove(*locals[i]);
+      last = i;
+    }
+  }
+  std::vector<std::pair<uint64_t, OpResult>> done;
+  done.reserve(locals.size());
+  for (size_t i = 0; i < locals.size(); ++i) {
+    if (locals[i] == nullptr) continue;
+    done.emplace_back(locals[i]->handle, i == last ? std::move(result) : result);
+    pending_.erase(response.requests[i].name);  // locals[i] dangles from here on
+    ++completed_;
+  }
+  stats_.requests.fetch_add(done.size(), std::memory_order_relaxed);
+  handles_.complete(std::move(done));
 }
 
 void Engine::finish(const std::string& name, OpResult result) {

@@ -28,6 +28,20 @@ void HandleTable::complete(uint64_t handle, OpResult result) {
   completed_.notify_all();
 }
 
+void HandleTable::complete(std::vector<std::pair<uint64_t, OpResult>> done) {
+  if (done.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& [handle, result] : done) {
+      const auto it = slots_.find(handle);
+      if (it == slots_.end()) continue;
+      it->second->result = std::move(result);
+      it->second->done = true;
+    }
+  }
+  completed_.notify_all();
+}
+
 std::shared_ptr<HandleTable::Slot> HandleTable::find(uint64_t handle) {
   const auto it = slots_.find(handle);
   if (it == slots_.end()) {

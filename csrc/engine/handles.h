@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "common/host_buffer.h"
@@ -42,6 +43,9 @@ class HandleTable {
  public:
   uint64_t create();
   void complete(uint64_t handle, OpResult result);
+  // Completes several handles under one lock with one wake-up of the waiters (the requests of
+  // one fused response finish together).
+  void complete(std::vector<std::pair<uint64_t, OpResult>> done);
   // True once complete. Throws UsageError for an unknown handle.
   bool poll(uint64_t handle);
   // Blocks until complete, then forgets the handle. Throws UsageError for an unknown handle.

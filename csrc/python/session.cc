@@ -1,9 +1,11 @@
 #include "python/session.h"
 
 #include <pybind11/stl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <sstream>
 #include <vector>
 
@@ -16,11 +18,18 @@ namespace py = pybind11;
 namespace dist_sync::python {
 namespace {
 
+// Set in a child forked after the session was created. Every entry point checks it, so it is a
+// flag (set once, by the fork) rather than a getpid() system call per operation.
+std::atomic<bool> g_forked_child{false};
+
 // Held through a pointer that is deliberately not destroyed in a fork()ed child: the child has
 // no engine thread, and its copy must not try to stop one.
 struct SessionHolder {
   std::unique_ptr<Session> session = std::make_unique<Session>();
   pid_t owner = getpid();
+  SessionHolder() {
+    pthread_atfork(nullptr, nullptr, [] { g_forked_child.store(true, std::memory_order_relaxed); });
+  }
   ~SessionHolder() {
     if (getpid() != owner) static_cast<void>(session.release());
   }
@@ -335,7 +344,7 @@ std::shared_ptr<Engine> process_set_engine(int32_t id) {
 
 Engine& engine() {
   Session& s = session();
-  if (getpid() != holder().owner) {
+  if (g_forked_child.load(std::memory_order_relaxed)) {
     throw Error("dist_sync cannot be used in a process forked after init() (for example a "
                 "DataLoader worker); use it from the process that called init()");
   }

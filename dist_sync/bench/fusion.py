@@ -22,6 +22,11 @@ follows the same one):
     csrc/common/host_buffer.h). (f) has (a)'s machinery and (b)'s memory, so it tells the two
     apart.
 
+The variants run at each ``--scale`` in turn (default ``1,0.01``): at full size, then with every
+tensor at 1 % of its size (~1 MB in all), where what 161 separate operations cost (submission,
+negotiation, completion) dominates rather than moving bytes, as it does for a model's norm
+layers, biases and small embeddings.
+
 Every variant is checked (exact integer sums, Note [Exact check values] in common.py). Timing
 follows Note [How a benchmark iteration is timed]: barrier, the variant, max over ranks,
 median over repetitions. The first (warm-up) repetitions negotiate every name and fill the
@@ -45,6 +50,9 @@ RESNET50_TENSORS = 161
 RESNET50_PARAMETERS = 25_557_032
 FIRST_BUCKET_BYTES = 1 << 20   # torch DDP: dist._DEFAULT_FIRST_BUCKET_BYTES
 BUCKET_BYTES = 25 << 20        # torch DDP: bucket_cap_mb=25
+# Full size, then 1 %: at 1 % (~1 MB in all) the per-operation cost of 161 small tensors
+# dominates, which is what norm layers, biases and small embeddings cost a real model.
+DEFAULT_SCALES = (1.0, 0.01)
 
 ASYNC, ONE_BUFFER, ONE_BY_ONE, BUCKETS, GLOO_BUCKETS, ASYNC_VIEWS, GROUPED = (
     "async", "one_buffer", "one_by_one", "buckets", "gloo_buckets", "async_views", "grouped")
@@ -284,14 +292,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed repetitions of each variant (default 10)")
     parser.add_argument("-w", "--warmup_iters", type=int, default=3,
                         help="untimed repetitions first (default 3)")
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="multiply every tensor's size by this (e.g. 0.01 for a quick run; "
-                             "default 1: the real ResNet-50)")
+    parser.add_argument("--scale", type=_scales, default=list(DEFAULT_SCALES),
+                        help="comma-separated factors to multiply every tensor's size by, one "
+                             "table section each (default 1,0.01: the real ResNet-50, then the "
+                             "same 161 tensors at 1 %% of their size, where the per-operation "
+                             "cost dominates; e.g. 0.01 alone for a quick run)")
     parser.add_argument("--skip", default="",
                         help=f"comma-separated variants to leave out: {', '.join(VARIANTS[2:])} "
                              f"(async and one_buffer always run)")
     parser.add_argument("--json", metavar="FILE", help="write every number to FILE (rank 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+
+
+def _scales(text: str) -> List[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"scales must be positive numbers, got {text!r}")
+    return values
 
 
 def summary(variants: Sequence[Variant], total_bytes: int, size: int) -> Dict[str, Any]:
@@ -320,7 +340,8 @@ def summary(variants: Sequence[Variant], total_bytes: int, size: int) -> Dict[st
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """Runs the benchmark on every rank; rank 0 prints and writes the JSON. Returns the exit code."""
+    """Runs the benchmark on every rank, once per scale; rank 0 prints and writes the JSON.
+    Returns the exit code."""
     MPI = common.require_mpi4py()
     import dist_sync as ds
     from dist_sync import config as ds_config
@@ -329,8 +350,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     unknown = skip - set(VARIANTS[2:])
     if unknown:
         raise SystemExit(f"--skip: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS[2:])}")
-    if args.iters < 1 or args.warmup_iters < 0 or args.scale <= 0:
-        raise SystemExit("-n must be >= 1, -w >= 0 and --scale > 0")
+    if args.iters < 1 or args.warmup_iters < 0:
+        raise SystemExit("-n must be >= 1 and -w >= 0")
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     settings = ds_config.load()
@@ -342,44 +363,53 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if dist is None:
             notes.append(f"gloo buckets skipped: {reason}")
     env = common.environment(comm, argv, settings)
-    workload = Workload(scaled_counts(args.scale), rank, size)
-    log.debug("DDP buckets (tensor indices): %s", workload.buckets)
-    variants = variants_for(workload, ds, dist, [v for v in VARIANTS if v not in skip])
-    progress = common.Progress(rank == 0 and not args.no_progress)
-    progress.start("fusion")
-    measure(comm, workload, variants, args.iters, args.warmup_iters, progress)
-    progress.clear()
-    result = summary(variants, workload.total_bytes, size)
-    wrong = sum(v["wrong"] for v in result["variants"].values())
-    if rank == 0:
-        _print(sys.stdout, env, args, workload, result, notes)
-        if args.json:
-            common.write_json(args.json, {
-                "benchmark": "fusion", "environment": env,
-                "settings": {"iterations": args.iters, "warmup": args.warmup_iters,
-                             "scale": args.scale, "tensors": len(workload.counts),
-                             "elements": int(sum(workload.counts)),
-                             "total_bytes": workload.total_bytes, "dtype": workload.dtype,
-                             "bucket_sizes_bytes": [int(b.nbytes) for b in workload.bucket_buffers],
-                             "tensor_counts": workload.counts},
-                "notes": notes, **result})
+    runs: List[Dict[str, Any]] = []
+    wrong = 0
+    for scale in args.scale:
+        workload = Workload(scaled_counts(scale), rank, size)
+        log.debug("DDP buckets (tensor indices): %s", workload.buckets)
+        variants = variants_for(workload, ds, dist, [v for v in VARIANTS if v not in skip])
+        progress = common.Progress(rank == 0 and not args.no_progress)
+        progress.start(f"fusion x{scale:g}")
+        measure(comm, workload, variants, args.iters, args.warmup_iters, progress)
+        progress.clear()
+        result = summary(variants, workload.total_bytes, size)
+        wrong += sum(v["wrong"] for v in result["variants"].values())
+        runs.append({"settings": {"iterations": args.iters, "warmup": args.warmup_iters,
+                                  "scale": scale, "tensors": len(workload.counts),
+                                  "elements": int(sum(workload.counts)),
+                                  "total_bytes": workload.total_bytes, "dtype": workload.dtype,
+                                  "bucket_sizes_bytes": [int(b.nbytes)
+                                                         for b in workload.bucket_buffers],
+                                  "tensor_counts": workload.counts},
+                     **result})
+        if rank == 0:
+            _print(sys.stdout, env, args, workload, scale, result, notes, header=len(runs) == 1)
+        del workload, variants
+    if rank == 0 and args.json:
+        # The first scale's numbers at the top level (what one --scale writes); every scale's
+        # under "scales".
+        common.write_json(args.json, {"benchmark": "fusion", "environment": env, "notes": notes,
+                                      **runs[0], "scales": runs})
     common.stop_gloo(dist)
     ds.shutdown()
     return 1 if wrong else 0
 
 
 def _print(out: Any, env: Dict[str, Any], args: argparse.Namespace, workload: Workload,
-           result: Dict[str, Any], notes: Sequence[str]) -> None:
+           scale: float, result: Dict[str, Any], notes: Sequence[str], header: bool) -> None:
     config = env["dist_sync_config"]
-    print(f"# dist_sync fusion benchmark: ResNet-50 gradients x{args.scale:g} "
-          f"({len(workload.counts)} tensors, {sum(workload.counts):,} float32 = "
-          f"{common.format_bytes(workload.total_bytes)}), {env['ranks']} ranks on "
-          f"{', '.join(env['hosts'])} ({env['cpu_count']} CPUs)", file=out)
-    print(f"# {args.iters} timed repetitions after {args.warmup_iters} warm-up; time = median of "
-          f"the slowest rank; fusion threshold {config['fusion_threshold_bytes']} B, cycle "
-          f"{config['cycle_time_ms']} ms; {len(workload.buckets)} DDP buckets", file=out)
-    for note in notes:
-        print(f"# note: {note}", file=out)
+    if header:
+        print(f"# dist_sync fusion benchmark: ResNet-50's gradients, {env['ranks']} ranks on "
+              f"{', '.join(env['hosts'])} ({env['cpu_count']} CPUs)", file=out)
+        print(f"# {args.iters} timed repetitions after {args.warmup_iters} warm-up; time = median "
+              f"of the slowest rank; fusion threshold {config['fusion_threshold_bytes']} B, cycle "
+              f"{config['cycle_time_ms']} ms", file=out)
+        for note in notes:
+            print(f"# note: {note}", file=out)
+    print(f"# x{scale:g}: {len(workload.counts)} tensors, {sum(workload.counts):,} float32 = "
+          f"{common.format_bytes(workload.total_bytes)}; {len(workload.buckets)} DDP buckets",
+          file=out)
     columns = [common.Column("variant", 30, common.fmt_str),
                common.Column("time(ms)", 10, common.fmt_float(2)),
                common.Column("busbw", 7, common.fmt_float(2)),

@@ -16,6 +16,8 @@ except ImportError as _error:  # pragma: no cover - depends on the environment
         "dist_sync.tensorflow needs TensorFlow: install it with `pip install "
         "dist_sync[tensorflow]` (or `pip install tensorflow-cpu==2.21.0`)") from _error
 
+from .._process_sets import (ProcessSet, add_process_set, global_process_set,
+                             process_set_by_id, process_sets, remove_process_set)
 from .._build_info import (ccl_built, ddl_built, gloo_built, gloo_enabled, mpi_built,
                            mpi_enabled, nccl_built, rocm_built)
 from .._session import (DistSyncError, cross_rank, cross_size, init, is_homogeneous,
@@ -27,8 +29,8 @@ from .functions import (allgather_object, broadcast_, broadcast_object, broadcas
 from .gradients import DistributedGradientTape, reduce_gradients
 from .mpi_ops import (Adasum, Average, Max, Min, Product, ReduceOp, Sum, allgather, allreduce,
                       alltoall, barrier, broadcast, grouped_allgather, grouped_allreduce,
-                      grouped_reducescatter, join, local_rank_op, local_size_op, rank_op,
-                      reducescatter, size_op)
+                      grouped_reducescatter, join, local_rank_op, local_size_op,
+                      process_set_included_op, rank_op, reducescatter, size_op)
 from .util import _executing_eagerly
 
 
@@ -55,5 +57,6 @@ __all__ = [
     "SyncBatchNormalization", "allgather", "broadcast", "alltoall", "reducescatter", "barrier", "join", "size_op",
     "rank_op", "local_size_op", "local_rank_op", "Compression", "Compressor",
     "DistributedGradientTape", "reduce_gradients", "broadcast_variables", "broadcast_object",
-    "allgather_object",
+    "allgather_object", "ProcessSet", "global_process_set", "add_process_set",
+    "remove_process_set", "process_set_by_id", "process_sets", "process_set_included_op",
 ]

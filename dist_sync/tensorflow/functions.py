@@ -7,17 +7,21 @@ from typing import Any, List, Optional, Sequence
 import tensorflow as tf
 
 from .. import _builders, _objects
+from .._process_sets import ProcessSet, global_process_set
 from .._session import synchronize
 from .._validation import check_root
 from ._adapter import MOVABLE, TENSORFLOW, dtype_code
 from ._graph import op_name, run
+from .mpi_ops import members_of
 
 
-def _broadcast_all(values: Sequence[Any], root: int, name: Optional[str]) -> List[Any]:
+def _broadcast_all(values: Sequence[Any], root: int, name: Optional[str],
+                   process_set: Any) -> List[Any]:
     """Every value's broadcast submitted before any is awaited, so the engine fuses them."""
     handles = [_builders.broadcast(TENSORFLOW, v, root,
                                    f"{name}.{i}" if name is not None else None,
-                                   in_place=False, what="broadcast_variables")
+                                   in_place=False, what="broadcast_variables",
+                                   process_set=process_set)
                for i, v in enumerate(values)]
     return [synchronize(h) for h in handles]
 
@@ -33,12 +37,14 @@ def _is_variable(value: Any) -> bool:
 
 
 def broadcast_variables(variables: Sequence[Any], root_rank: int = 0,
-                        name: Optional[str] = None, inplace: bool = False) -> Any:
-    """Assigns ``root_rank``'s values to ``variables`` on every rank (all broadcasts in flight
-    together). Works eagerly and inside tf.function; returns the grouped assign op in graph
-    mode, None eagerly. ``inplace`` exists for Horovod compatibility (assignment is always
-    used)."""
+                        process_set: ProcessSet = global_process_set, inplace: bool = False,
+                        name: Optional[str] = None) -> Any:
+    """Assigns ``root_rank``'s values to ``variables`` on every rank of ``process_set`` (all
+    broadcasts in flight together). Works eagerly and inside tf.function; returns the grouped
+    assign op in graph mode, None eagerly. ``inplace`` exists for Horovod compatibility
+    (assignment is always used)."""
     root = check_root(root_rank)
+    members_of(process_set, "broadcast_variables", root)
     variables = list(variables)
     if not variables:
         return None
@@ -52,39 +58,44 @@ def broadcast_variables(variables: Sequence[Any], root_rank: int = 0,
                        f"broadcast_variables (variable {variable.name})")
     name = op_name("BroadcastVariables", name)
     current = [tf.convert_to_tensor(v) for v in variables]
-    values = run(lambda *vs: _broadcast_all(vs, root, name), current,
+    values = run(lambda *vs: _broadcast_all(vs, root, name, process_set), current,
                  [c.dtype for c in current], [c.shape for c in current])
     assigns = [variable.assign(value) for variable, value in zip(variables, values)]
     return None if tf.executing_eagerly() else tf.group(*assigns)
 
 
-def broadcast_(variables: Sequence[Any], root_rank: int, name: Optional[str] = None) -> List[Any]:
+def broadcast_(variables: Sequence[Any], root_rank: int, name: Optional[str] = None,
+               process_set: ProcessSet = global_process_set) -> List[Any]:
     """Horovod's in-place broadcast of variables: assigns ``root_rank``'s values and returns
     ``variables`` (in graph mode, their values read after the assignment)."""
     variables = list(variables)
-    assigned = broadcast_variables(variables, root_rank, name=name)
+    assigned = broadcast_variables(variables, root_rank, process_set=process_set, name=name)
     if assigned is None:
         return variables
     with tf.control_dependencies([assigned]):
         return [tf.identity(v) for v in variables]
 
 
-def broadcast_object_fn(root_rank: int = 0, session: Any = None,
-                        name: Optional[str] = None) -> Any:
+def broadcast_object_fn(root_rank: int = 0, session: Any = None, name: Optional[str] = None,
+                        process_set: ProcessSet = global_process_set) -> Any:
     """A function that broadcasts its argument from ``root_rank`` (Horovod's TF1 helper)."""
     root = check_root(root_rank)
-    return lambda obj: broadcast_object(obj, root, name=name)
+    return lambda obj: broadcast_object(obj, root, name=name, process_set=process_set)
 
 
 def broadcast_object(obj: Any = None, root_rank: int = 0, session: Any = None,
-                     name: Optional[str] = None) -> Any:
-    """``root_rank``'s picklable ``obj`` on every rank (eager only; ``session`` is ignored)."""
-    return _objects.broadcast_object(obj, check_root(root_rank), name)
+                     name: Optional[str] = None,
+                     process_set: ProcessSet = global_process_set) -> Any:
+    """``root_rank``'s picklable ``obj`` on every rank of ``process_set`` (eager only;
+    ``session`` is ignored)."""
+    return _objects.broadcast_object(obj, check_root(root_rank), name, process_set=process_set)
 
 
-def allgather_object(obj: Any, session: Any = None, name: Optional[str] = None) -> List[Any]:
-    """Every rank's picklable ``obj``, as a list in rank order (eager only)."""
-    return _objects.allgather_object(obj, name)
+def allgather_object(obj: Any, session: Any = None, name: Optional[str] = None,
+                     process_set: ProcessSet = global_process_set) -> List[Any]:
+    """Every rank's picklable ``obj`` (of ``process_set``), as a list in rank order (eager
+    only)."""
+    return _objects.allgather_object(obj, name, process_set=process_set)
 
 
 __all__ = ["broadcast_variables", "broadcast_", "broadcast_object", "broadcast_object_fn",

@@ -11,14 +11,15 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
-from .. import _builders, _core
+from .. import _builders
+from .._process_sets import ProcessSet, global_process_set, included
 from .._reduce_op import Average, ReduceOp, Sum
 from .._session import synchronize
 from .._validation import scale_args
 from ._adapter import TENSORFLOW
 from ._graph import op_name, run
 from .compression import Compression, Compressor
-from .mpi_ops import allreduce, resolve_op
+from .mpi_ops import allreduce, members_of, resolve_op
 
 
 def _group_indices(count: int, groups: Any, variables: Optional[Sequence[Any]]) -> List[List[int]]:
@@ -51,10 +52,12 @@ def _group_indices(count: int, groups: Any, variables: Optional[Sequence[Any]]) 
 
 
 def _reduce_groups(values: Sequence[Any], groups: List[List[int]], op: ReduceOp,
-                   name: Optional[str], pre: float, post: float) -> List[Any]:
+                   name: Optional[str], pre: float, post: float,
+                   process_set: Any) -> List[Any]:
     handles = [_builders.grouped_allreduce(TENSORFLOW, [values[i] for i in group], op,
                                            f"{name}.{g}" if name is not None else None, pre,
-                                           post, in_place=False, what="allreduce gradients")
+                                           post, in_place=False, what="allreduce gradients",
+                                           process_set=process_set)
                for g, group in enumerate(groups)]
     results: List[Any] = [None] * len(values)
     for group, handle in zip(groups, handles):
@@ -67,13 +70,19 @@ def reduce_gradients(grads: Sequence[Any], *, compression: type[Compressor] = Co
                      sparse_as_dense: bool = False, op: Optional[ReduceOp] = None,
                      gradient_predivide_factor: float = 1.0, groups: Any = None,
                      variables: Optional[Sequence[Any]] = None,
-                     name: Optional[str] = None) -> List[Any]:
-    """Every rank's gradients reduced with ``op`` (Average by default); None stays None.
+                     name: Optional[str] = None,
+                     process_set: ProcessSet = global_process_set) -> List[Any]:
+    """Every rank's gradients (of ``process_set``) reduced with ``op`` (Average by default);
+    None stays None.
 
     ``gradient_predivide_factor`` f splits Average's division: gradients are multiplied by 1/f
-    before the sum and by f/size() after it. ``tf.IndexedSlices`` are allgathered (or made dense
-    first with ``sparse_as_dense``)."""
+    before the sum and by f/size after it. ``tf.IndexedSlices`` are allgathered (or made dense
+    first with ``sparse_as_dense``). ``op=Adasum`` combines the gradients with Adasum. A rank
+    outside ``process_set`` gets its own gradients back, as in Horovod."""
     op = resolve_op(op, None)
+    if not included(process_set, "allreduce gradients"):
+        return list(grads)
+    members = members_of(process_set, "allreduce gradients")
     if not isinstance(gradient_predivide_factor, (int, float)) or \
             not gradient_predivide_factor > 0:
         raise ValueError(f"gradient_predivide_factor must be a positive number, got "
@@ -85,7 +94,7 @@ def reduce_gradients(grads: Sequence[Any], *, compression: type[Compressor] = Co
         # Average as a Sum scaled on both sides, so gradient_predivide_factor can split it.
         engine = Sum
         pre, post = scale_args(1.0 / gradient_predivide_factor,
-                               gradient_predivide_factor / _core.size())
+                               gradient_predivide_factor / members.size)
     results: List[Any] = [None] * len(grads)
     dense: List[int] = []
     for i, grad in enumerate(grads):
@@ -96,7 +105,7 @@ def reduce_gradients(grads: Sequence[Any], *, compression: type[Compressor] = Co
                 grads = list(grads)
                 grads[i] = tf.convert_to_tensor(grad)
             else:
-                results[i] = allreduce(grad, op=op)
+                results[i] = allreduce(grad, op=op, process_set=process_set)
                 continue
         dense.append(i)
     if not dense:
@@ -106,7 +115,8 @@ def reduce_gradients(grads: Sequence[Any], *, compression: type[Compressor] = Co
     dense_variables = [variables[i] for i in dense] if variables is not None else None
     group_list = _group_indices(len(dense), groups, dense_variables)
     name = op_name("Gradients", name)
-    reduced = run(lambda *vs: _reduce_groups(vs, group_list, engine, name, pre, post),
+    reduced = run(lambda *vs: _reduce_groups(vs, group_list, engine, name, pre, post,
+                                             process_set),
                   list(compressed), [c.dtype for c in compressed], [c.shape for c in compressed])
     for i, value, context in zip(dense, reduced, contexts):
         results[i] = compression.decompress(value, context)
@@ -125,24 +135,27 @@ class DistributedGradientTape:
     ``compression``: Compression.none/fp16/bf16 for the wire. ``sparse_as_dense``: reduce
     tf.IndexedSlices as dense tensors instead of allgathering them. ``op``: Average (default),
     Sum, ... ``gradient_predivide_factor``: see :func:`reduce_gradients`. ``groups``: an int
-    (that many allreduce groups) or lists of variables reduced together. Other attributes are
-    the wrapped tape's.
+    (that many allreduce groups) or lists of variables reduced together. ``process_set``: the
+    ranks that average (on a rank outside it, ``gradient()`` returns the local gradients).
+    Other attributes are the wrapped tape's.
     """
 
     def __init__(self, gradtape: tf.GradientTape, device_dense: str = "",
                  device_sparse: str = "", compression: type[Compressor] = Compression.none,
                  sparse_as_dense: bool = False, op: Optional[ReduceOp] = None,
                  gradient_predivide_factor: float = 1.0, num_groups: int = 0,
-                 groups: Any = None) -> None:
+                 groups: Any = None, process_set: ProcessSet = global_process_set) -> None:
         if not isinstance(gradtape, tf.GradientTape):
             raise TypeError(f"DistributedGradientTape wraps a tf.GradientTape, got "
                             f"{type(gradtape).__name__}")
         resolve_op(op, None)
+        included(process_set, "DistributedGradientTape")
         self._tape = gradtape
         self._options: Dict[str, Any] = dict(
             compression=compression, sparse_as_dense=sparse_as_dense, op=op,
             gradient_predivide_factor=gradient_predivide_factor,
-            groups=groups if groups is not None else (num_groups or None))
+            groups=groups if groups is not None else (num_groups or None),
+            process_set=process_set)
 
     def __enter__(self) -> "DistributedGradientTape":
         self._tape.__enter__()

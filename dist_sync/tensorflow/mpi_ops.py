@@ -2,8 +2,9 @@
 signatures. They work eagerly and inside ``tf.function`` (Note [Collectives inside
 tf.function] in _graph.py) and are differentiable (gradients in _eager.py). Results are new
 tensors on every rank; ``tf.Variable`` inputs are read. ``device_dense``/``device_sparse``
-arguments are accepted and ignored (dist_sync works on CPU tensors); ``process_set`` arguments
-are not provided.
+arguments are accepted and ignored (dist_sync works on CPU tensors). ``process_set`` limits an
+operation to the ranks of a :class:`ProcessSet` (the global set by default); ranks outside it
+must not call it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from .. import _builders, _core
-from .._reduce_op import Average, Max, Min, Product, ReduceOp, Sum
+from .._process_sets import ProcessSet, global_process_set, process_set_by_id, resolve
+from .._reduce_op import Adasum, Average, Max, Min, Product, ReduceOp, Sum
 from .._reduce_op import resolve_op as _resolve_op
 from .._validation import check_root, check_splits, scale_args
 from . import _eager
@@ -22,23 +24,39 @@ from ._graph import op_name, run
 from .compression import Compression, Compressor
 
 
-class _AdasumOp:
-    """Horovod's Adasum reduction, which dist_sync does not implement: it exists so scripts that
-    mention ``hvd.Adasum`` import; passing it to an operation raises NotImplementedError."""
-
-    def __repr__(self) -> str:
-        return "dist_sync.tensorflow.Adasum"
-
-
-Adasum = _AdasumOp()
-
-
 def resolve_op(op: Any, average: Optional[bool]) -> ReduceOp:
     """The reduction for Horovod's (op, deprecated average) pair; ``op=None`` means Average."""
-    if op is Adasum:
-        raise NotImplementedError("Adasum is not implemented in dist_sync; use op=Average (the "
-                                  "default) or Sum")
     return _resolve_op(op, average, stacklevel=4)
+
+
+class ProcessSetError(tf.errors.InvalidArgumentError, ValueError):
+    """A collective called with a process set this rank may not use (not a member, removed,
+    never registered) or a root outside the set. Both a ``tf.errors.InvalidArgumentError`` (what
+    Horovod's TensorFlow binding raises) and a ``ValueError`` (what dist_sync's other front ends
+    raise)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, None, message)
+
+
+def members_of(process_set: Any, what: str, root: Optional[int] = None) -> Any:
+    """The resolved process set of a collective (and that ``root`` is in it), misuse raised as
+    :class:`ProcessSetError`."""
+    try:
+        resolved = resolve(process_set, what)
+        if root is not None:
+            resolved.position(root, what)
+    except ValueError as error:
+        raise ProcessSetError(str(error)) from None
+    return resolved
+
+
+def _no_adasum_gradient(name: Optional[str]) -> None:
+    # The same rule as dist_sync.torch (docs/torch.md, "Adasum").
+    raise RuntimeError(f"allreduce(op=Adasum) of {name or 'a tensor'} has no gradient in "
+                       f"dist_sync: Adasum combines gradients, it is not a function of the model "
+                       f"to differentiate; reduce gradients with DistributedGradientTape(op=Adasum) "
+                       f"or the Keras DistributedOptimizer(op=Adasum) instead")
 
 
 def _tensor(value: Any, what: str, moving: bool = False) -> tf.Tensor:
@@ -62,19 +80,22 @@ def _differentiable(tensor: tf.Tensor) -> bool:
 # --- allreduce -------------------------------------------------------------------------------
 
 def _allreduce(tensor: tf.Tensor, op: ReduceOp, name: Optional[str], pre: float,
-               post: float) -> tf.Tensor:
+               post: float, process_set: Any) -> tf.Tensor:
     name = op_name("Allreduce", name)
 
     def forward(x: tf.Tensor) -> tf.Tensor:
-        return run(lambda v: [_eager.allreduce(v, op, name, pre, post)], [x], [x.dtype],
-                   [x.shape])[0]
+        return run(lambda v: [_eager.allreduce(v, op, name, pre, post, process_set)], [x],
+                   [x.dtype], [x.shape])[0]
     if not _differentiable(tensor):
         return forward(tensor)
 
     @tf.custom_gradient
     def differentiable(x: tf.Tensor) -> Any:
         def grad(dy: tf.Tensor) -> tf.Tensor:
-            return run(lambda v, d: [_eager.allreduce_grad(v, d, op, name, pre, post)],
+            if int(op) == int(Adasum):
+                _no_adasum_gradient(name)
+            return run(lambda v, d: [_eager.allreduce_grad(v, d, op, name, pre, post,
+                                                           process_set)],
                        [x, tf.convert_to_tensor(dy)], [x.dtype], [x.shape])[0]
         return forward(x), grad
     return differentiable(tensor)
@@ -84,10 +105,12 @@ def allreduce(tensor: Any, average: Optional[bool] = None, device_dense: str = "
               device_sparse: str = "", compression: type[Compressor] = Compression.none,
               op: Optional[ReduceOp] = None, prescale_factor: float = 1.0,
               postscale_factor: float = 1.0, name: Optional[str] = None,
+              process_set: ProcessSet = global_process_set,
               ignore_name_scope: bool = False) -> Any:
-    """The reduction of ``tensor`` over all ranks (bit-identical on every rank).
+    """The reduction of ``tensor`` over the ranks of ``process_set`` (bit-identical on each).
 
-    ``op``: Average (default), Sum, Min, Max or Product; integer Average truncates toward zero.
+    ``op``: Average (default), Sum, Adasum (floating tensors, a power-of-two number of ranks; no
+    gradient), Min, Max or Product; integer Average truncates toward zero.
     ``prescale_factor`` multiplies each rank's input, ``postscale_factor`` the result.
     ``compression`` casts the tensor for the wire. A ``tf.IndexedSlices`` is allgathered (values
     and indices; Average divides the values by size()), as Horovod does; only Average and Sum
@@ -95,6 +118,7 @@ def allreduce(tensor: Any, average: Optional[bool] = None, device_dense: str = "
     """
     op = resolve_op(op, average)
     pre, post = scale_args(prescale_factor, postscale_factor)
+    members = members_of(process_set, "allreduce")
     if isinstance(tensor, tf.IndexedSlices):
         if int(op) not in (int(Average), int(Sum)):
             raise NotImplementedError("allreduce of tf.IndexedSlices supports op=Average and Sum "
@@ -103,42 +127,49 @@ def allreduce(tensor: Any, average: Optional[bool] = None, device_dense: str = "
             raise NotImplementedError("allreduce of tf.IndexedSlices takes no prescale_factor or "
                                       "postscale_factor")
         base = op_name("AllreduceSparse", name)
-        values = allgather(tensor.values, name=f"{base}.values" if base else None)
-        indices = allgather(tensor.indices, name=f"{base}.indices" if base else None)
+        values = allgather(tensor.values, name=f"{base}.values" if base else None,
+                           process_set=process_set)
+        indices = allgather(tensor.indices, name=f"{base}.indices" if base else None,
+                            process_set=process_set)
         if int(op) == int(Average):
-            values = values / tf.cast(_core.size(), values.dtype)
+            values = values / tf.cast(members.size, values.dtype)
         return tf.IndexedSlices(values, indices, dense_shape=tensor.dense_shape)
     tensor = _tensor(tensor, "allreduce")
     compressed, context = compression.compress(tensor)
-    return compression.decompress(_allreduce(compressed, op, name, pre, post), context)
+    return compression.decompress(_allreduce(compressed, op, name, pre, post, process_set),
+                                  context)
 
 
 def grouped_allreduce(tensors: Sequence[Any], average: Optional[bool] = None,
                       device_dense: str = "", device_sparse: str = "",
                       compression: type[Compressor] = Compression.none,
                       op: Optional[ReduceOp] = None, prescale_factor: float = 1.0,
-                      postscale_factor: float = 1.0, name: Optional[str] = None,
-                      ignore_name_scope: bool = False) -> List[tf.Tensor]:
+                      postscale_factor: float = 1.0,
+                      process_set: ProcessSet = global_process_set,
+                      ignore_name_scope: bool = False,
+                      name: Optional[str] = None) -> List[tf.Tensor]:
     """Reduces a list of tensors as one unit (negotiated and fused together); returns the list
     of results. Differentiable like :func:`allreduce`."""
     op = resolve_op(op, average)
     pre, post = scale_args(prescale_factor, postscale_factor)
+    members_of(process_set, "grouped_allreduce")
     if not isinstance(tensors, (list, tuple)) or not tensors:
         raise TypeError("grouped_allreduce expects a non-empty list of tensors")
     items = [_tensor(t, f"grouped_allreduce (item {i})") for i, t in enumerate(tensors)]
     compressed, contexts = zip(*[compression.compress(t) for t in items])
-    reduced = _grouped(list(compressed), op, op_name("GroupedAllreduce", name), pre, post)
+    reduced = _grouped(list(compressed), op, op_name("GroupedAllreduce", name), pre, post,
+                       process_set)
     return [compression.decompress(r, c) for r, c in zip(reduced, contexts)]
 
 
 def _grouped(tensors: List[tf.Tensor], op: ReduceOp, name: Optional[str], pre: float,
-             post: float) -> List[tf.Tensor]:
+             post: float, process_set: Any) -> List[tf.Tensor]:
     dtypes = [t.dtype for t in tensors]
     shapes = [t.shape for t in tensors]
 
     def forward(*xs: tf.Tensor) -> List[tf.Tensor]:
-        return run(lambda *vs: _eager.grouped_allreduce(vs, op, name, pre, post), xs, dtypes,
-                   shapes)
+        return run(lambda *vs: _eager.grouped_allreduce(vs, op, name, pre, post, process_set),
+                   xs, dtypes, shapes)
     floating = [i for i, t in enumerate(tensors) if _differentiable(t)]
     if not floating:
         return forward(*tensors)
@@ -146,10 +177,13 @@ def _grouped(tensors: List[tf.Tensor], op: ReduceOp, name: Optional[str], pre: f
     @tf.custom_gradient
     def differentiable(*xs: tf.Tensor) -> Any:
         def grad(*dys: tf.Tensor) -> List[Optional[tf.Tensor]]:
+            if int(op) == int(Adasum):
+                _no_adasum_gradient(name)
             count = len(floating)
             inputs = [xs[i] for i in floating] + [tf.convert_to_tensor(dys[i]) for i in floating]
             grads = run(lambda *vs: _eager.grouped_allreduce_grad(vs[:count], vs[count:], op,
-                                                                  name, pre, post),
+                                                                  name, pre, post,
+                                                                  process_set),
                         inputs, [dtypes[i] for i in floating], [shapes[i] for i in floating])
             result: List[Optional[tf.Tensor]] = [None] * len(xs)
             for i, g in zip(floating, grads):
@@ -162,22 +196,26 @@ def _grouped(tensors: List[tf.Tensor], op: ReduceOp, name: Optional[str], pre: f
 # --- broadcast -------------------------------------------------------------------------------
 
 def broadcast(tensor: Any, root_rank: int, name: Optional[str] = None,
-              ignore_name_scope: bool = False) -> tf.Tensor:
-    """``root_rank``'s ``tensor`` on every rank, as a new tensor. Differentiable: the root
-    receives the sum of every rank's gradient, other ranks zeros."""
+              ignore_name_scope: bool = False,
+              process_set: ProcessSet = global_process_set) -> tf.Tensor:
+    """``root_rank``'s ``tensor`` on every rank (of ``process_set``; ``root_rank`` is a global
+    rank in it), as a new tensor. Differentiable: the root receives the sum of every rank's
+    gradient, other ranks zeros."""
     tensor = _tensor(tensor, "broadcast", moving=True)
     root = check_root(root_rank)
+    members_of(process_set, "broadcast", root)
     name = op_name("Broadcast", name)
 
     def forward(x: tf.Tensor) -> tf.Tensor:
-        return run(lambda v: [_eager.broadcast(v, root, name)], [x], [x.dtype], [x.shape])[0]
+        return run(lambda v: [_eager.broadcast(v, root, name, process_set)], [x], [x.dtype],
+                   [x.shape])[0]
     if not _differentiable(tensor):
         return forward(tensor)
 
     @tf.custom_gradient
     def differentiable(x: tf.Tensor) -> Any:
         def grad(dy: tf.Tensor) -> tf.Tensor:
-            return run(lambda d: [_eager.broadcast_grad(d, root, name)],
+            return run(lambda d: [_eager.broadcast_grad(d, root, name, process_set)],
                        [tf.convert_to_tensor(dy)], [x.dtype], [x.shape])[0]
         return forward(x), grad
     return differentiable(tensor)
@@ -185,15 +223,18 @@ def broadcast(tensor: Any, root_rank: int, name: Optional[str] = None,
 
 # --- allgather -------------------------------------------------------------------------------
 
-def allgather(tensor: Any, name: Optional[str] = None,
-              ignore_name_scope: bool = False) -> Any:
-    """Every rank's ``tensor`` concatenated along the first dimension, in rank order (first
-    dimensions may differ between ranks; a scalar counts as one row). A tf.IndexedSlices
-    gathers its values and indices. Differentiable."""
+def allgather(tensor: Any, name: Optional[str] = None, ignore_name_scope: bool = False,
+              process_set: ProcessSet = global_process_set) -> Any:
+    """Every rank's ``tensor`` (of ``process_set``) concatenated along the first dimension, in
+    rank order (first dimensions may differ between ranks; a scalar counts as one row). A
+    tf.IndexedSlices gathers its values and indices. Differentiable."""
+    members = members_of(process_set, "allgather")
     if isinstance(tensor, tf.IndexedSlices):
         base = op_name("AllgatherSparse", name)
-        values = allgather(tensor.values, name=f"{base}.values" if base else None)
-        indices = allgather(tensor.indices, name=f"{base}.indices" if base else None)
+        values = allgather(tensor.values, name=f"{base}.values" if base else None,
+                           process_set=process_set)
+        indices = allgather(tensor.indices, name=f"{base}.indices" if base else None,
+                            process_set=process_set)
         return tf.IndexedSlices(values, indices, dense_shape=tensor.dense_shape)
     tensor = _tensor(tensor, "allgather", moving=True)
     name = op_name("Allgather", name)
@@ -201,8 +242,8 @@ def allgather(tensor: Any, name: Optional[str] = None,
     out_shape = tf.TensorShape([None]) + (shape[1:] if shape.rank else [])
 
     def forward(x: tf.Tensor) -> List[tf.Tensor]:
-        return run(lambda v: _eager.allgather(v, name), [x], [x.dtype, tf.int32],
-                   [out_shape, [_core.size()]])
+        return run(lambda v: _eager.allgather(v, name, process_set), [x], [x.dtype, tf.int32],
+                   [out_shape, [members.size]])
     if not _differentiable(tensor):
         return forward(tensor)[0]
 
@@ -214,7 +255,7 @@ def allgather(tensor: Any, name: Optional[str] = None,
         def grad(dy: tf.Tensor) -> tf.Tensor:
             dy = tf.convert_to_tensor(dy)
             return run(lambda d, r, s: [_eager.allgather_grad(tuple(int(v) for v in s), d, r,
-                                                               name)],
+                                                               name, process_set)],
                        [dy, rows, x_shape], [x.dtype], [x.shape])[0]
         return gathered, grad
     return differentiable(tensor)
@@ -223,10 +264,13 @@ def allgather(tensor: Any, name: Optional[str] = None,
 # --- alltoall --------------------------------------------------------------------------------
 
 def alltoall(tensor: Any, splits: Optional[Any] = None, name: Optional[str] = None,
-             ignore_name_scope: bool = False) -> Any:
+             ignore_name_scope: bool = False,
+             process_set: ProcessSet = global_process_set) -> Any:
     """Exchanges slices of ``tensor``: rows ``[sum(splits[:p]), sum(splits[:p+1]))`` go to rank
     p (without splits the first dimension is divided evenly). Returns ``(received tensor, rows
-    received from each rank as int32)`` as Horovod's TensorFlow binding does. Differentiable."""
+    received from each rank as int32)`` as Horovod's TensorFlow binding does. With a
+    ``process_set``, p counts the set's ranks in order. Differentiable."""
+    members = members_of(process_set, "alltoall")
     tensor = _tensor(tensor, "alltoall", moving=True)
     name = op_name("Alltoall", name)
     if splits is not None and not tf.executing_eagerly() and isinstance(splits, tf.Tensor):
@@ -239,15 +283,15 @@ def alltoall(tensor: Any, splits: Optional[Any] = None, name: Optional[str] = No
                 raise TypeError(f"splits must hold integers, got a {splits.dtype.name} tensor")
             splits = [int(v) for v in np.asarray(splits).reshape(-1)]
         if splits is not None and tensor.shape[0] is not None:
-            check_splits(splits, int(tensor.shape[0]), _core.size())
+            check_splits(splits, int(tensor.shape[0]), members.size)
         split_input = tf.constant(splits if splits is not None else [], dtype=tf.int64)
     out_shape = tf.TensorShape([None]) + tensor.shape[1:]
 
     def eager(v: np.ndarray, s: np.ndarray) -> Any:
-        return _eager.alltoall(v, [int(x) for x in s] if s.size else None, name)
+        return _eager.alltoall(v, [int(x) for x in s] if s.size else None, name, process_set)
 
     def forward(x: tf.Tensor) -> List[tf.Tensor]:
-        return run(eager, [x, split_input], [x.dtype, tf.int32], [out_shape, [_core.size()]])
+        return run(eager, [x, split_input], [x.dtype, tf.int32], [out_shape, [members.size]])
     if not _differentiable(tensor):
         return tuple(forward(tensor))
 
@@ -256,7 +300,7 @@ def alltoall(tensor: Any, splits: Optional[Any] = None, name: Optional[str] = No
         received, rows = forward(x)
 
         def grad(dy: tf.Tensor, _unused: Any = None) -> tf.Tensor:
-            return run(lambda d, r: [_eager.alltoall_grad(d, r, name)],
+            return run(lambda d, r: [_eager.alltoall_grad(d, r, name, process_set)],
                        [tf.convert_to_tensor(dy), rows], [x.dtype], [x.shape])[0]
         return (received, rows), grad
     received, rows = differentiable(tensor)
@@ -267,12 +311,15 @@ def alltoall(tensor: Any, splits: Optional[Any] = None, name: Optional[str] = No
 
 def reducescatter(tensor: Any, device_dense: str = "",
                   compression: type[Compressor] = Compression.none, op: ReduceOp = Average,
-                  name: Optional[str] = None, ignore_name_scope: bool = False,
-                  prescale_factor: float = 1.0, postscale_factor: float = 1.0) -> tf.Tensor:
-    """This rank's rows of the reduction of ``tensor`` over all ranks: rank r gets rows
-    ``[start_r, end_r)``, the first ``rows % size`` ranks one row more. Differentiable."""
+                  name: Optional[str] = None, process_set: ProcessSet = global_process_set,
+                  ignore_name_scope: bool = False, prescale_factor: float = 1.0,
+                  postscale_factor: float = 1.0) -> tf.Tensor:
+    """This rank's rows of the reduction of ``tensor`` over the ranks of ``process_set``: the
+    r-th rank of the set gets rows ``[start_r, end_r)``, the first ``rows % size`` ranks one
+    row more. Differentiable."""
     op = resolve_op(op, None)
     pre, post = scale_args(prescale_factor, postscale_factor)
+    members = members_of(process_set, "reducescatter")
     tensor = _tensor(tensor, "reducescatter")
     if tensor.shape.rank == 0:
         raise ValueError("reducescatter needs a tensor with at least one dimension")
@@ -280,19 +327,20 @@ def reducescatter(tensor: Any, device_dense: str = "",
     name = op_name("Reducescatter", name)
     out_shape = tf.TensorShape([None]) + compressed.shape[1:]
     if compressed.shape[0] is not None:
-        rows = _builders.reducescatter_rows(int(compressed.shape[0]), _core.size())
-        out_shape = tf.TensorShape([rows[_core.rank()]]) + compressed.shape[1:]
+        rows = _builders.reducescatter_rows(int(compressed.shape[0]), members.size)
+        out_shape = tf.TensorShape([rows[members.rank]]) + compressed.shape[1:]
 
     def forward(x: tf.Tensor) -> tf.Tensor:
-        return run(lambda v: [_eager.reducescatter(v, op, name, pre, post)], [x], [x.dtype],
-                   [out_shape])[0]
+        return run(lambda v: [_eager.reducescatter(v, op, name, pre, post, process_set)], [x],
+                   [x.dtype], [out_shape])[0]
     if not _differentiable(compressed):
         return compression.decompress(forward(compressed), context)
 
     @tf.custom_gradient
     def differentiable(x: tf.Tensor) -> Any:
         def grad(dy: tf.Tensor) -> tf.Tensor:
-            return run(lambda v, d: [_eager.reducescatter_grad(v, d, op, name, pre, post)],
+            return run(lambda v, d: [_eager.reducescatter_grad(v, d, op, name, pre, post,
+                                                               process_set)],
                        [x, tf.convert_to_tensor(dy)], [x.dtype], [x.shape])[0]
         return forward(x), grad
     return compression.decompress(differentiable(compressed), context)
@@ -301,33 +349,38 @@ def reducescatter(tensor: Any, device_dense: str = "",
 # --- grouped forms ---------------------------------------------------------------------------
 
 def grouped_allgather(tensors: Sequence[Any], name: Optional[str] = None,
-                      ignore_name_scope: bool = False) -> List[tf.Tensor]:
+                      ignore_name_scope: bool = False,
+                      process_set: ProcessSet = global_process_set) -> List[tf.Tensor]:
     """:func:`allgather` of each tensor of a list (differentiable)."""
     if not isinstance(tensors, (list, tuple)) or not tensors:
         raise TypeError("grouped_allgather expects a non-empty list of tensors")
     base = op_name("GroupedAllgather", name)
-    return [allgather(t, name=f"{base}.{i}" if base else None) for i, t in enumerate(tensors)]
+    return [allgather(t, name=f"{base}.{i}" if base else None, process_set=process_set)
+            for i, t in enumerate(tensors)]
 
 
 def grouped_reducescatter(tensors: Sequence[Any], device_dense: str = "",
                           compression: type[Compressor] = Compression.none,
-                          op: ReduceOp = Average, name: Optional[str] = None,
-                          ignore_name_scope: bool = False, prescale_factor: float = 1.0,
-                          postscale_factor: float = 1.0) -> List[tf.Tensor]:
+                          op: ReduceOp = Average,
+                          process_set: ProcessSet = global_process_set,
+                          prescale_factor: float = 1.0, postscale_factor: float = 1.0,
+                          name: Optional[str] = None,
+                          ignore_name_scope: bool = False) -> List[tf.Tensor]:
     """:func:`reducescatter` of each tensor of a list (differentiable)."""
     if not isinstance(tensors, (list, tuple)) or not tensors:
         raise TypeError("grouped_reducescatter expects a non-empty list of tensors")
     base = op_name("GroupedReducescatter", name)
     return [reducescatter(t, compression=compression, op=op,
-                          name=f"{base}.{i}" if base else None, prescale_factor=prescale_factor,
-                          postscale_factor=postscale_factor) for i, t in enumerate(tensors)]
+                          name=f"{base}.{i}" if base else None, process_set=process_set,
+                          prescale_factor=prescale_factor, postscale_factor=postscale_factor)
+            for i, t in enumerate(tensors)]
 
 
 # --- barrier, join, topology as tensors ------------------------------------------------------
 
-def barrier() -> None:
-    """Returns once every rank has called barrier() (eager only)."""
-    _builders.barrier()
+def barrier(process_set: ProcessSet = global_process_set) -> None:
+    """Returns once every rank (of ``process_set``) has called barrier() (eager only)."""
+    _builders.barrier(process_set)
 
 
 def join() -> int:
@@ -337,9 +390,14 @@ def join() -> int:
     return _builders.join()
 
 
-def size_op(name: Optional[str] = None) -> tf.Tensor:
-    """size() as an int32 tensor."""
-    return tf.constant(_core.size(), dtype=tf.int32)
+def size_op(process_set_id: int = 0, name: Optional[str] = None) -> tf.Tensor:
+    """The size of process set ``process_set_id`` (0: all ranks) as an int32 tensor."""
+    return tf.constant(process_set_by_id(process_set_id).size(), dtype=tf.int32)
+
+
+def process_set_included_op(process_set_id: int = 0, name: Optional[str] = None) -> tf.Tensor:
+    """1 if this rank is in process set ``process_set_id``, else 0, as an int32 tensor."""
+    return tf.constant(int(process_set_by_id(process_set_id).included()), dtype=tf.int32)
 
 
 def rank_op(name: Optional[str] = None) -> tf.Tensor:
@@ -360,5 +418,5 @@ def local_rank_op(name: Optional[str] = None) -> tf.Tensor:
 __all__ = [
     "Adasum", "Average", "Sum", "Min", "Max", "Product", "ReduceOp", "allreduce",
     "grouped_allreduce", "grouped_allgather", "grouped_reducescatter", "broadcast", "allgather", "alltoall", "reducescatter", "barrier",
-    "join", "size_op", "rank_op", "local_size_op", "local_rank_op", "resolve_op",
+    "join", "size_op", "process_set_included_op", "rank_op", "local_size_op", "local_rank_op", "resolve_op",
 ]

@@ -46,7 +46,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import torch
 
 from .. import _core
-from .._process_sets import ProcessSet, global_process_set, resolve
+from .._process_sets import ProcessSet, global_process_set, included, resolve
 from .._reduce_op import Average, ReduceOp, Sum
 from .._session import DistSyncError, synchronize as _wait
 from . import mpi_ops as ops
@@ -304,16 +304,7 @@ class _DistributedOptimizer(torch.optim.Optimizer):
 
 
 def _included(process_set: Any) -> bool:
-    """Whether this rank is in ``process_set``; ValueError for a removed or unregistered set."""
-    if process_set is None or process_set is global_process_set or \
-            getattr(process_set, "process_set_id", None) == 0:
-        return True
-    if not isinstance(process_set, ProcessSet):
-        raise TypeError(f"DistributedOptimizer: process_set must be a dist_sync ProcessSet, got "
-                        f"{type(process_set).__name__}")
-    if process_set.process_set_id is None:
-        resolve(process_set, "DistributedOptimizer")  # raises the removed/unregistered error
-    return process_set.included()
+    return included(process_set, "DistributedOptimizer")
 
 
 def _check_passes(passes: Any) -> None:

@@ -102,10 +102,17 @@ def test_allreduce_other_dtype_and_skips(tmp_path):
 
 def test_fusion_reduced_scale(tmp_path):
     out = tmp_path / "fusion.json"
-    code, output = run_bench(2, ["fusion", "--scale", "0.01", "-n", "2", "-w", "1",
+    code, output = run_bench(2, ["fusion", "--scale", "0.01,0.002", "-n", "2", "-w", "1",
                                  "--json", str(out)])
     assert code == 0, output
     data = json.loads(out.read_text())
+    # One section per scale, in the order given; the first one's numbers also at the top level.
+    assert [run["settings"]["scale"] for run in data["scales"]] == [0.01, 0.002]
+    assert data["scales"][0]["variants"] == data["variants"]
+    assert data["scales"][1]["settings"]["elements"] < data["settings"]["elements"]
+    assert all(v["wrong"] == 0 for run in data["scales"] for v in run["variants"].values())
+    assert "# x0.01: 161 tensors" in output and "# x0.002: 161 tensors" in output
+    assert output.count("(a)/(b) =") == 2
     settings = data["settings"]
     assert settings["tensors"] == 161 and len(settings["tensor_counts"]) == 161
     assert sum(settings["bucket_sizes_bytes"]) == settings["total_bytes"] == settings["elements"] * 4

@@ -52,7 +52,8 @@ def test_resnet_like_layout_keeps_large_tensors_whole():
 @pytest.mark.parametrize("segment", [4, 12, 64, 1000, 1 << 20])
 def test_random_layouts(segment):
     rng = np.random.default_rng(segment)
-    for _ in range(200):
+    # Segments of a few bytes make plans of hundreds of thousands of pieces: fewer layouts.
+    for _ in range(200 if segment >= 64 else 25):
         spans = [4 * int(x) for x in rng.choice([1, 3, 50, 4000, 20000, 300000], size=rng.integers(1, 12))]
         total = sum(spans)
         offset = 4 * int(rng.integers(0, total // 4 + 1))

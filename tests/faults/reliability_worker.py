@@ -306,6 +306,12 @@ def forked_child_cannot_init():
                 status += "init accepted"
             except ds.DistSyncError as error:
                 status += str(error)
+            # The binding checks by itself too (an at-fork flag), below the Python front end.
+            try:
+                ds._core.rank()
+                status += ";binding accepted"
+            except ds.DistSyncError as error:
+                status += ";binding: " + str(error)
         except BaseException as error:  # noqa: BLE001
             status = repr(error)
         os.write(write, status.encode())
@@ -316,6 +322,7 @@ def forked_child_cannot_init():
         status = pipe.read()
     assert status.startswith("initialized=False;"), status
     assert "cannot be used in a process forked after init()" in status, status
+    assert ";binding: dist_sync cannot be used in a process forked after init()" in status, status
     return {"child": status}
 
 

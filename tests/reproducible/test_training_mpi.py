@@ -1,6 +1,7 @@
-"""Run-to-run reproducibility of training on 3 and 4 ranks: the same script under different
-fusion thresholds, segment sizes, cycle times and a slow rank ends with bit-identical
-parameters."""
+"""Run-to-run reproducibility of training on 3 ranks (a count that does not divide the
+chunking evenly; tests/reproducible/test_layouts_mpi.py covers 3 to 5 ranks op by op): the same
+script under different fusion thresholds, segment sizes, cycle times and a slow rank ends with
+bit-identical parameters."""
 import pytest
 
 from tests.support import harness
@@ -16,7 +17,7 @@ RUNS = [
 ]
 
 
-@pytest.mark.parametrize("np_", [3, 4])
+@pytest.mark.parametrize("np_", [3])
 def test_final_parameters_identical_across_runs(np_):
     digests = []
     for env, args in RUNS:

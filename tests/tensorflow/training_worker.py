@@ -161,6 +161,26 @@ def keras_fit_equals_large_batch():
 
 
 @check
+def broadcast_callback_keeps_local_variables():
+    """BroadcastGlobalVariablesCallback(local_variables=...): those keep each rank's values, the
+    rest become the root's (frozen layers, so fitting changes nothing else)."""
+    rank, size = rank_size()
+    root = size - 1
+    init = keras.initializers.Constant(float(rank))
+    model = keras.Sequential([keras.Input((3,))] + [
+        keras.layers.Dense(3, kernel_initializer=init, bias_initializer=init, trainable=False)
+        for _ in range(3)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    local = list(model.layers[0].variables)
+    model.fit(np.ones((2, 3)), np.zeros((2, 3)), epochs=1, verbose=0,
+              callbacks=[hvd.BroadcastGlobalVariablesCallback(root, local_variables=local)])
+    for layer, expected in zip(model.layers, (rank, root, root)):
+        for variable in layer.variables:
+            assert np.all(np.asarray(variable) == expected), (layer.name, expected)
+    return {}
+
+
+@check
 def keras_fit_backward_passes_per_step():
     return {"digest": digest(_fit_keras(2))}
 

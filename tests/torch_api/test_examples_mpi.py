@@ -46,7 +46,10 @@ def test_synthetic_benchmark_compare_output():
 def test_synthetic_benchmark_refuses_adasum_on_three_ranks():
     """--use-adasum runs (Adasum needs a power-of-two number of ranks; 3 is refused, clearly)."""
     command = harness.launch_command(3) + [sys.executable, str(EXAMPLES / "synthetic_benchmark.py"),
-                                           "--use-adasum"]
+                                           "--use-adasum", "--model", "resnet18",
+                                           "--image-size", "32", "--batch-size", "2",
+                                           "--num-warmup-batches", "1", "--num-iters", "1",
+                                           "--num-batches-per-iter", "1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300,
                           env=harness.mpi_env())
     assert done.returncode != 0

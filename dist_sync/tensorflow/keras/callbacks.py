@@ -2,7 +2,7 @@
 epoch metrics averaged over ranks, learning-rate warmup and schedules."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -17,11 +17,14 @@ from ..functions import broadcast_variables
 
 class BroadcastGlobalVariablesCallback(keras.callbacks.Callback):
     """At the start of training, sets every rank's model weights and optimizer state to
-    ``root_rank``'s, so all ranks start from the same point."""
+    ``root_rank``'s, so all ranks start from the same point. ``local_variables``: variables
+    each rank keeps as they are (not broadcast)."""
 
-    def __init__(self, root_rank: int = 0, device: str = "") -> None:
+    def __init__(self, root_rank: int = 0, device: str = "",
+                 local_variables: Optional[Sequence[Any]] = None) -> None:
         super().__init__()
         self.root_rank = check_root(root_rank)
+        self.local_variables = list(local_variables or [])
         self.broadcast_done = False
 
     def _broadcast(self) -> None:
@@ -29,6 +32,8 @@ class BroadcastGlobalVariablesCallback(keras.callbacks.Callback):
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None and optimizer.built:
             variables += list(optimizer.variables)
+        local = {id(v) for v in self.local_variables}
+        variables = [v for v in variables if id(v) not in local]
         broadcast_variables(variables, self.root_rank, name="keras.broadcast_global_variables")
         self.broadcast_done = True
 

@@ -7,6 +7,7 @@ from typing import Any, List, Optional, Sequence
 import keras
 import tensorflow as tf
 
+from ..._process_sets import ProcessSet, global_process_set, included
 from ..._reduce_op import ReduceOp
 from ..compression import Compression, Compressor
 from ..gradients import reduce_gradients
@@ -86,12 +87,15 @@ def DistributedOptimizer(optimizer: keras.optimizers.Optimizer, name: Optional[s
                          sparse_as_dense: bool = False, gradient_predivide_factor: float = 1.0,
                          op: Optional[ReduceOp] = None, backward_passes_per_step: int = 1,
                          average_aggregated_gradients: bool = False, num_groups: int = 0,
-                         groups: Any = None) -> keras.optimizers.Optimizer:
-    """``optimizer`` (a Keras 3 optimizer) as one that averages gradients over all ranks before
-    each update; use it in ``model.compile`` and ``model.fit`` as usual.
+                         groups: Any = None, process_set: ProcessSet = global_process_set
+                         ) -> keras.optimizers.Optimizer:
+    """``optimizer`` (a Keras 3 optimizer) as one that averages gradients over all ranks (of
+    ``process_set``; a rank outside it applies its own gradients) before each update; use it
+    in ``model.compile`` and ``model.fit`` as usual.
 
     ``compression``: Compression.none/fp16/bf16 for the wire. ``sparse_as_dense``: reduce
-    tf.IndexedSlices as dense tensors. ``op``: Average (default) or Sum.
+    tf.IndexedSlices as dense tensors. ``op``: Average (default), Sum or Adasum (gradients
+    combined with Adasum; docs/tensorflow.md).
     ``gradient_predivide_factor``: gradients are divided by it before the sum and the sum by
     size()/factor after. ``backward_passes_per_step`` N: gradients are summed locally over N
     calls and reduced and applied every N-th (divided by N with
@@ -107,6 +111,7 @@ def DistributedOptimizer(optimizer: keras.optimizers.Optimizer, name: Optional[s
         raise ValueError(f"backward_passes_per_step must be an int >= 1, got "
                          f"{backward_passes_per_step!r}")
     resolve_op(op, None)
+    included(process_set, "DistributedOptimizer")
     base = type(optimizer)
     cls = type(base.__name__, (_DistributedMixin, base), {"_dist_base": base})
     config = optimizer.get_config()
@@ -117,7 +122,7 @@ def DistributedOptimizer(optimizer: keras.optimizers.Optimizer, name: Optional[s
     object.__setattr__(wrapped, "_dist_options", dict(
         compression=compression, sparse_as_dense=sparse_as_dense, op=op,
         gradient_predivide_factor=gradient_predivide_factor,
-        groups=groups if groups is not None else (num_groups or None)))
+        groups=groups if groups is not None else (num_groups or None), process_set=process_set))
     object.__setattr__(wrapped, "_dist_passes", backward_passes_per_step)
     object.__setattr__(wrapped, "_dist_average_aggregated", bool(average_aggregated_gradients))
     return wrapped
