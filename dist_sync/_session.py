@@ -22,6 +22,21 @@ from . import config as _config
 DistSyncError = _core.DistSyncError
 logger = logging.getLogger("dist_sync")
 
+
+class RanksLostError(DistSyncError):
+    """An operation failed because a rank was lost (it died, or its host did) while the job runs
+    with MPI's fault tolerance (``mpirun --with-ft ulfm``). Inside an elastic run
+    (``dist_sync.torch.elastic.run``) the survivors restore the last commit and carry on without
+    it; Horovod calls this error ``HorovodInternalError``."""
+
+
+def _as_ranks_lost(error: DistSyncError) -> DistSyncError:
+    """`error` as a RanksLostError when a lost peer is what caused it (only ever the case under
+    ULFM: without it mpirun ends the job when a rank dies)."""
+    if not isinstance(error, RanksLostError) and _core._elastic_peer_lost():
+        return RanksLostError(str(error))
+    return error
+
 # Operation kinds and device kinds, as the engine exports them (csrc/engine/op_traits.h).
 OpType = _core.OpType
 ALLREDUCE, BROADCAST, ALLGATHER, ALLTOALL, REDUCESCATTER, BARRIER, JOIN = (
@@ -293,11 +308,11 @@ def submit(kind: int, name: Optional[str], tensors: Sequence[TensorSpec], keepal
         handle_id = _core.submit(kind, name, list(tensors), reduce_op, float(prescale),
                                  float(postscale), int(root), list(splits), device, cacheable,
                                  process_set)
-    except DistSyncError:
+    except DistSyncError as error:
         # The engine refuses work when it is not running; say why and how to start again
         # (checked only here: asking before every submission costs a call into the engine).
         check_usable()
-        raise
+        raise _as_ranks_lost(error) from None
     return Handle(handle_id, keepalive, finish, kind, name)
 
 
@@ -345,8 +360,8 @@ def _with_reason(error: DistSyncError) -> DistSyncError:
     """`error`, or, when the handle is gone because the session stopped, an error saying why."""
     reason = _core.stop_reason()
     if "not initialized" in str(error) and reason:
-        return DistSyncError(f"dist_sync is not running: {reason}; the handle's result is gone")
-    return error
+        error = DistSyncError(f"dist_sync is not running: {reason}; the handle's result is gone")
+    return _as_ranks_lost(error)
 
 
 def check_usable() -> None:
@@ -355,8 +370,9 @@ def check_usable() -> None:
     if not _core.is_initialized():
         reason = _core.stop_reason()
         if reason:
-            raise DistSyncError(f"dist_sync is not running: {reason}. Call init() again on "
-                                f"every rank to start a new session.")
+            raise _as_ranks_lost(DistSyncError(f"dist_sync is not running: {reason}. Call "
+                                               f"init() again on every rank to start a new "
+                                               f"session."))
         raise DistSyncError("dist_sync is not initialized: call dist_sync.init() (or hvd.init()) "
                             "first")
 

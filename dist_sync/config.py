@@ -95,6 +95,10 @@ def _in_flight_rule(value: Any) -> int:
     return _integer(value, 1, 64)
 
 
+def _min_np_rule(value: Any) -> int:
+    return _integer(value, 1, 1 << 20)
+
+
 def _bool_rule(value: Any) -> bool:
     if not isinstance(value, (bool, int)) or value not in (0, 1):
         raise TypeError(f"expected a bool, got {type(value).__name__} {value!r}")
@@ -198,6 +202,10 @@ SETTINGS: List[Setting] = [
             _level_rule,
             "`debug`, `info`, `warning`, `error` or `off`: messages of the C++ engine, on "
             "stderr, prefixed `[dist_sync rank R]`."),
+    Setting("elastic_min_np", "DIST_SYNC_ELASTIC_MIN_NP", 1, int, _min_np_rule,
+            "In an elastic run (`dist_sync.torch.elastic.run`, launched with `mpirun --with-ft "
+            "ulfm`), the fewest ranks training continues on: when lost ranks leave fewer, every "
+            "survivor ends with an error saying so."),
     Setting("timeline", "DIST_SYNC_TIMELINE", "", str, _path_rule,
             "Write a Chrome-trace / Perfetto timeline of every tensor to this file (rank 0).",
             default_text="(off)"),

@@ -65,6 +65,10 @@ class Communicator {
   // dead rank is reported by name instead of waiting forever.
   virtual void check_peer(int peer) const = 0;
 
+  // Makes every rank's pending and future calls on this communicator fail (Note [Surviving a
+  // lost rank] in comm/mpi_comm.h); communicators without that notion do nothing.
+  virtual void revoke() {}
+
   // True when every rank runs on this host (every rank agrees on the answer).
   virtual bool single_host() const { return true; }
 

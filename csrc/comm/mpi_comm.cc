@@ -1,10 +1,14 @@
 #include "comm/mpi_comm.h"
 
 #include <mpi.h>
+#if __has_include(<mpi-ext.h>)
+#include <mpi-ext.h>  // Open MPI's extensions, ULFM's MPIX_ calls among them
+#endif
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <iterator>
 #include <cerrno>
 #include <climits>
@@ -14,10 +18,59 @@
 
 #include "common/errors.h"
 
+// ULFM as Open MPI ships it: the error classes, revoke/shrink, and the MPIX_FT attribute that
+// says whether the launcher enabled it. MPICH declares some MPIX_ names but not the attribute;
+// it builds without (Note [Surviving a lost rank]).
+#if defined(MPIX_ERR_PROC_FAILED) && defined(MPIX_ERR_REVOKED) && defined(MPIX_FT)
+#define DIST_SYNC_HAVE_ULFM 1
+#else
+#define DIST_SYNC_HAVE_ULFM 0
+#endif
+
 namespace dist_sync {
 namespace {
 
 bool g_we_initialized_mpi = false;
+std::atomic<bool> g_peer_lost{false};
+
+// A code that says a peer died or a communicator was revoked because one did. A batch of
+// requests reports MPI_ERR_IN_STATUS (the cause is in statuses the hot path does not ask for), so
+// then `comm` itself is asked whether it was revoked or has lost a process.
+bool is_peer_failure(int code, MPI_Comm comm) {
+#if DIST_SYNC_HAVE_ULFM
+  int error_class = code;
+  MPI_Error_class(code, &error_class);
+  if (error_class == MPIX_ERR_PROC_FAILED || error_class == MPIX_ERR_REVOKED ||
+      error_class == MPIX_ERR_PROC_FAILED_PENDING) {
+    return true;
+  }
+  if (error_class != MPI_ERR_IN_STATUS || comm == MPI_COMM_NULL) return false;
+  int revoked = 0;
+  MPIX_Comm_is_revoked(comm, &revoked);
+  if (revoked) return true;
+  MPI_Group failed = MPI_GROUP_NULL;
+  if (MPIX_Comm_get_failed(comm, &failed) != MPI_SUCCESS) return false;
+  int lost = 0;
+  MPI_Group_size(failed, &lost);
+  MPI_Group_free(&failed);
+  return lost > 0;
+#else
+  static_cast<void>(code);
+  static_cast<void>(comm);
+  return false;
+#endif
+}
+
+// Note [Surviving a lost rank]: remembers the loss and revokes `comm`, so the survivors waiting
+// on a rank that will now stop sending learn of it as fast as the dead rank's neighbours do.
+void note_peer_failure(MPI_Comm comm) {
+  g_peer_lost.store(true);
+#if DIST_SYNC_HAVE_ULFM
+  if (comm != MPI_COMM_NULL) MPIX_Comm_revoke(comm);
+#else
+  static_cast<void>(comm);
+#endif
+}
 
 std::string mpi_error_string(int code) {
   char text[MPI_MAX_ERROR_STRING];
@@ -31,8 +84,8 @@ constexpr size_t kMaxPieceBytes = size_t{1} << 30;
 
 class MpiTransfer final : public Transfer {
  public:
-  MpiTransfer(const MpiCommunicator& comm, int peer, bool is_send)
-      : comm_(comm), peer_(peer), is_send_(is_send) {}
+  MpiTransfer(const MpiCommunicator& comm, MPI_Comm mpi, int peer, bool is_send)
+      : comm_(comm), mpi_(mpi), peer_(peer), is_send_(is_send) {}
 
   ~MpiTransfer() override {
     // Only reached with requests pending when an error abandons a collective; the engine is
@@ -57,13 +110,16 @@ class MpiTransfer final : public Transfer {
   }
 
   [[noreturn]] void fail(int code) const {
+    if (is_peer_failure(code, mpi_)) note_peer_failure(mpi_);
     throw CommError(detail::concat(is_send_ ? "sending to " : "receiving from ",
-                                   comm_.describe_rank(peer_), " failed: ", mpi_error_string(code)),
+                                   comm_.describe_rank(peer_), " failed: ",
+                                   comm_.explain_failure(code)),
                     peer_);
   }
 
  private:
   const MpiCommunicator& comm_;
+  MPI_Comm mpi_;
   int peer_;
   bool is_send_;
   bool done_ = false;
@@ -71,7 +127,9 @@ class MpiTransfer final : public Transfer {
 };
 
 void check_mpi(int code, const char* call) {
-  if (code != MPI_SUCCESS) throw Error(detail::concat(call, " failed: ", mpi_error_string(code)));
+  if (code == MPI_SUCCESS) return;
+  if (is_peer_failure(code, MPI_COMM_NULL)) g_peer_lost.store(true);
+  throw Error(detail::concat(call, " failed: ", mpi_error_string(code)));
 }
 
 // Note [Singleton shared memory]
@@ -194,6 +252,24 @@ std::string mpi_library_version() {
   return version;
 }
 
+bool mpi_fault_tolerant() {
+#if DIST_SYNC_HAVE_ULFM
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized || mpi_is_finalized()) return false;
+  int* enabled = nullptr;
+  int found = 0;
+  MPI_Comm_get_attr(MPI_COMM_WORLD, MPIX_FT, &enabled, &found);
+  return found != 0 && enabled != nullptr && *enabled != 0;
+#else
+  return false;
+#endif
+}
+
+bool mpi_peer_lost() { return g_peer_lost.load(); }
+
+void mpi_clear_peer_lost() { g_peer_lost.store(false); }
+
 MpiCommunicator::MpiCommunicator(std::unique_ptr<Handle> handle) : handle_(std::move(handle)) {}
 
 MpiCommunicator::~MpiCommunicator() {
@@ -271,8 +347,21 @@ void wait_for_every_rank(MPI_Comm parent, MPI_Request& barrier, std::chrono::dur
 std::unique_ptr<MpiCommunicator> MpiCommunicator::create(int64_t parent_f2c,
                                                          std::chrono::duration<double> timeout,
                                                          const std::function<void()>& between_polls) {
-  const MPI_Comm parent =
-      parent_f2c < 0 ? MPI_COMM_WORLD : MPI_Comm_f2c(static_cast<MPI_Fint>(parent_f2c));
+  Handle parent;
+  parent.comm = parent_f2c < 0 ? MPI_COMM_WORLD : MPI_Comm_f2c(static_cast<MPI_Fint>(parent_f2c));
+  return create_over(parent, timeout, between_polls);
+}
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::create(const MpiCommunicator& parent,
+                                                         std::chrono::duration<double> timeout,
+                                                         const std::function<void()>& between_polls) {
+  return create_over(*parent.handle_, timeout, between_polls);
+}
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::create_over(const Handle& parent_handle,
+                                                              std::chrono::duration<double> timeout,
+                                                              const std::function<void()>& between_polls) {
+  const MPI_Comm parent = parent_handle.comm;
   MPI_Request barrier = MPI_REQUEST_NULL;
   check_mpi(MPI_Ibarrier(parent, &barrier), "MPI_Ibarrier");
   wait_for_every_rank(parent, barrier, timeout, between_polls, "dist_sync.init()");
@@ -287,8 +376,10 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::create(int64_t parent_f2c,
   topo.cross_rank = cross->rank();
   topo.cross_size = cross->size();
   int min_local = 0, max_local = 0;
-  MPI_Allreduce(&topo.local_size, &min_local, 1, MPI_INT, MPI_MIN, comm->handle_->comm);
-  MPI_Allreduce(&topo.local_size, &max_local, 1, MPI_INT, MPI_MAX, comm->handle_->comm);
+  check_mpi(MPI_Allreduce(&topo.local_size, &min_local, 1, MPI_INT, MPI_MIN, comm->handle_->comm),
+            "MPI_Allreduce");
+  check_mpi(MPI_Allreduce(&topo.local_size, &max_local, 1, MPI_INT, MPI_MAX, comm->handle_->comm),
+            "MPI_Allreduce");
   topo.homogeneous = min_local == max_local;
   return comm;
 }
@@ -379,7 +470,7 @@ TransferPtr post_in_pieces(std::unique_ptr<MpiTransfer> transfer, Byte* cursor, 
 }  // namespace
 
 TransferPtr MpiCommunicator::isend(const void* data, size_t bytes, int peer, int tag) {
-  return post_in_pieces(std::make_unique<MpiTransfer>(*this, peer, /*is_send=*/true),
+  return post_in_pieces(std::make_unique<MpiTransfer>(*this, handle_->comm, peer, /*is_send=*/true),
                         static_cast<const char*>(data), bytes,
                         [&](const char* piece, int count, MPI_Request* request) {
                           return MPI_Isend(piece, count, MPI_BYTE, peer, tag, handle_->comm,
@@ -388,7 +479,7 @@ TransferPtr MpiCommunicator::isend(const void* data, size_t bytes, int peer, int
 }
 
 TransferPtr MpiCommunicator::irecv(void* data, size_t bytes, int peer, int tag) {
-  return post_in_pieces(std::make_unique<MpiTransfer>(*this, peer, /*is_send=*/false),
+  return post_in_pieces(std::make_unique<MpiTransfer>(*this, handle_->comm, peer, /*is_send=*/false),
                         static_cast<char*>(data), bytes,
                         [&](char* piece, int count, MPI_Request* request) {
                           return MPI_Irecv(piece, count, MPI_BYTE, peer, tag, handle_->comm,
@@ -435,12 +526,13 @@ void MpiCommunicator::shift(const void* send, int to, void* recv, int from, size
     waiter.idle(from);
   }
   if (code != MPI_SUCCESS) {
+    if (is_peer_failure(code, handle_->comm)) note_peer_failure(handle_->comm);
     for (MPI_Request& request : requests) {
       if (request != MPI_REQUEST_NULL) MPI_Request_free(&request);
     }
     throw CommError(detail::concat("exchanging with ", describe_rank(from),
                                    to == from ? "" : " and " + describe_rank(to), " failed: ",
-                                   mpi_error_string(code)),
+                                   explain_failure(code)),
                     from);
   }
 }
@@ -452,6 +544,7 @@ void MpiCommunicator::check_peer(int peer) const {
     if (r < 0 || r >= size_ || r == rank_) return;
     if (hosts_[static_cast<size_t>(r)] != hosts_[static_cast<size_t>(rank_)]) return;
     if (kill(static_cast<pid_t>(pids_[static_cast<size_t>(r)]), 0) != 0 && errno == ESRCH) {
+      if (mpi_fault_tolerant()) note_peer_failure(handle_->comm);
       throw CommError(describe_rank(r) + " has exited or been killed", r);
     }
   };
@@ -483,6 +576,50 @@ std::string MpiCommunicator::describe_rank(int peer) const {
   if (peer < 0 || peer >= size_) return "rank " + std::to_string(peer);
   const auto index = static_cast<size_t>(peer);
   return detail::concat("rank ", peer, " (pid ", pids_[index], " on ", hosts_[index], ")");
+}
+
+void MpiCommunicator::revoke() {
+#if DIST_SYNC_HAVE_ULFM
+  if (mpi_fault_tolerant()) MPIX_Comm_revoke(handle_->comm);
+#endif
+}
+
+std::string MpiCommunicator::explain_failure(int code) const {
+  const std::string text = mpi_error_string(code);
+#if DIST_SYNC_HAVE_ULFM
+  if (!is_peer_failure(code, handle_->comm)) return text;
+  MPI_Group failed = MPI_GROUP_NULL;
+  if (MPIX_Comm_get_failed(handle_->comm, &failed) != MPI_SUCCESS) return text;
+  int lost = 0;
+  MPI_Group_size(failed, &lost);
+  std::string ranks;
+  if (lost > 0) {
+    MPI_Group all = MPI_GROUP_NULL;
+    MPI_Comm_group(handle_->comm, &all);
+    std::vector<int> positions(static_cast<size_t>(lost));
+    std::vector<int> translated(static_cast<size_t>(lost));
+    for (int i = 0; i < lost; ++i) positions[static_cast<size_t>(i)] = i;
+    MPI_Group_translate_ranks(failed, lost, positions.data(), all, translated.data());
+    MPI_Group_free(&all);
+    for (const int r : translated) ranks += (ranks.empty() ? "" : ", ") + describe_rank(r);
+  }
+  MPI_Group_free(&failed);
+  if (ranks.empty()) return "a rank was lost elsewhere and the communication revoked (" + text + ")";
+  return "lost " + ranks + " (" + text + ")";
+#else
+  return text;
+#endif
+}
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::shrink() const {
+#if DIST_SYNC_HAVE_ULFM
+  auto handle = std::make_unique<Handle>();
+  check_mpi(MPIX_Comm_shrink(handle_->comm, &handle->comm), "MPIX_Comm_shrink");
+  return adopt(std::move(handle));
+#else
+  throw Error("shrinking a communicator needs an MPI with User-Level Failure Mitigation (Open MPI "
+              "5 launched with mpirun --with-ft ulfm)");
+#endif
 }
 
 void MpiCommunicator::abort_job(int exit_code) const {

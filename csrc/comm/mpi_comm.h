@@ -34,6 +34,19 @@ int mpi_thread_level();
 // Library name and version, for logs and the benchmark header.
 std::string mpi_library_version();
 
+// Note [Surviving a lost rank]
+// Under Open MPI's User-Level Failure Mitigation (built with the ftmpi extension and launched
+// with `mpirun --with-ft ulfm`), a call involving a dead rank returns MPI_ERR_PROC_FAILED instead
+// of the job being killed. The communicator whose call failed is then revoked at once, so every
+// survivor's pending call on it fails too (MPI_ERR_REVOKED) instead of waiting for a neighbour
+// that has stopped, and the process remembers that a peer was lost (mpi_peer_lost) for the
+// elastic front end, which shrinks the communicator and builds a new engine over the survivors.
+// True when the MPI library has ULFM and the job was launched with it enabled.
+bool mpi_fault_tolerant();
+// A communication failure since the last mpi_clear_peer_lost() was a lost (or revoked) peer.
+bool mpi_peer_lost();
+void mpi_clear_peer_lost();
+
 class MpiCommunicator : public Communicator {
  public:
   // Duplicates the communicator whose Fortran handle is `parent_f2c` (MPI_COMM_WORLD if -1),
@@ -42,6 +55,10 @@ class MpiCommunicator : public Communicator {
   // (0: forever) for every rank of the parent to arrive, calling `between_polls` while it
   // waits (it may throw to give up, e.g. on Ctrl-C); Error naming this rank past the timeout.
   static std::unique_ptr<MpiCommunicator> create(int64_t parent_f2c,
+                                                 std::chrono::duration<double> timeout,
+                                                 const std::function<void()>& between_polls);
+  // The same over `parent` (a communicator shrunk to the survivors).
+  static std::unique_ptr<MpiCommunicator> create(const MpiCommunicator& parent,
                                                  std::chrono::duration<double> timeout,
                                                  const std::function<void()>& between_polls);
   ~MpiCommunicator() override;
@@ -78,6 +95,15 @@ class MpiCommunicator : public Communicator {
   std::vector<std::vector<uint8_t>> allgather_bytes(const std::vector<uint8_t>& mine,
                                                     std::chrono::duration<double> timeout,
                                                     const std::function<void()>& between_polls) const;
+  // Note [Surviving a lost rank]. revoke(): every pending and future call on this communicator
+  // fails on every rank (not collective; a no-op without ULFM). shrink(): the survivors' new
+  // communicator, ranks renumbered in the old order (collective over the survivors; needs
+  // mpi_fault_tolerant()).
+  void revoke() override;
+  // MPI's text for a failed call's `code`; for a lost peer, which ranks this communicator has
+  // lost (or that it was revoked because a rank was lost elsewhere).
+  std::string explain_failure(int code) const;
+  std::unique_ptr<MpiCommunicator> shrink() const;
   // Ends the job: MPI_Abort on this communicator.
   [[noreturn]] void abort_job(int exit_code) const;
 
@@ -86,6 +112,9 @@ class MpiCommunicator : public Communicator {
   explicit MpiCommunicator(std::unique_ptr<Handle> handle);
   // Takes ownership of an MPI communicator: error handler, rank, size, pids and hosts.
   static std::unique_ptr<MpiCommunicator> adopt(std::unique_ptr<Handle> handle);
+  static std::unique_ptr<MpiCommunicator> create_over(const Handle& parent,
+                                                      std::chrono::duration<double> timeout,
+                                                      const std::function<void()>& between_polls);
 
   std::unique_ptr<Handle> handle_;
   int rank_ = 0;

@@ -103,6 +103,12 @@ void Engine::shutdown(const std::string& reason) {
   if (thread_.joinable() && std::this_thread::get_id() != thread_.get_id()) thread_.join();
 }
 
+void Engine::revoke_communicators() {
+  for (Communicator* c : {comm_.get(), local_comm_.get(), cross_comm_.get()}) {
+    if (c != nullptr) c->revoke();
+  }
+}
+
 bool Engine::running() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return !stopped_;

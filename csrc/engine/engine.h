@@ -66,6 +66,9 @@ class Engine {
   // waits for its own thread. Pending operations anywhere fail with a message naming this rank.
   void shutdown(const std::string& reason = "");
   bool running() const;
+  // Makes every rank's pending and future calls on this engine's communicators fail at once
+  // (Note [Surviving a lost rank] in comm/mpi_comm.h); any thread.
+  void revoke_communicators();
   // Why the engine stopped (empty while running).
   std::string stop_reason() const;
   bool failed() const;

@@ -60,6 +60,18 @@ void stop_process_sets(Session& s, const std::string& reason) {
   }
 }
 
+void start_engine(Session& s, std::unique_ptr<MpiCommunicator> comm,
+                  std::unique_ptr<MpiCommunicator> control);
+
+// What an engine does when Python has not exited within the grace period after a fatal error:
+// end the job, unless a peer was lost under ULFM. Then every survivor's operations fail at once
+// (the communicator is revoked: Note [Surviving a lost rank]), so none hangs, and an elastic run
+// about to start must find the survivors still there.
+void end_job_after_failure(const MpiCommunicator& comm) {
+  if (mpi_peer_lost() && mpi_fault_tolerant()) return;
+  comm.abort_job(1);
+}
+
 void init(const py::dict& config, const py::dict& shared, int64_t comm_f2c) {
   Session& s = session();
   if (s.engine && s.engine->running()) return;  // idempotent
@@ -67,35 +79,45 @@ void init(const py::dict& config, const py::dict& shared, int64_t comm_f2c) {
     py::gil_scoped_release release;
     s.engine.reset();
   }
-  const EngineConfig engine_settings = engine_config(config);
-  std::vector<SharedSetting> agreed = shared_settings(shared);
+  s.engine_config = engine_config(config);
+  s.engine_shared = shared_settings(shared);
+  s.elastic = false;
   py::gil_scoped_release release;
   mpi_initialize();
   std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(
-      comm_f2c, std::chrono::duration<double>(engine_settings.init_timeout_seconds), check_signals);
+      comm_f2c, std::chrono::duration<double>(s.engine_config.init_timeout_seconds), check_signals);
+  std::unique_ptr<MpiCommunicator> control = comm->duplicate();
+  start_engine(s, std::move(comm), std::move(control));
+}
+
+// The global engine over `comm` (made by MpiCommunicator::create), with `control` as the
+// communicator of the process-set calls and of an elastic reset's shrink. Without the GIL.
+void start_engine(Session& s, std::unique_ptr<MpiCommunicator> comm,
+                  std::unique_ptr<MpiCommunicator> control) {
+  {
+    std::lock_guard<std::mutex> lock(s.sets_mutex);
+    s.control = std::move(control);
+    s.sets.clear();
+    s.next_set_id = 1;
+    s.set_config = s.engine_config;
+    s.set_config.timeline_path.clear();  // rank 0's global engine writes the timeline
+    s.set_config.hierarchical_allreduce = false;  // a set has no host communicators of its own
+    s.set_shared = s.engine_shared;
+  }
   s.topology = comm->topology();
   // Host-level communicators for the hierarchical allreduce; created on every rank whatever its
   // settings, since creating them is collective (Note [Settings every rank must share]).
   std::unique_ptr<Communicator> local = comm->split_local();
   std::unique_ptr<Communicator> cross = comm->split_cross();
-  {
-    std::lock_guard<std::mutex> lock(s.sets_mutex);
-    s.control = comm->duplicate();
-    s.sets.clear();
-    s.next_set_id = 1;
-    s.set_config = engine_settings;
-    s.set_config.timeline_path.clear();  // rank 0's global engine writes the timeline
-    s.set_config.hierarchical_allreduce = false;  // a set has no host communicators of its own
-    s.set_shared = agreed;
-  }
   const MpiCommunicator* raw = comm.get();
   std::vector<PeerProcess> peers;
   for (const auto& [peer_rank, pid] : comm->same_host_peers()) {
     peers.push_back(PeerProcess{pid, comm->describe_rank(peer_rank)});
   }
   const int rank = comm->rank();
-  s.engine = std::make_shared<Engine>(engine_settings, std::move(agreed), std::move(comm),
-                                      [raw] { raw->abort_job(1); }, std::move(local), std::move(cross));
+  s.engine = std::make_shared<Engine>(s.engine_config, s.engine_shared, std::move(comm),
+                                      [raw] { end_job_after_failure(*raw); }, std::move(local),
+                                      std::move(cross));
   install_termination_report(rank, peers);  // Note [Saying why mpirun ended a rank]
 }
 
@@ -121,7 +143,7 @@ void shutdown(bool finalize_mpi, const std::string& reason) {
     s.control.reset();
   }
   // After a fatal error the peers may never reach MPI_Finalize; waiting for them would hang.
-  if (finalize_mpi && !failed) mpi_finalize_if_owned();
+  if (finalize_mpi && !failed && !s.ranks_lost) mpi_finalize_if_owned();
 }
 
 // "process set 2 (ranks 0, 2)"
@@ -170,7 +192,7 @@ int32_t add_process_set(const std::vector<int>& ranks) {
   if (comm) {
     const MpiCommunicator* raw = comm.get();
     entry.engine = std::make_shared<Engine>(s.set_config, s.set_shared, std::move(comm),
-                                            [raw] { raw->abort_job(1); }, nullptr, nullptr,
+                                            [raw] { end_job_after_failure(*raw); }, nullptr, nullptr,
                                             describe_set(id, ranks) +
                                                 "; ranks in this message are positions in the set");
   }
@@ -219,6 +241,86 @@ std::vector<py::bytes> control_allgather(const std::string& mine) {
     out.emplace_back(reinterpret_cast<const char*>(piece.data()), piece.size());
   }
   return out;
+}
+
+// Note [Rebuilding the engine over the survivors]
+// Collective over the surviving ranks. Every communicator this rank's engines use is revoked
+// first, so an engine still waiting on a peer (or on a survivor that has already stopped) fails
+// at once; the engines then stop without another word to their peers, and nothing collective
+// touches the old communicators again. The control communicator, revoked too, is shrunk to the
+// survivors (MPIX_Comm_shrink agrees on who is left even if more ranks die meanwhile); it becomes
+// the new control communicator, so a failure while the new engine is being built is handled by
+// the next reset shrinking it in turn, and the new global engine runs over a duplicate of it,
+// ranks renumbered in the old order (the lowest surviving rank is the new rank 0 and coordinator).
+// Process sets other than the global one are gone; they are added again by the caller.
+int elastic_reset(const std::string& reason) {
+  Session& s = session();
+  DS_CHECK(s.elastic, "dist_sync's elastic reset runs inside an elastic run only");
+  std::shared_ptr<Engine> old_engine = s.engine;
+  std::map<int32_t, ProcessSetEntry> sets;
+  std::unique_ptr<MpiCommunicator> old_control;
+  {
+    std::lock_guard<std::mutex> lock(s.sets_mutex);
+    sets.swap(s.sets);
+    old_control = std::move(s.control);
+  }
+  DS_CHECK(old_control != nullptr, "dist_sync is not initialized");
+  s.ranks_lost = true;
+  py::gil_scoped_release release;
+  old_control->revoke();
+  if (old_engine) old_engine->revoke_communicators();
+  for (auto& [id, entry] : sets) {
+    if (entry.engine) entry.engine->revoke_communicators();
+  }
+  for (auto& [id, entry] : sets) {
+    if (entry.engine) entry.engine->shutdown(reason);
+  }
+  sets.clear();
+  if (old_engine) {
+    old_engine->shutdown(reason);
+    s.last_stop_reason = reason;
+    old_engine.reset();
+  }
+  s.engine.reset();  // a waiter still holding the old engine keeps it alive until it lets go
+  uninstall_termination_report();
+  std::unique_ptr<MpiCommunicator> survivors = old_control->shrink();
+  old_control.reset();
+  mpi_clear_peer_lost();
+  MpiCommunicator* parent = survivors.get();
+  {
+    std::lock_guard<std::mutex> lock(s.sets_mutex);
+    s.control = std::move(survivors);
+  }
+  std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(
+      *parent, std::chrono::duration<double>(s.engine_config.init_timeout_seconds), check_signals);
+  std::unique_ptr<MpiCommunicator> control;
+  {
+    std::lock_guard<std::mutex> lock(s.sets_mutex);
+    control = std::move(s.control);
+  }
+  const int size = comm->size();
+  start_engine(s, std::move(comm), std::move(control));
+  return size;
+}
+
+void elastic_enable() {
+  Session& s = session();
+  engine();  // the usual checks
+  if (!mpi_fault_tolerant()) {
+    const std::string version = mpi_library_version();
+    throw Error(detail::concat(
+        "elastic training needs MPI's User-Level Failure Mitigation, so that the survivors of a "
+        "lost rank keep running: launch with Open MPI 5's `mpirun --with-ft ulfm ...` (this is ",
+        version.substr(0, version.find(',')),
+        version.find("Open MPI") == std::string::npos
+            ? ", which has no ULFM: build dist_sync against Open MPI 5)"
+            : ", launched without --with-ft ulfm)"));
+  }
+  DS_CHECK(mpi_thread_level() == 3,
+           "elastic training needs MPI initialised with MPI_THREAD_MULTIPLE (a reset revokes "
+           "the engine's communicators while its thread uses them); MPI provides level ",
+           mpi_thread_level());
+  s.elastic = true;
 }
 
 }  // namespace
@@ -279,6 +381,14 @@ void bind_session(py::module_& m) {
         "Stops this rank's engine of the set (collective within the set) and forgets it.");
   m.def("_control_allgather", &control_allgather, py::arg("mine"),
         "Collective over every rank: every rank's bytes, in rank order.");
+  m.def("_elastic_enable", &elastic_enable,
+        "Checks that ULFM is on (DistSyncError saying how to launch otherwise) and marks the "
+        "session elastic: a lost peer then leaves the job to the survivors.");
+  m.def("_elastic_reset", &elastic_reset, py::arg("reason"),
+        "Collective over the survivors: stops every engine, shrinks the communicator to the "
+        "survivors and starts the global engine over it; returns the new size.");
+  m.def("_elastic_peer_lost", &mpi_peer_lost,
+        "Whether a communication failure was a lost (or revoked) peer.");
   m.def("rank", [] { return engine().rank(); });
   m.def("size", [] { return engine().size(); });
   m.def("local_rank", [] { return (engine(), session().topology.local_rank); });

@@ -4,6 +4,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -37,6 +38,14 @@ struct Session {
   EngineConfig set_config;             // what each set's engine runs with
   std::vector<SharedSetting> set_shared;
   std::string last_stop_reason;  // why the previous engine stopped, for errors after shutdown()
+  // What the global engine runs with, kept for the engine an elastic reset builds.
+  EngineConfig engine_config;
+  std::vector<SharedSetting> engine_shared;
+  // An elastic run has started (Note [Rebuilding the engine over the survivors]).
+  std::atomic<bool> elastic{false};
+  // An elastic reset has happened: MPI_Finalize could wait for ever on a transfer to a dead
+  // rank, so the process ends without it (mpirun --with-ft ulfm accepts that).
+  bool ranks_lost = false;
 };
 
 Session& session();

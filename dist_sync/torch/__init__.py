@@ -4,8 +4,8 @@ Change ``import horovod.torch as hvd`` to ``import dist_sync.torch as hvd`` and 
 ``mpirun -np N python train.py``. Tensors may be on the CPU or on a CUDA device (staged through
 pinned host memory, Note [Host staging] in _staging.py; one rank per GPU: README, "GPUs").
 Differences from Horovod are listed in the docstrings of the modules that
-implement them (mpi_ops, functions, optimizer) and in docs/torch.md; elastic training is not
-provided.
+implement them (mpi_ops, functions, optimizer) and in docs/torch.md. Elastic training (``hvd.elastic``, :mod:`dist_sync.torch.elastic`) survives
+lost ranks under ``mpirun --with-ft ulfm``.
 
 Huge pages: Open MPI's single-copy transport is about twice as fast on 2 MiB transparent huge
 pages. PyTorch uses them for CPU allocations of 2 MiB and more when the environment variable
@@ -33,6 +33,7 @@ from .mpi_ops import (Adasum, Average, Max, Min, Product, ReduceOp, Sum, allgath
                       grouped_allgather, grouped_allgather_async, grouped_allreduce_async,
                       grouped_allreduce_async_, grouped_reducescatter, grouped_reducescatter_async,
                       join, reducescatter, reducescatter_async, sparse_allreduce_async)
+from . import elastic
 from .optimizer import DistributedOptimizer
 from .sampler import DistributedSampler
 from .sync_batch_norm import SyncBatchNorm
@@ -61,5 +62,5 @@ __all__ = [
     "broadcast_parameters", "broadcast_optimizer_state", "broadcast_object",
     "allgather_object", "DistributedSampler", "average_parameters", "PeriodicModelAverager",
     "SyncBatchNorm", "grouped_allgather", "grouped_allgather_async", "grouped_reducescatter",
-    "grouped_reducescatter_async", "sparse_allreduce_async",
+    "grouped_reducescatter_async", "sparse_allreduce_async", "elastic",
 ]

@@ -284,6 +284,17 @@ class _DistributedOptimizer(torch.optim.Optimizer):
                 "after step()")
         super().zero_grad(set_to_none=set_to_none)
 
+    def _ds_reset(self) -> None:
+        """Forgets the reductions of a session that an elastic reset ended (they failed with the
+        lost rank) and drops the gradients, so the next backward pass starts afresh."""
+        self._ds_in_flight.clear()
+        self._ds_ready.clear()
+        for p in self._ds_delay:
+            self._ds_delay[p] = self.backward_passes_per_step
+        self._ds_backward_seen = False
+        self._ds_synchronized = False
+        super().zero_grad(set_to_none=True)
+
     def set_backward_passes_per_step(self, passes: int) -> None:
         """Changes how many backward passes are accumulated before gradients are reduced."""
         _check_passes(passes)

@@ -1,0 +1,141 @@
+"""Elastic training (dist_sync.torch.elastic) under `mpirun --with-ft ulfm`: ranks SIGKILLed
+mid-epoch, rank 0 among them, one after another, or in the middle of a 64 MiB fused allreduce;
+the survivors finish with bit-identical parameters, no committed sample seen twice or skipped,
+and the accuracy target. Below DIST_SYNC_ELASTIC_MIN_NP, on an exception, and without ULFM the
+job ends on every rank with a message instead.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from tests.elastic import elastic_worker
+from tests.support import harness
+
+# ULFM is Open MPI's (MPICH's mpiexec has no --with-ft).
+pytestmark = pytest.mark.skipif(harness.mpi_flavor(harness.mpirun_path()) != "openmpi",
+                                reason="elastic training needs Open MPI's ULFM")
+
+WORKER = "tests.elastic.elastic_worker"
+ULFM = ["--with-ft", "ulfm"]
+JOB_TIMEOUT = 180.0  # start-up included; the runs take seconds
+ACCURACY_TARGET = 0.9
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    path = tmp_path_factory.mktemp("digits") / "digits.npz"
+    elastic_worker.save_digits(path)
+    return str(path)
+
+
+def train(digits, np_, kills=(), raise_at=(), env=None, epochs=2):
+    return harness.run(WORKER, np_, "train",
+                       {"data": digits, "kills": [list(k) for k in kills],
+                        "raise_at": [list(k) for k in raise_at], "epochs": epochs},
+                       timeout=JOB_TIMEOUT, env=env, mpirun_args=ULFM)
+
+
+def survivors(run, np_, killed):
+    """The survivors' values (by world rank), after the checks every surviving run passes."""
+    assert not run.timed_out, run.describe()
+    ranks = run.ranks
+    for victim in killed:
+        assert "killed_at" in ranks[victim].value, run.describe()
+    alive = {r: ranks[r].value for r in range(np_) if r not in killed}
+    assert all(ranks[r].ok for r in alive), run.describe()
+    return alive
+
+
+def check_training(values, dataset_epochs):
+    """Parameters bit-identical on every survivor, accuracy reached, and in every epoch each
+    sample used by a committed step exactly once, but for the epoch's last step, padded with
+    fewer than size() repeated samples."""
+    digests = {v["digest"] for v in values.values()}
+    assert len(digests) == 1, digests
+    first = next(iter(values.values()))
+    assert all(v["seen"] == first["seen"] for v in values.values())
+    assert first["accuracy"] >= ACCURACY_TARGET, first["accuracy"]
+    steps = defaultdict(list)
+    for epoch, indices in first["seen"]:
+        steps[epoch].append(indices)
+    assert sorted(steps) == list(range(dataset_epochs))
+    for epoch, batches in steps.items():
+        before_last = [i for batch in batches[:-1] for i in batch]
+        assert len(before_last) == len(set(before_last)), f"epoch {epoch}: a sample seen twice"
+        every = [i for batch in batches for i in batch]
+        assert set(every) == set(range(first["dataset"])), f"epoch {epoch}: samples skipped"
+        assert len(every) - first["dataset"] < len(batches[-1]), f"epoch {epoch}: padding"
+
+
+def test_survivors_finish_after_a_rank_is_killed_mid_epoch(digits):
+    run = train(digits, 3, kills=[(1, 0, 5)])
+    values = survivors(run, 3, killed=[1])
+    check_training(values, 2)
+    for value in values.values():
+        assert value["size"] == 2
+        assert [r["size"] for r in value["resets"]] == [2]
+    assert sorted(v["rank"] for v in values.values()) == [0, 1]
+    assert values[0]["rank"] == 0 and values[2]["rank"] == 1  # the old order, renumbered
+    assert "lost rank 1 (pid " in run.output, run.describe()  # the survivors' log names it
+
+
+def test_rank_0_then_another_killed_one_after_another(digits):
+    run = train(digits, 4, kills=[(0, 0, 3), (2, 1, 2)])
+    values = survivors(run, 4, killed=[0, 2])
+    check_training(values, 2)
+    for value in values.values():
+        assert [r["size"] for r in value["resets"]] == [3, 2]
+        assert value["size"] == 2
+    # The survivors keep their order: world rank 1 coordinates after rank 0 is lost.
+    assert values[1]["rank"] == 0 and values[3]["rank"] == 1
+    assert [r["rank"] for r in values[1]["resets"]] == [0, 0]
+    assert [r["rank"] for r in values[3]["resets"]] == [2, 1]
+
+
+def test_rank_killed_during_a_64_mib_fused_allreduce():
+    run = harness.run(WORKER, 4, "fused_allreduce", {"victim": 2, "delay": 0.005},
+                      timeout=JOB_TIMEOUT, mpirun_args=ULFM)
+    values = survivors(run, 4, killed=[2])
+    count = 16
+    alive = [0, 1, 3]
+    expected = [float(sum(r + 1 + t for r in alive)) for t in range(count)] * 2
+    for value in values.values():
+        assert value["size"] == 3
+        assert value["sums"] == expected
+        assert value["attempts"] == [4, 3]
+
+
+def test_below_min_np_every_survivor_ends_with_a_message(digits):
+    run = train(digits, 3, kills=[(1, 0, 2)], env={"DIST_SYNC_ELASTIC_MIN_NP": "3"})
+    assert not run.timed_out, run.describe()
+    assert run.returncode != 0, run.describe()
+    for rank in (0, 2):
+        result = run.ranks[rank]
+        assert not result.ok, run.describe()
+        assert "only 2 rank(s) are left" in result.error, run.describe()
+        assert "DIST_SYNC_ELASTIC_MIN_NP=3" in result.error, run.describe()
+
+
+def test_an_exception_still_ends_the_job(digits):
+    run = train(digits, 3, raise_at=[(1, 0, 3)])
+    assert not run.timed_out, run.describe()
+    assert run.returncode != 0, run.describe()
+    assert "ValueError: bad batch at epoch 0 step 3" in run.ranks[1].error
+    for rank in (0, 2):
+        result = run.ranks[rank]
+        assert not result.ok, run.describe()
+        assert "rank 1 exited with an uncaught ValueError: bad batch" in result.error, \
+            run.describe()
+        assert "RanksLostError" not in result.error
+
+
+def test_elastic_run_without_ulfm_says_how_to_launch():
+    run = harness.run(WORKER, 2, "elastic_without_ulfm", timeout=JOB_TIMEOUT)
+    assert not run.timed_out, run.describe()
+    assert run.returncode != 0, run.describe()
+    for rank in (0, 1):
+        assert "mpirun --with-ft ulfm" in run.ranks[rank].error, run.describe()
+        assert "launched without --with-ft ulfm" in run.ranks[rank].error, run.describe()
