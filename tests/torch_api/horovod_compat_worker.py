@@ -3,6 +3,8 @@ numpy float64 references: the exception types Horovod's callers catch, what
 broadcast_optimizer_state leaves behind, the gradient convention of every differentiable
 collective (docs/torch.md, "Gradients of collectives"), and the calls of Horovod's Adasum user
 guide as written there (``hvd.AdaSum``)."""
+import warnings
+
 import numpy as np
 import torch
 
@@ -34,8 +36,9 @@ def error_types_horovod_callers_catch():
     # that the ranks do not divide evenly: ValueError (Horovod's tests accept ValueError).
     raises(ValueError, "sum to", lambda: hvd.alltoall(torch.empty(size - 1),
                                                        torch.ones(size, dtype=torch.int32)))
-    raises(TypeError, "splits must hold integers",
-           lambda: hvd.alltoall(torch.empty(size), torch.empty(size, dtype=torch.float32)))
+    for kind in (TypeError, ValueError):  # Horovod's callers catch ValueError
+        raises(kind, "splits must hold integers",
+               lambda: hvd.alltoall(torch.empty(size), torch.empty(size, dtype=torch.float32)))
     raises(ValueError, "", lambda: hvd.alltoall(torch.empty(size + 1)))
     # reducescatter of a scalar: ValueError at the call.
     raises(ValueError, "at least one dimension",
@@ -83,6 +86,58 @@ def broadcast_optimizer_state_leaves_zero_gradients():
     expected = rank_rows(0, 2, 3, 7)
     expected = expected - 0.1 * (1 + 0.9) * (grad_w + 0.5 * expected)  # nesterov, first step
     assert_close(model.weight, expected, "weight after one step")
+
+
+@check
+def step_after_synchronize_warns_once_and_does_not_reduce_again():
+    rank, size = hvd.rank(), hvd.size()
+    weight = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    optimizer = hvd.DistributedOptimizer(torch.optim.SGD([weight], lr=1.0),
+                                         named_parameters=[("weight", weight)])
+    (weight * torch.from_numpy(rank_rows(rank, 1, 3, 30)[0])).sum().backward()
+    optimizer.synchronize()
+    weight.grad.add_(float(rank))  # differs per rank: a second reduction would average it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        optimizer.step()
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and messages[0].startswith(
+        "optimizer.step() called without optimizer.skip_synchronize()"), messages
+    mean = np.mean([rank_rows(r, 1, 3, 30)[0] for r in range(size)], 0)
+    assert_close(weight, -(mean + rank), "step after synchronize")
+    (weight * 1.0).sum().backward()
+    optimizer.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with optimizer.skip_synchronize():
+            optimizer.step()
+    assert not caught, [str(w.message) for w in caught]
+
+
+@check
+def sparse_as_dense_hands_back_sparse_gradients():
+    """SparseAdam under DistributedOptimizer(sparse_as_dense=True): reduced densely, stepped on
+    a sparse gradient; both settings give the mean over ranks of the embedding rows' counts."""
+    rank, size = hvd.rank(), hvd.size()
+    rows = [[1, 2, 4, 4], [3, 4, 0]][rank % 2]
+    counts = np.zeros((6, 2))
+    for r in range(size):
+        for row in [[1, 2, 4, 4], [3, 4, 0]][r % 2]:
+            counts[row] += 1.0 / size
+    for sparse_as_dense in (False, True):
+        embedding = torch.nn.Embedding(6, 2, sparse=True).double()
+        optimizer = hvd.DistributedOptimizer(
+            torch.optim.SparseAdam(list(embedding.parameters()), lr=0.1),
+            named_parameters=embedding.named_parameters(), sparse_as_dense=sparse_as_dense)
+        embedding(torch.tensor(rows)).sum().backward()
+        optimizer.synchronize()
+        grad = embedding.weight.grad
+        assert grad.is_sparse, sparse_as_dense
+        assert_close(grad.to_dense(), counts, f"sparse_as_dense={sparse_as_dense}")
+        with optimizer.skip_synchronize():
+            optimizer.step()
+    names = optimizer._parameter_names  # Horovod's attribute
+    assert sorted(names.values()) == ["weight"], names
 
 
 # --- gradient convention ---------------------------------------------------------------------
