@@ -3,6 +3,8 @@ numpy float64 references: the exception types Horovod's callers catch, what
 broadcast_optimizer_state leaves behind, the gradient convention of every differentiable
 collective (docs/torch.md, "Gradients of collectives"), and the calls of Horovod's Adasum user
 guide as written there (``hvd.AdaSum``)."""
+import contextlib
+import io
 import warnings
 
 import numpy as np
@@ -200,6 +202,65 @@ def adasum_user_guide_calls():
     optimizer.step()
     expected = np.full(4, 0.25) - lr * adasum_tree(accumulated)  # momentum's first step: g
     assert_close(model.weight[0], expected, "DistributedOptimizer(op=hvd.AdaSum) step")
+
+
+
+# --- Horovod's process-set page, its three examples in dist_sync.torch ------------------------
+
+@check.scenario
+def process_set_page_examples():
+    """The page's three set-ups on 4 ranks as written there (its `print(p)` lines captured;
+    torch tensors where the page has TensorFlow's), one after the other in one process. The
+    page's allreduce averages (the default op)."""
+    from mpi4py import MPI
+
+    results = {}
+    rank = MPI.COMM_WORLD.rank
+    tensor_for_even_ranks = tensor_for_odd_ranks = torch.tensor([float(rank), 1.0])
+
+    even_set = hvd.ProcessSet([0, 2])
+    odd_set = hvd.ProcessSet([1, 3])
+    hvd.init(process_sets=[even_set, odd_set])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        for p in [hvd.global_process_set, even_set, odd_set]:
+            print(p)
+    results["static"] = printed.getvalue().splitlines()
+    if rank in (0, 2):
+        result = hvd.allreduce(tensor_for_even_ranks, process_set=even_set)
+    else:
+        result = hvd.allreduce(tensor_for_odd_ranks, process_set=odd_set)
+    results["static_result"] = result.tolist()
+    hvd.shutdown()
+
+    comm = MPI.COMM_WORLD
+    subcomm = MPI.COMM_WORLD.Split(color=MPI.COMM_WORLD.rank % 2,
+                                   key=MPI.COMM_WORLD.rank)
+    split_process_set = hvd.ProcessSet(subcomm)
+    hvd.init(comm, process_sets=[split_process_set])
+    results["comm_ranks"] = [hvd.global_process_set.ranks, split_process_set.ranks]
+    if rank in (0, 2):
+        result = hvd.allreduce(tensor_for_even_ranks, process_set=split_process_set)
+    else:
+        result = hvd.allreduce(tensor_for_odd_ranks, process_set=split_process_set)
+    results["comm_result"] = result.tolist()
+    hvd.shutdown()
+
+    hvd.init(process_sets="dynamic")
+    even_set = hvd.add_process_set([0, 2])
+    odd_set = hvd.add_process_set([1, 3])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        for p in [hvd.global_process_set, even_set, odd_set]:
+            print(p)
+    results["dynamic"] = printed.getvalue().splitlines()
+    if rank in (0, 2):
+        result = hvd.allreduce(tensor_for_even_ranks, process_set=even_set)
+    else:
+        result = hvd.allreduce(tensor_for_odd_ranks, process_set=odd_set)
+    results["dynamic_result"] = result.tolist()
+    hvd.shutdown()
+    return results
 
 
 if __name__ == "__main__":
