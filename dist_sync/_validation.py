@@ -9,6 +9,11 @@ import numpy as np
 from . import _core
 
 
+class SplitsDtypeError(TypeError, ValueError):
+    """alltoall ``splits`` of a non-integer dtype. A TypeError (a wrong dtype), and a ValueError
+    too because Horovod raises ValueError for it and Horovod scripts catch that."""
+
+
 def scale_args(prescale_factor: Any, postscale_factor: Any) -> Tuple[float, float]:
     """The two scale factors as floats; TypeError for anything but a real number."""
     if type(prescale_factor) is float and type(postscale_factor) is float:

@@ -46,6 +46,10 @@ def cuda_built() -> bool:
     return bool(torch.backends.cuda.is_built())
 
 
+# The spelling of Horovod's Adasum user guide (``op=hvd.AdaSum``), so its examples run as written.
+AdaSum = Adasum
+
+
 __all__ = [
     "ProcessSet", "global_process_set", "add_process_set", "remove_process_set",
     "process_set_by_id", "process_sets",
@@ -53,7 +57,7 @@ __all__ = [
     "local_rank", "local_size", "cross_rank", "cross_size", "is_homogeneous",
     "mpi_threads_supported", "mpi_enabled", "mpi_built", "gloo_enabled", "gloo_built",
     "nccl_built", "ddl_built", "ccl_built", "cuda_built", "rocm_built", "start_timeline",
-    "stop_timeline", "Average", "Sum", "Min", "Max", "Product", "Adasum", "ReduceOp",
+    "stop_timeline", "Average", "Sum", "Min", "Max", "Product", "Adasum", "AdaSum", "ReduceOp",
     "allreduce", "allreduce_async", "allreduce_", "allreduce_async_", "grouped_allreduce",
     "grouped_allreduce_async", "grouped_allreduce_", "grouped_allreduce_async_", "allgather",
     "allgather_async", "broadcast", "broadcast_async", "broadcast_", "broadcast_async_",

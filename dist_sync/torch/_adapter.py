@@ -19,6 +19,7 @@ import torch
 from .. import _dtypes, _session
 from .._adapter import Entry
 from .._session import DEVICE_CPU, DistSyncError, Handle, RawResult
+from .._validation import SplitsDtypeError
 from . import _staging
 
 TORCH_TO_CODE: Dict[torch.dtype, int] = {
@@ -126,7 +127,7 @@ class TorchAdapter:
     def int_list(self, values: Any) -> Any:
         if isinstance(values, torch.Tensor):
             if values.is_floating_point():
-                raise TypeError(f"splits must hold integers, got a {values.dtype} tensor")
+                raise SplitsDtypeError(f"splits must hold integers, got a {values.dtype} tensor")
             return values.tolist()
         return values
 

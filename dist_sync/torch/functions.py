@@ -10,7 +10,10 @@ Differences from Horovod (each fixes a trap):
   state and hyperparameters pickled; tensors broadcast) and loads it on the other ranks. It
   works for every optimizer including LBFGS, and for an optimizer without state. Horovod
   instead runs a step with zero gradients to create missing state, which moves parameters for
-  optimizers with weight decay, and it refuses LBFGS.
+  optimizers with weight decay, and it refuses LBFGS. What that step leaves behind visibly is
+  kept: an optimizer without state comes out with a zero gradient on every parameter that
+  requires one and has none (sparse for SparseAdam), as in Horovod, so code that reads
+  ``p.grad`` right after start-up works unchanged.
 - ``broadcast_parameters`` also accepts an iterator such as ``model.named_parameters()`` and
   non-contiguous tensors.
 """
@@ -138,6 +141,8 @@ def broadcast_optimizer_state(optimizer: torch.optim.Optimizer, root_rank: int,
     ps.position(root, "broadcast_optimizer_state")
     is_root = _core.rank() == root
     _check_same_optimizers(optimizer, process_set)
+    if not optimizer.state:
+        _zero_missing_grads(optimizer)
     tensors: List[torch.Tensor] = []
     skeleton = _strip(optimizer.state_dict(), tensors) if is_root else None
     skeleton = broadcast_object(skeleton, root, process_set=process_set)
@@ -166,6 +171,17 @@ def broadcast_optimizer_state(optimizer: torch.optim.Optimizer, root_rank: int,
                             f"{root}'s state failed on " + "; ".join(
                                 f"rank {rank} ({text})" for rank, text in failures) +
                             "; every optimizer keeps its previous state")
+
+
+def _zero_missing_grads(optimizer: torch.optim.Optimizer) -> None:
+    """Gives every parameter that requires a gradient and has none a zero one: the gradients
+    Horovod's initialisation step leaves behind, without the step itself."""
+    sparse = isinstance(optimizer, torch.optim.SparseAdam)
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.requires_grad and p.grad is None:
+                zeros = torch.zeros_like(p, memory_format=torch.preserve_format)
+                p.grad = zeros.to_sparse() if sparse else zeros
 
 
 def _describe(optimizer: torch.optim.Optimizer) -> str:

@@ -18,9 +18,9 @@ Differences from ``horovod.torch.DistributedOptimizer`` (each fixes a trap):
   constructor needs arguments work.
 - Hooks are installed for every world size, including 1, so errors and semantics don't change
   with the number of ranks.
-- ``step()`` after ``synchronize()`` does not reduce the gradients a second time (Horovod warns
-  and reduces again, which changes clipped gradients when the average is not exact); the
-  ``skip_synchronize()`` context is still honoured.
+- ``step()`` after ``synchronize()`` does not reduce the gradients a second time (Horovod
+  reduces again, which changes clipped gradients when the average is not exact); it warns as
+  Horovod does, and the ``skip_synchronize()`` context still silences that.
 - Misuse raises :class:`dist_sync.DistSyncError` (a RuntimeError) with a message saying what to
   change, where Horovod raises bare AssertionErrors.
 - Every wrapper gets its own name prefix (``DistributedOptimizer.``, ``DistributedOptimizer1.``,
@@ -171,6 +171,7 @@ class _DistributedOptimizer(torch.optim.Optimizer):
                 and int(self._ds_op) in (int(Average), int(Sum))):
             return self._ds_start_sparse(params[0], name)
         sends, contexts = [], []
+        sparse = [p.grad.is_sparse for p in params]
         for p in params:
             if p.grad.is_sparse:
                 p.grad = p.grad.to_dense()
@@ -201,6 +202,10 @@ class _DistributedOptimizer(torch.optim.Optimizer):
                 result = self._ds_compression.decompress(sent, context)
                 if result is not grad:
                     grad.copy_(result)
+            # Reduced densely, handed back in the layout the optimizer expects (SparseAdam).
+            for p, was_sparse in zip(params, sparse):
+                if was_sparse:
+                    p.grad = p.grad.to_sparse()
         return complete
 
     def _ds_start_sparse(self, p: torch.Tensor, name: str) -> Callable[[], None]:
@@ -255,6 +260,12 @@ class _DistributedOptimizer(torch.optim.Optimizer):
             raise errors[0]
         self._ds_synchronized = True
 
+    @property
+    def _parameter_names(self) -> Dict[torch.Tensor, str]:
+        """Parameter -> the name its allreduce uses (Horovod's attribute, which scripts and
+        Horovod's tests read)."""
+        return dict(self._ds_names)
+
     @contextmanager
     def skip_synchronize(self) -> Iterator[None]:
         """Within this context ``step()`` does not synchronize (use after an explicit
@@ -271,6 +282,12 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         if self._ds_should_synchronize and (not self._ds_synchronized
                                             or self._ds_backward_seen):
             self.synchronize()
+        elif self._ds_should_synchronize:
+            # Horovod's warning, word for word at the start, so code that filters it still does.
+            warnings.warn("optimizer.step() called without optimizer.skip_synchronize() context "
+                          "after optimizer.synchronize(); dist_sync does not reduce the "
+                          "gradients again (Horovod does). Call step() inside "
+                          "optimizer.skip_synchronize() to say so.", UserWarning, stacklevel=2)
         self._ds_synchronized = False
         return super().step(closure)
 
@@ -419,7 +436,7 @@ def DistributedOptimizer(optimizer: torch.optim.Optimizer,
             lists of parameters, each reduced as one group (others individually). A group's
             allreduce starts when all its gradients are ready.
         num_groups: Horovod's deprecated spelling of ``groups=<int>`` (0: not given).
-        sparse_as_dense: reduce sparse gradients as dense tensors.
+        sparse_as_dense: reduce sparse gradients as dense tensors (handed back sparse).
         process_set: average over this process set's ranks only (every rank of the set must
             wrap an optimizer over the same parameters); on ranks outside the set the optimizer
             steps locally, as in Horovod.

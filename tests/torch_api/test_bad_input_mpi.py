@@ -42,7 +42,8 @@ TORCH_CASES: Dict[str, Tuple[str, ...]] = {
     "root_missing": ("ValueError: root_rank {size} does not exist: ranks are 0..{last}",),
     "root_negative": ("ValueError: root_rank -1 does not exist",),
     "splits_sum": ("ValueError: splits [{ones}] sum to {size} but the first dimension is 5",),
-    "splits_float_tensor": ("TypeError: splits must hold integers, got a torch.float32 tensor",),
+    "splits_float_tensor": ("SplitsDtypeError: splits must hold integers, got a torch.float32 "
+                            "tensor",),  # a TypeError and a ValueError
     "splits_length": ("ValueError: splits has {size_plus_1} entries but there are {size} ranks",),
     "shape_mismatch": ("DistSyncError: Mismatched allreduce 'w.shape': shape differs across ranks: "
                        "(4,) on {others}; (5,) on rank {last}",),
