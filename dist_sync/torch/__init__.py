@@ -34,6 +34,7 @@ from .mpi_ops import (Adasum, Average, Max, Min, Product, ReduceOp, Sum, allgath
                       grouped_allreduce_async_, grouped_reducescatter, grouped_reducescatter_async,
                       join, reducescatter, reducescatter_async, sparse_allreduce_async)
 from . import elastic
+from .elastic import HorovodInternalError, HostsUpdatedInterrupt
 from .optimizer import DistributedOptimizer
 from .sampler import DistributedSampler
 from .sync_batch_norm import SyncBatchNorm
@@ -66,5 +67,6 @@ __all__ = [
     "broadcast_parameters", "broadcast_optimizer_state", "broadcast_object",
     "allgather_object", "DistributedSampler", "average_parameters", "PeriodicModelAverager",
     "SyncBatchNorm", "grouped_allgather", "grouped_allgather_async", "grouped_reducescatter",
-    "grouped_reducescatter_async", "sparse_allreduce_async", "elastic",
+    "grouped_reducescatter_async", "sparse_allreduce_async", "elastic", "HorovodInternalError",
+    "HostsUpdatedInterrupt",
 ]
