@@ -64,6 +64,17 @@ def broadcast_variables(variables: Sequence[Any], root_rank: int = 0,
     return None if tf.executing_eagerly() else tf.group(*assigns)
 
 
+def broadcast_global_variables(root_rank: int = 0) -> Any:
+    """TensorFlow 1: the op that assigns ``root_rank``'s values to every global variable
+    (``tf.compat.v1.global_variables()``) of the graph being built. Eagerly there is no such
+    collection: RuntimeError, use :func:`broadcast_variables` with the model's variables."""
+    if tf.executing_eagerly():
+        raise RuntimeError("broadcast_global_variables() needs TensorFlow 1 graph mode (it reads "
+                           "the graph's global-variables collection); eagerly or in Keras, use "
+                           "hvd.broadcast_variables(model.variables, root_rank) instead")
+    return broadcast_variables(tf.compat.v1.global_variables(), root_rank)
+
+
 def broadcast_(variables: Sequence[Any], root_rank: int, name: Optional[str] = None,
                process_set: ProcessSet = global_process_set) -> List[Any]:
     """Horovod's in-place broadcast of variables: assigns ``root_rank``'s values and returns
@@ -98,5 +109,5 @@ def allgather_object(obj: Any, session: Any = None, name: Optional[str] = None,
     return _objects.allgather_object(obj, name, process_set=process_set)
 
 
-__all__ = ["broadcast_variables", "broadcast_", "broadcast_object", "broadcast_object_fn",
+__all__ = ["broadcast_variables", "broadcast_global_variables", "broadcast_", "broadcast_object", "broadcast_object_fn",
            "allgather_object"]

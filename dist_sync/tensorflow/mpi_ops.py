@@ -29,11 +29,11 @@ def resolve_op(op: Any, average: Optional[bool]) -> ReduceOp:
     return _resolve_op(op, average, stacklevel=4)
 
 
-class ProcessSetError(tf.errors.InvalidArgumentError, ValueError):
-    """A collective called with a process set this rank may not use (not a member, removed,
-    never registered) or a root outside the set. Both a ``tf.errors.InvalidArgumentError`` (what
-    Horovod's TensorFlow binding raises) and a ``ValueError`` (what dist_sync's other front ends
-    raise)."""
+class InvalidArgumentError(tf.errors.InvalidArgumentError, ValueError):
+    """An argument a collective refuses at the call: a process set this rank may not use (not a
+    member, removed, never registered), a root outside the set, alltoall splits that do not fit.
+    Both a ``tf.errors.InvalidArgumentError`` (what Horovod's TensorFlow binding raises) and a
+    ``ValueError`` (what dist_sync's other front ends raise)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(None, None, message)
@@ -41,13 +41,13 @@ class ProcessSetError(tf.errors.InvalidArgumentError, ValueError):
 
 def members_of(process_set: Any, what: str, root: Optional[int] = None) -> Any:
     """The resolved process set of a collective (and that ``root`` is in it), misuse raised as
-    :class:`ProcessSetError`."""
+    :class:`InvalidArgumentError`."""
     try:
         resolved = resolve(process_set, what)
         if root is not None:
             resolved.position(root, what)
     except ValueError as error:
-        raise ProcessSetError(str(error)) from None
+        raise InvalidArgumentError(str(error)) from None
     return resolved
 
 
@@ -267,9 +267,10 @@ def alltoall(tensor: Any, splits: Optional[Any] = None, name: Optional[str] = No
              ignore_name_scope: bool = False,
              process_set: ProcessSet = global_process_set) -> Any:
     """Exchanges slices of ``tensor``: rows ``[sum(splits[:p]), sum(splits[:p+1]))`` go to rank
-    p (without splits the first dimension is divided evenly). Returns ``(received tensor, rows
-    received from each rank as int32)`` as Horovod's TensorFlow binding does. With a
-    ``process_set``, p counts the set's ranks in order. Differentiable."""
+    p (without splits the first dimension is divided evenly). Returns, as Horovod's TensorFlow
+    binding does, the received tensor, and with ``splits`` the pair ``(received tensor, rows
+    received from each rank as int32)``. With a ``process_set``, p counts the set's ranks in
+    order. Differentiable."""
     members = members_of(process_set, "alltoall")
     tensor = _tensor(tensor, "alltoall", moving=True)
     name = op_name("Alltoall", name)
@@ -282,8 +283,11 @@ def alltoall(tensor: Any, splits: Optional[Any] = None, name: Optional[str] = No
             if splits.dtype.is_floating:
                 raise TypeError(f"splits must hold integers, got a {splits.dtype.name} tensor")
             splits = [int(v) for v in np.asarray(splits).reshape(-1)]
-        if splits is not None and tensor.shape[0] is not None:
-            check_splits(splits, int(tensor.shape[0]), members.size)
+        if tensor.shape[0] is not None:
+            try:
+                check_splits(splits, int(tensor.shape[0]), members.size)
+            except ValueError as error:
+                raise InvalidArgumentError(str(error)) from None
         split_input = tf.constant(splits if splits is not None else [], dtype=tf.int64)
     out_shape = tf.TensorShape([None]) + tensor.shape[1:]
 
@@ -293,7 +297,8 @@ def alltoall(tensor: Any, splits: Optional[Any] = None, name: Optional[str] = No
     def forward(x: tf.Tensor) -> List[tf.Tensor]:
         return run(eager, [x, split_input], [x.dtype, tf.int32], [out_shape, [members.size]])
     if not _differentiable(tensor):
-        return tuple(forward(tensor))
+        received, rows = forward(tensor)
+        return (received, rows) if splits is not None else received
 
     @tf.custom_gradient
     def differentiable(x: tf.Tensor) -> Any:
@@ -304,7 +309,7 @@ def alltoall(tensor: Any, splits: Optional[Any] = None, name: Optional[str] = No
                        [tf.convert_to_tensor(dy), rows], [x.dtype], [x.shape])[0]
         return (received, rows), grad
     received, rows = differentiable(tensor)
-    return received, rows
+    return (received, rows) if splits is not None else received
 
 
 # --- reducescatter ---------------------------------------------------------------------------

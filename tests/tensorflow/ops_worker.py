@@ -122,8 +122,10 @@ def alltoall_and_reducescatter():
                                        for r in range(size)])
             assert np.array_equal(to_storage(received, dtype), expected), f"{mode}/{dtype}"
             assert rows.numpy().tolist() == [rank + 1] * size
-            received, rows = even(rows_input(26, rank, 2 * size, dtype))
-            assert rows.numpy().tolist() == [2] * size
+            received = even(rows_input(26, rank, 2 * size, dtype))  # no splits: no rows
+            expected = np.concatenate([to_storage(rows_input(26, r, 2 * size, dtype), dtype)
+                                       [2 * rank:2 * rank + 2] for r in range(size)])
+            assert np.array_equal(to_storage(received, dtype), expected), f"{mode}/{dtype}"
             for op in ("sum", "average", "max"):
                 count = 2 * size + 1
                 inputs = [make_input(27, r, count * 2, dtype, op) for r in range(size)]
@@ -279,6 +281,20 @@ def objects_variables_barrier_join():
         hvd.broadcast_variables(graph_vars, root_rank=0)
     broadcast_in_graph()
     assert graph_vars[0].numpy().tolist() == [0.0, 0.0]
+    # TensorFlow 1: the graph's global variables, in a Session; eagerly refused.
+    try:
+        hvd.broadcast_global_variables(0)
+    except RuntimeError as error:
+        assert "hvd.broadcast_variables" in str(error), error
+    else:
+        raise AssertionError("broadcast_global_variables ran eagerly")
+    with tf.Graph().as_default():
+        v1 = tf.compat.v1.Variable(np.full((2,), float(rank + 5)), use_resource=True)
+        assign = hvd.broadcast_global_variables(size - 1)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            session.run(assign)
+            assert session.run(v1).tolist() == [float(size + 4)] * 2
     assert int(hvd.rank_op()) == rank and int(hvd.size_op()) == size
     hvd.barrier()
     assert hvd.join() in range(size)
@@ -310,6 +326,7 @@ def errors():
         "op": lambda: hvd.allreduce(tf.constant([1.0]), op=17),
         "root": lambda: hvd.broadcast(tf.constant([1.0]), size),
         "splits": lambda: hvd.alltoall(tf.zeros([5]), splits=[1] * size),
+        "even": lambda: hvd.alltoall(tf.zeros([2 * size + 1])),
     }.items():
         try:
             call()
