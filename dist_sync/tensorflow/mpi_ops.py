@@ -149,12 +149,36 @@ def grouped_allreduce(tensors: Sequence[Any], average: Optional[bool] = None,
                       ignore_name_scope: bool = False,
                       name: Optional[str] = None) -> List[tf.Tensor]:
     """Reduces a list of tensors as one unit (negotiated and fused together); returns the list
-    of results. Differentiable like :func:`allreduce`."""
+    of results. ``tf.IndexedSlices`` in the list are allgathered one by one as :func:`allreduce`
+    does (op Average or Sum only), the dense tensors reduced as one unit. Differentiable like
+    :func:`allreduce`."""
     op = resolve_op(op, average)
     pre, post = scale_args(prescale_factor, postscale_factor)
     members_of(process_set, "grouped_allreduce")
     if not isinstance(tensors, (list, tuple)) or not tensors:
         raise TypeError("grouped_allreduce expects a non-empty list of tensors")
+    sparse = [i for i, t in enumerate(tensors) if isinstance(t, tf.IndexedSlices)]
+    if sparse:
+        if int(op) not in (int(Average), int(Sum)):
+            raise NotImplementedError("grouped_allreduce of tf.IndexedSlices supports op=Average "
+                                      "and Sum (the slices are allgathered)")
+        base = op_name("GroupedAllreduce", name)
+        results: List[Any] = list(tensors)
+        for i in sparse:
+            results[i] = allreduce(tensors[i], op=op, prescale_factor=prescale_factor,
+                                   postscale_factor=postscale_factor,
+                                   name=f"{base}.sparse.{i}" if base else None,
+                                   process_set=process_set)
+        dense = [i for i in range(len(tensors)) if i not in sparse]
+        if dense:
+            reduced = grouped_allreduce([tensors[i] for i in dense], compression=compression,
+                                        op=op, prescale_factor=prescale_factor,
+                                        postscale_factor=postscale_factor,
+                                        process_set=process_set,
+                                        name=f"{base}.dense" if base else None)
+            for i, value in zip(dense, reduced):
+                results[i] = value
+        return results
     items = [_tensor(t, f"grouped_allreduce (item {i})") for i, t in enumerate(tensors)]
     compressed, contexts = zip(*[compression.compress(t) for t in items])
     reduced = _grouped(list(compressed), op, op_name("GroupedAllreduce", name), pre, post,

@@ -263,6 +263,19 @@ def indexed_slices():
             assert out.indices.numpy().tolist() == sum([[r, 9] for r in range(size)], [])
             dense = tf.convert_to_tensor(out).numpy()
             assert np.isclose(dense[9].sum(), 2 * scale * sum(range(1, size + 1)))
+        # grouped_allreduce of slices and dense tensors together, as Horovod allows.
+        grouped = in_mode(mode, lambda v, i, d: hvd.grouped_allreduce(
+            [tf.IndexedSlices(v, i, tf.constant([10, 2], tf.int64)), d], op=hvd.Sum))
+        out, summed = grouped(values, indices, tf.constant([float(rank)] * 3))
+        assert isinstance(out, tf.IndexedSlices) and out.indices.numpy().tolist() == \
+            sum([[r, 9] for r in range(size)], []), mode
+        assert summed.numpy().tolist() == [float(sum(range(size)))] * 3, mode
+        try:
+            hvd.grouped_allreduce([tf.IndexedSlices(values, indices), values], op=hvd.Max)
+        except NotImplementedError as error:
+            assert "op=Average and Sum" in str(error)
+        else:
+            raise AssertionError("grouped_allreduce of slices with op=Max did not raise")
     return {}
 
 
