@@ -43,11 +43,11 @@ def broadcast_variables(variables: Sequence[Any], root_rank: int = 0,
     broadcasts in flight together). Works eagerly and inside tf.function; returns the grouped
     assign op in graph mode, None eagerly. ``inplace`` exists for Horovod compatibility
     (assignment is always used)."""
-    root = check_root(root_rank)
-    members_of(process_set, "broadcast_variables", root)
     variables = list(variables)
     if not variables:
         return None
+    root = check_root(root_rank)
+    members_of(process_set, "broadcast_variables", root)
     for i, variable in enumerate(variables):
         if not _is_variable(variable):
             raise TypeError(f"broadcast_variables expects tf.Variable or keras.Variable "

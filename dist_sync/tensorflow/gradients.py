@@ -137,20 +137,27 @@ class DistributedGradientTape:
     Sum, ... ``gradient_predivide_factor``: see :func:`reduce_gradients`. ``groups``: an int
     (that many allreduce groups) or lists of variables reduced together. ``process_set``: the
     ranks that average (on a rank outside it, ``gradient()`` returns the local gradients).
-    Other attributes are the wrapped tape's.
+    Variables passed to :meth:`register_local_source` (model-parallel parts) keep this rank's
+    gradient, divided by the set's size when ``scale_local_gradients`` (as Horovod does, so a
+    learning rate scaled by the number of ranks suits them too). Other attributes are the
+    wrapped tape's.
     """
 
     def __init__(self, gradtape: tf.GradientTape, device_dense: str = "",
                  device_sparse: str = "", compression: type[Compressor] = Compression.none,
                  sparse_as_dense: bool = False, op: Optional[ReduceOp] = None,
                  gradient_predivide_factor: float = 1.0, num_groups: int = 0,
-                 groups: Any = None, process_set: ProcessSet = global_process_set) -> None:
+                 groups: Any = None, process_set: ProcessSet = global_process_set,
+                 scale_local_gradients: bool = True) -> None:
         if not isinstance(gradtape, tf.GradientTape):
             raise TypeError(f"DistributedGradientTape wraps a tf.GradientTape, got "
                             f"{type(gradtape).__name__}")
         resolve_op(op, None)
         included(process_set, "DistributedGradientTape")
         self._tape = gradtape
+        self._process_set = process_set
+        self._scale_local = bool(scale_local_gradients)
+        self._local_sources: Dict[int, Any] = {}  # id -> the variable (kept alive: ids stay unique)
         self._options: Dict[str, Any] = dict(
             compression=compression, sparse_as_dense=sparse_as_dense, op=op,
             gradient_predivide_factor=gradient_predivide_factor,
@@ -167,6 +174,10 @@ class DistributedGradientTape:
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self._tape, attribute)
 
+    def register_local_source(self, source: Any) -> None:
+        """Marks ``source`` (a variable) as this rank's own: its gradient is not reduced."""
+        self._local_sources[id(source)] = source
+
     def gradient(self, target: Any, sources: Any, output_gradients: Any = None,
                  **kwargs: Any) -> Any:
         """The tape's gradients of ``target`` with respect to ``sources``, reduced over ranks
@@ -174,5 +185,21 @@ class DistributedGradientTape:
         grads = self._tape.gradient(target, sources, output_gradients, **kwargs)
         flat_sources = tf.nest.flatten(sources)
         flat = tf.nest.flatten(grads, expand_composites=False)
-        reduced = reduce_gradients(flat, variables=flat_sources, **self._options)
+        local = [i for i, v in enumerate(flat_sources) if id(v) in self._local_sources]
+        shared = [None if i in local else g for i, g in enumerate(flat)]
+        reduced = reduce_gradients(shared, variables=flat_sources, **self._options)
+        if local:
+            scale = self._scale_local and included(self._process_set, "DistributedGradientTape")
+            size = members_of(self._process_set, "DistributedGradientTape").size if scale else 1
+            for i in local:
+                reduced[i] = _scaled(flat[i], 1.0 / size)
         return tf.nest.pack_sequence_as(grads, reduced)
+
+
+def _scaled(grad: Any, factor: float) -> Any:
+    if grad is None or factor == 1.0:
+        return grad
+    if isinstance(grad, tf.IndexedSlices):
+        values = grad.values * tf.constant(factor, grad.values.dtype)
+        return tf.IndexedSlices(values, grad.indices, grad.dense_shape)
+    return grad * tf.constant(factor, grad.dtype)

@@ -81,6 +81,23 @@ def gradient_tape_equals_large_batch():
 
 
 @check
+def gradient_tape_local_sources():
+    """register_local_source: that variable's gradient stays this rank's (divided by size() with
+    the default scale_local_gradients, as is without it); the others are averaged."""
+    rank, size = rank_size()
+    shared, own = tf.Variable(np.ones(3)), tf.Variable(np.ones(2))
+    for scale, divisor in ((True, size), (False, 1)):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(shared * (rank + 1.0)) + tf.reduce_sum(own * (rank + 1.0))
+        tape = hvd.DistributedGradientTape(tape, scale_local_gradients=scale)
+        tape.register_local_source(own)
+        g_shared, g_own = tape.gradient(loss, [shared, own])
+        assert g_shared.numpy().tolist() == [sum(r + 1.0 for r in range(size)) / size] * 3
+        assert g_own.numpy().tolist() == [(rank + 1.0) / divisor] * 2, (scale, g_own)
+    return {}
+
+
+@check
 def gradient_tape_sparse_gradients():
     rank, size = rank_size()
     table0 = np.random.default_rng(42).normal(size=(10, 3))
