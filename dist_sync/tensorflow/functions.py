@@ -109,5 +109,6 @@ def allgather_object(obj: Any, session: Any = None, name: Optional[str] = None,
     return _objects.allgather_object(obj, name, process_set=process_set)
 
 
-__all__ = ["broadcast_variables", "broadcast_global_variables", "broadcast_", "broadcast_object", "broadcast_object_fn",
+__all__ = ["broadcast_variables", "broadcast_global_variables", "broadcast_", "broadcast_object",
+           "broadcast_object_fn",
            "allgather_object"]

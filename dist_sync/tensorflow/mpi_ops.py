@@ -55,8 +55,9 @@ def _no_adasum_gradient(name: Optional[str]) -> None:
     # The same rule as dist_sync.torch (docs/torch.md, "Adasum").
     raise RuntimeError(f"allreduce(op=Adasum) of {name or 'a tensor'} has no gradient in "
                        f"dist_sync: Adasum combines gradients, it is not a function of the model "
-                       f"to differentiate; reduce gradients with DistributedGradientTape(op=Adasum) "
-                       f"or the Keras DistributedOptimizer(op=Adasum) instead")
+                       f"to differentiate; reduce gradients with "
+                       f"DistributedGradientTape(op=Adasum) or the Keras "
+                       f"DistributedOptimizer(op=Adasum) instead")
 
 
 def _tensor(value: Any, what: str, moving: bool = False) -> tf.Tensor:
@@ -446,6 +447,8 @@ def local_rank_op(name: Optional[str] = None) -> tf.Tensor:
 
 __all__ = [
     "Adasum", "Average", "Sum", "Min", "Max", "Product", "ReduceOp", "allreduce",
-    "grouped_allreduce", "grouped_allgather", "grouped_reducescatter", "broadcast", "allgather", "alltoall", "reducescatter", "barrier",
-    "join", "size_op", "process_set_included_op", "rank_op", "local_size_op", "local_rank_op", "resolve_op",
+    "grouped_allreduce", "grouped_allgather", "grouped_reducescatter", "broadcast", "allgather",
+    "alltoall", "reducescatter", "barrier", "join", "size_op", "process_set_included_op",
+    "rank_op", "local_size_op", "local_rank_op", "resolve_op", "InvalidArgumentError",
+    "members_of",
 ]

@@ -194,8 +194,8 @@ def errors():
         except Exception as error:  # the type is part of what is checked
             both = isinstance(error, ValueError) and \
                 isinstance(error, tf.errors.InvalidArgumentError)
-            messages[key] = f"{'ValueError+InvalidArgumentError' if both else type(error).__name__}" \
-                f": {error}"
+            kind = "ValueError+InvalidArgumentError" if both else type(error).__name__
+            messages[key] = f"{kind}: {error}"
     if me not in ps.ranks:
         caught("not_member", lambda: hvd.allreduce(tf.ones(2), process_set=ps))
     caught("root_outside", lambda: hvd.broadcast(tf.ones(2), size - 1, process_set=ps))
