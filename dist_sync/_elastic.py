@@ -87,6 +87,8 @@ class ObjectState(State):
     """State made of picklable Python values, given as keyword arguments and read and written as
     attributes (``state.epoch += 1``). ``sync()`` broadcasts rank 0's values."""
 
+    _SYNC_NAME = "elastic.object_state"
+
     def __init__(self, **values: Any) -> None:
         super().__init__()
         self._names = list(values)
@@ -96,22 +98,27 @@ class ObjectState(State):
         self.save()
 
     def _values(self) -> Dict[str, Any]:
+        """The values as the data that is saved and broadcast."""
         return {name: getattr(self, name) for name in self._names}
+
+    def _assign(self, values: Dict[str, Any]) -> None:
+        """The inverse of :meth:`_values`."""
+        for name, value in values.items():
+            setattr(self, name, value)
 
     def save(self) -> None:
         self._saved = copy.deepcopy(self._values())
 
     def restore(self) -> None:
-        for name, value in copy.deepcopy(self._saved).items():
-            setattr(self, name, value)
+        self._assign(copy.deepcopy(self._saved))
+
+    def _sync_values(self) -> None:
+        if self._names:
+            self._assign(_objects.broadcast_object(self._values(), root_rank=0,
+                                                   name=self._SYNC_NAME))
 
     def sync(self) -> None:
-        if not self._names:
-            return
-        values = _objects.broadcast_object(self._values(), root_rank=0,
-                                           name="elastic.object_state")
-        for name, value in values.items():
-            setattr(self, name, value)
+        self._sync_values()
         self.save()
 
 

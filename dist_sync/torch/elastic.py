@@ -21,7 +21,6 @@ import torch
 from torch.utils.data import Sampler
 
 from .. import _core
-from .. import _objects
 from .._elastic import (HorovodInternalError, HostsUpdatedInterrupt, ObjectState, State, run)
 from .._session import RanksLostError
 from .functions import broadcast_optimizer_state, broadcast_parameters
@@ -101,7 +100,7 @@ def _has_state_dict(value: Any) -> bool:
         callable(getattr(value, "load_state_dict", None))
 
 
-class TorchState(State):
+class TorchState(ObjectState):
     """A model, its optimizer and any other values, committed, restored and synced together.
 
     ``TorchState(model=model, optimizer=optimizer, sampler=sampler, epoch=0, batch=0)``: the
@@ -112,26 +111,20 @@ class TorchState(State):
     deep copies of picklable values.
     """
 
+    _SYNC_NAME = "elastic.torch_state"
+
     def __init__(self, model: Optional[torch.nn.Module] = None,
                  optimizer: Optional[torch.optim.Optimizer] = None, **other: Any) -> None:
-        super().__init__()
         self.model = model
         self.optimizer = optimizer
-        self._other_names = list(other)
-        for name, value in other.items():
-            setattr(self, name, value)
-        self._saved: Dict[str, Any] = {}
-        self.save()
+        super().__init__(**other)
 
-    def _others(self) -> Dict[str, Any]:
-        return {name: getattr(self, name) for name in self._other_names}
-
-    def _other_values(self) -> Dict[str, Any]:
+    def _values(self) -> Dict[str, Any]:
         """The other values as data: state dicts for objects that have them."""
         return {name: value.state_dict() if _has_state_dict(value) else value
-                for name, value in self._others().items()}
+                for name, value in super()._values().items()}
 
-    def _set_other_values(self, values: Dict[str, Any]) -> None:
+    def _assign(self, values: Dict[str, Any]) -> None:
         for name, value in values.items():
             current = getattr(self, name)
             if _has_state_dict(current):
@@ -140,33 +133,31 @@ class TorchState(State):
                 setattr(self, name, value)
 
     def save(self) -> None:
-        saved: Dict[str, Any] = {"other": copy.deepcopy(self._other_values())}
+        super().save()
         if self.model is not None:
-            saved["model"] = {key: value.detach().clone()
-                              for key, value in self.model.state_dict().items()}
+            self._saved_model = {key: value.detach().clone()
+                                 for key, value in self.model.state_dict().items()}
         if self.optimizer is not None:
-            saved["optimizer"] = copy.deepcopy(self.optimizer.state_dict())
-        self._saved = saved
+            self._saved_optimizer = copy.deepcopy(self.optimizer.state_dict())
 
     def restore(self) -> None:
         if self.model is not None:
-            self.model.load_state_dict(self._saved["model"])
+            self.model.load_state_dict(self._saved_model)
         if self.optimizer is not None:
             reset_reductions = getattr(self.optimizer, "_ds_reset", None)
             if reset_reductions is not None:
                 reset_reductions()
-            self.optimizer.load_state_dict(copy.deepcopy(self._saved["optimizer"]))
-        self._set_other_values(copy.deepcopy(self._saved["other"]))
+            self.optimizer.load_state_dict(copy.deepcopy(self._saved_optimizer))
+        super().restore()
 
     def sync(self) -> None:
         if self.model is not None:
             broadcast_parameters(self.model.state_dict(), root_rank=0)
         if self.optimizer is not None:
             broadcast_optimizer_state(self.optimizer, root_rank=0)
-        if self._other_names:
-            self._set_other_values(_objects.broadcast_object(
-                self._other_values(), root_rank=0, name="elastic.torch_state"))
-        for value in self._others().values():
+        self._sync_values()
+        for name in self._names:
+            value = getattr(self, name)
             if isinstance(value, ElasticSampler):
                 value.reset()
         self.save()
