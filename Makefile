@@ -58,7 +58,7 @@ demo: install
 test: test-unit test-mpich test-multihost sanitize
 
 test-unit: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 # The engine's MPI tests again, against MPICH (pytest, not `python -m pytest`, and pytest's
 # --import-mode=append, so the installed MPICH build is imported rather than the checkout's

@@ -426,6 +426,7 @@ def init(comm: Any = None, process_sets: Any = None, **settings: Any) -> None:
         _name_counters.clear()
         if not _atexit_registered:
             atexit.register(_shutdown_at_exit)
+            _register_before_thread_join(_shutdown_if_dying)
             _atexit_registered = True
         _install_excepthook()
 
@@ -470,10 +471,28 @@ def _shutdown_at_exit() -> None:
     _orphans.clear()
 
 
+def _shutdown_if_dying() -> None:
+    if _uncaught and not _forked_child:
+        _core.shutdown(True, _uncaught)
+
+
+def _register_before_thread_join(hook: Callable[[], None]) -> None:
+    # threading's own exit hooks (what concurrent.futures uses) run before the interpreter joins
+    # non-daemon threads; atexit runs only after them.
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(hook)
+
+
 # Note [Telling peers why a rank left]
-# A rank that dies of an uncaught exception shuts its engine down from atexit; the reason goes
+# A rank that dies of an uncaught exception shuts its engine down at exit; the reason goes
 # through negotiation, so every other rank's pending operations fail with "rank 1 exited with an
-# uncaught ValueError: bad batch" instead of a bare "rank 1 shut down" or a hang.
+# uncaught ValueError: bad batch" instead of a bare "rank 1 shut down" or a hang. The shutdown
+# comes before the interpreter joins the rank's non-daemon threads: a thread still waiting on a
+# handle would otherwise keep the dying rank (and, waiting for it, every other rank) alive. It
+# comes only then: an excepthook also runs for exceptions that do not end the process (the REPL,
+# GUI toolkits), and a rank whose main thread merely returned may still have threads that
+# legitimately finish their collectives.
 _uncaught = ""
 _previous_excepthook = None
 

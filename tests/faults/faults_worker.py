@@ -79,8 +79,22 @@ def numpy_training(args: dict) -> None:
         if step == 1:
             record_process(args["info_dir"])
         if rank == args["victim"] and step == args["step"]:
+            if args["framework"] == "thread":
+                wait_in_a_thread(ds.allreduce_async(np.ones(4), name="only.on.the.victim"))
             raise ValueError(f"bad batch {step}")
         ds.allreduce(np.full(1000, float(step)), name="grad.fc")
+
+
+def wait_in_a_thread(handle: ds.Handle) -> None:
+    """A non-daemon thread waits on an operation no other rank submits: the interpreter joins it
+    before exiting, so the rank only exits once its engine has failed that wait."""
+    def wait() -> None:
+        try:
+            ds.synchronize(handle)
+        except ds.DistSyncError as error:
+            print(f"waiting thread: {error}", flush=True)
+
+    threading.Thread(target=wait).start()
 
 
 def torch_training(args: dict) -> None:
@@ -115,7 +129,8 @@ def exception_in_training(args):
     forward and backward, while the others' gradients are in flight. Ranks that live on record
     the error they got and re-raise it, as a real script would.
 
-    args: {"framework": "numpy" | "torch", "victim": int, "step": int (the bad batch)}
+    args: {"framework": "numpy" | "torch" | "thread", "victim": int, "step": int (the bad batch)};
+    "thread" is numpy with a thread of the victim waiting on a handle when its main thread dies.
     """
     train = torch_training if args["framework"] == "torch" else numpy_training
     if world_rank() == args["victim"]:

@@ -80,7 +80,8 @@ def test_dead_rank_detected_by_the_engine_when_mpirun_lets_the_job_run_on(tmp_pa
         assert f"[dist_sync rank {rank}] ERROR: " in run.output
 
 
-@pytest.mark.parametrize("framework,np_", [("numpy", 2), ("numpy", 3), ("torch", 2), ("torch", 3)])
+@pytest.mark.parametrize("framework,np_", [("numpy", 2), ("numpy", 3), ("torch", 2), ("torch", 3),
+                                           ("thread", 3)])
 def test_exception_on_one_rank_names_it_on_every_rank(tmp_path, framework, np_):
     job = faults.token()
     run = harness.run(WORKER, np_, "exception_in_training",

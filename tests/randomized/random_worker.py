@@ -42,7 +42,10 @@ def synchronize_from_two_threads(handle: ds.Handle, label: str) -> Any:
     start = threading.Barrier(2)
 
     def wait() -> None:
-        start.wait()
+        try:
+            start.wait()
+        except threading.BrokenBarrierError:  # the other thread never started
+            return
         try:
             outcomes.append(("result", ds.synchronize(handle)))
         except ValueError as error:
@@ -51,8 +54,12 @@ def synchronize_from_two_threads(handle: ds.Handle, label: str) -> Any:
             outcomes.append(("failed", error))
 
     threads = [threading.Thread(target=wait) for _ in range(2)]
-    for thread in threads:
-        thread.start()
+    try:
+        for thread in threads:
+            thread.start()
+    except BaseException:  # Ctrl-C between the two starts: release the thread already waiting
+        start.abort()
+        raise
     for thread in threads:
         thread.join()
     kinds = sorted(kind for kind, _ in outcomes)
