@@ -60,14 +60,14 @@ test: test-unit test-mpich test-multihost sanitize
 test-unit: install
 	$(BIN)/python -m pytest -q --durations=25 tests
 
-# The engine's MPI tests again, against MPICH (pytest, not `python -m pytest`, and pytest's
+# The engine's MPI tests again, against MPICH (the in-process collective tests use no MPI, so
+# they run once, above). pytest, not `python -m pytest`, and pytest's
 # --import-mode=append, so the installed MPICH build is imported rather than the checkout's
 # in-place Open MPI one; PYTHONSAFEPATH keeps ranks that dist_sync.run starts from the checkout
 # from importing it too).
 test-mpich: install-mpich
 	PYTHONSAFEPATH=1 DIST_SYNC_TEST_MPIRUN=$(BIN_MPICH)/mpirun $(BIN_MPICH)/pytest -q -p no:cacheprovider \
-	  tests/engine/test_allreduce_mpi.py tests/engine/test_engine_mpi.py \
-	  tests/collectives/test_algorithms_local.py tests/launch/test_run_mpi.py
+	  tests/engine/test_allreduce_mpi.py tests/engine/test_engine_mpi.py tests/launch/test_run_mpi.py
 	@# MPICH leaves its shared-memory file behind when a job ends in MPI_Abort (the stall-timeout test).
 	rm -f /dev/shm/mpich_shm_* 2>/dev/null || true
 
