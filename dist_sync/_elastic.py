@@ -191,9 +191,11 @@ def run(func: F) -> F:
                                 time.monotonic() - started)
                     reset_reason = None
                 return func(state, *args, **kwargs)
-            except DistSyncError as error:
+            except Exception as error:  # noqa: BLE001 - see below
                 # Lost ranks (also while resetting or syncing: shrink again); anything else,
-                # including fewer than DIST_SYNC_ELASTIC_MIN_NP ranks left, ends the run.
+                # including fewer than DIST_SYNC_ELASTIC_MIN_NP ranks left, ends the run. A
+                # framework may wrap the RanksLostError (TensorFlow turns an exception inside a
+                # tf.function into its own error type), so the engine is asked as well.
                 if not (isinstance(error, RanksLostError) or _core._elastic_peer_lost()):
                     raise
                 logger.warning("dist_sync elastic: %s; restoring the last commit", error)

@@ -32,6 +32,8 @@ from .mpi_ops import (Adasum, Average, Max, Min, Product, ReduceOp, Sum, allgath
                       grouped_reducescatter, join, local_rank_op, local_size_op,
                       process_set_included_op, rank_op, reducescatter, size_op)
 from .util import _executing_eagerly
+from . import elastic
+from .elastic import HorovodInternalError, HostsUpdatedInterrupt
 
 
 def cuda_built() -> bool:
@@ -61,4 +63,5 @@ __all__ = [
     "broadcast_global_variables", "broadcast_object",
     "allgather_object", "ProcessSet", "global_process_set", "add_process_set",
     "remove_process_set", "process_set_by_id", "process_sets", "process_set_included_op",
+    "elastic", "HorovodInternalError", "HostsUpdatedInterrupt",
 ]

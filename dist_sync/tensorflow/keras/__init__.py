@@ -7,12 +7,18 @@ allreduce, ...) is available here too.
 """
 from __future__ import annotations
 
+import importlib
+
 from .. import *  # noqa: F401,F403 - Horovod's keras module re-exports the TF API
 from .. import __all__ as _tf_all
 from .callbacks import (BroadcastGlobalVariablesCallback, LearningRateScheduleCallback,
                         LearningRateWarmupCallback, MetricAverageCallback)
 from .optimizer import DistributedOptimizer
 from .sync_batch_norm import SyncBatchNormalization
+
+# Keras's own elastic module (KerasState, the fit callbacks), replacing dist_sync.tensorflow's
+# that the * import above bound to the same name (`from . import` would keep that one).
+elastic = importlib.import_module(".elastic", __name__)
 
 __all__ = list(_tf_all) + [
     "DistributedOptimizer", "BroadcastGlobalVariablesCallback", "MetricAverageCallback",
