@@ -7,7 +7,7 @@ them together and fuses them into as few ring passes as its fusion buffer allows
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -19,7 +19,7 @@ from .._validation import scale_args
 from ._adapter import TENSORFLOW
 from ._graph import op_name, run
 from .compression import Compression, Compressor
-from .mpi_ops import allreduce, members_of, resolve_op
+from .mpi_ops import allreduce, members_of, resolve_op, size_op
 
 
 def _group_indices(count: int, groups: Any, variables: Optional[Sequence[Any]]) -> List[List[int]]:
@@ -82,19 +82,24 @@ def reduce_gradients(grads: Sequence[Any], *, compression: type[Compressor] = Co
     op = resolve_op(op, None)
     if not included(process_set, "allreduce gradients"):
         return list(grads)
-    members = members_of(process_set, "allreduce gradients")
+    members_of(process_set, "allreduce gradients")
     if not isinstance(gradient_predivide_factor, (int, float)) or \
             not gradient_predivide_factor > 0:
         raise ValueError(f"gradient_predivide_factor must be a positive number, got "
                          f"{gradient_predivide_factor!r}")
     if gradient_predivide_factor != 1.0 and int(op) != int(Average):
         raise ValueError("gradient_predivide_factor needs op=Average")
-    engine, pre, post = op, 1.0, 1.0
-    if int(op) == int(Average):
-        # Average as a Sum scaled on both sides, so gradient_predivide_factor can split it.
-        engine = Sum
-        pre, post = scale_args(1.0 / gradient_predivide_factor,
-                               gradient_predivide_factor / members.size)
+    average = int(op) == int(Average)
+    # Average as a Sum scaled on both sides, so gradient_predivide_factor can split it.
+    engine = Sum if average else op
+
+    def scales() -> Tuple[float, float]:
+        # Called when the reduction runs (inside a tf.function too): the set's size then, not
+        # when the function was traced (an elastic reset changes it).
+        if not average:
+            return 1.0, 1.0
+        return scale_args(1.0 / gradient_predivide_factor,
+                          gradient_predivide_factor / members_of(process_set, "allreduce").size)
     results: List[Any] = [None] * len(grads)
     dense: List[int] = []
     for i, grad in enumerate(grads):
@@ -115,7 +120,7 @@ def reduce_gradients(grads: Sequence[Any], *, compression: type[Compressor] = Co
     dense_variables = [variables[i] for i in dense] if variables is not None else None
     group_list = _group_indices(len(dense), groups, dense_variables)
     name = op_name("Gradients", name)
-    reduced = run(lambda *vs: _reduce_groups(vs, group_list, engine, name, pre, post,
+    reduced = run(lambda *vs: _reduce_groups(vs, group_list, engine, name, *scales(),
                                              process_set),
                   list(compressed), [c.dtype for c in compressed], [c.shape for c in compressed])
     for i, value, context in zip(dense, reduced, contexts):
@@ -190,16 +195,18 @@ class DistributedGradientTape:
         reduced = reduce_gradients(shared, variables=flat_sources, **self._options)
         if local:
             scale = self._scale_local and included(self._process_set, "DistributedGradientTape")
-            size = members_of(self._process_set, "DistributedGradientTape").size if scale else 1
+            size = size_op(members_of(self._process_set, "DistributedGradientTape").id) \
+                if scale else None
             for i in local:
-                reduced[i] = _scaled(flat[i], 1.0 / size)
+                reduced[i] = _divided(flat[i], size)
         return tf.nest.pack_sequence_as(grads, reduced)
 
 
-def _scaled(grad: Any, factor: float) -> Any:
-    if grad is None or factor == 1.0:
+def _divided(grad: Any, size: Optional[tf.Tensor]) -> Any:
+    """``grad`` / ``size`` (an int tensor, read when the graph runs); None: unchanged."""
+    if grad is None or size is None:
         return grad
     if isinstance(grad, tf.IndexedSlices):
-        values = grad.values * tf.constant(factor, grad.values.dtype)
+        values = grad.values / tf.cast(size, grad.values.dtype)
         return tf.IndexedSlices(values, grad.indices, grad.dense_shape)
-    return grad * tf.constant(factor, grad.dtype)
+    return grad / tf.cast(size, grad.dtype)

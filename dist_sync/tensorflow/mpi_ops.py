@@ -8,7 +8,7 @@ must not call it.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -133,7 +133,7 @@ def allreduce(tensor: Any, average: Optional[bool] = None, device_dense: str = "
         indices = allgather(tensor.indices, name=f"{base}.indices" if base else None,
                             process_set=process_set)
         if int(op) == int(Average):
-            values = values / tf.cast(members.size, values.dtype)
+            values = values / tf.cast(size_op(members.id), values.dtype)
         return tf.IndexedSlices(values, indices, dense_shape=tensor.dense_shape)
     tensor = _tensor(tensor, "allreduce")
     compressed, context = compression.compress(tensor)
@@ -420,29 +420,41 @@ def join() -> int:
     return _builders.join()
 
 
+def _current(value: Callable[[], int]) -> tf.Tensor:
+    """``value()`` as an int32 tensor, read when the op runs rather than when a tf.function is
+    traced: a graph traced before an elastic reset sees the ranks after it."""
+    if tf.executing_eagerly():
+        return tf.constant(value(), dtype=tf.int32)
+    result = tf.py_function(lambda: np.int32(value()), [], tf.int32)
+    result.set_shape([])
+    return result
+
+
 def size_op(process_set_id: int = 0, name: Optional[str] = None) -> tf.Tensor:
     """The size of process set ``process_set_id`` (0: all ranks) as an int32 tensor."""
-    return tf.constant(process_set_by_id(process_set_id).size(), dtype=tf.int32)
+    process_set_by_id(process_set_id)  # an unknown id raises here, at the call
+    return _current(lambda: process_set_by_id(process_set_id).size())
 
 
 def process_set_included_op(process_set_id: int = 0, name: Optional[str] = None) -> tf.Tensor:
     """1 if this rank is in process set ``process_set_id``, else 0, as an int32 tensor."""
-    return tf.constant(int(process_set_by_id(process_set_id).included()), dtype=tf.int32)
+    process_set_by_id(process_set_id)
+    return _current(lambda: int(process_set_by_id(process_set_id).included()))
 
 
 def rank_op(name: Optional[str] = None) -> tf.Tensor:
     """rank() as an int32 tensor."""
-    return tf.constant(_core.rank(), dtype=tf.int32)
+    return _current(_core.rank)
 
 
 def local_size_op(name: Optional[str] = None) -> tf.Tensor:
     """local_size() as an int32 tensor."""
-    return tf.constant(_core.local_size(), dtype=tf.int32)
+    return _current(_core.local_size)
 
 
 def local_rank_op(name: Optional[str] = None) -> tf.Tensor:
     """local_rank() as an int32 tensor."""
-    return tf.constant(_core.local_rank(), dtype=tf.int32)
+    return _current(_core.local_rank)
 
 
 __all__ = [

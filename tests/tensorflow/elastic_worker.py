@@ -138,10 +138,25 @@ def elastic_tensorflow(args):
         return hvd.allreduce(tf.constant(float(world_rank()), tf.float64), op=hvd.Average,
                              name="mean_rank")
 
-    mean_rank()  # traced and run on every rank before any is lost
+    shared, local = tf.Variable(0.0, dtype=tf.float64), tf.Variable(0.0, dtype=tf.float64)
+
+    @tf.function
+    def rank_gradients():
+        # d/dv of v * world rank: the shared variable's gradient averaged over the ranks, the
+        # local one's kept and divided by the number of ranks (scale_local_gradients).
+        with tf.GradientTape() as tape:
+            loss = (shared + local) * float(world_rank())
+        tape = hvd.DistributedGradientTape(tape)
+        tape.register_local_source(local)
+        return tape.gradient(loss, [shared, local])
+
+    mean_rank()  # both traced and run on every rank before any is lost
+    rank_gradients()
     result = {"tape": tape_run(hvd, args)}
-    # The graph traced above runs on the shrunk engine, averaging over the survivors only.
+    # The graphs traced above run on the shrunk engine, over the survivors only.
     result["mean_rank_after"] = float(mean_rank())
+    result["gradients_after"] = [float(g) for g in rank_gradients()]
+    result["size_op_after"] = int(tf.function(hvd.size_op)())
     result["keras"] = keras_run(hvd_keras, args, args["data"])
     result["size"] = hvd.size()
     result["world_rank"] = world_rank()
