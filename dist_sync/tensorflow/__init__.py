@@ -26,7 +26,8 @@ from .._session import (DistSyncError, cross_rank, cross_size, init, is_homogene
 from .compression import Compression, Compressor
 from .functions import (allgather_object, broadcast_, broadcast_global_variables,
                         broadcast_object, broadcast_object_fn, broadcast_variables)
-from .gradients import DistributedGradientTape, reduce_gradients
+from .gradients import (DistributedGradientTape, PartialDistributedGradientTape,
+                        reduce_gradients)
 from .mpi_ops import (Adasum, Average, Max, Min, Product, ReduceOp, Sum, allgather, allreduce,
                       alltoall, barrier, broadcast, grouped_allgather, grouped_allreduce,
                       grouped_reducescatter, join, local_rank_op, local_size_op,
@@ -59,7 +60,8 @@ __all__ = [
     "SyncBatchNormalization", "allgather", "broadcast", "alltoall", "reducescatter", "barrier",
     "join", "size_op",
     "rank_op", "local_size_op", "local_rank_op", "Compression", "Compressor",
-    "DistributedGradientTape", "reduce_gradients", "broadcast_variables",
+    "DistributedGradientTape", "PartialDistributedGradientTape", "reduce_gradients",
+    "broadcast_variables",
     "broadcast_global_variables", "broadcast_object",
     "allgather_object", "ProcessSet", "global_process_set", "add_process_set",
     "remove_process_set", "process_set_by_id", "process_sets", "process_set_included_op",

@@ -188,18 +188,62 @@ class DistributedGradientTape:
         """The tape's gradients of ``target`` with respect to ``sources``, reduced over ranks
         (same structure as ``sources``)."""
         grads = self._tape.gradient(target, sources, output_gradients, **kwargs)
-        flat_sources = tf.nest.flatten(sources)
-        flat = tf.nest.flatten(grads, expand_composites=False)
-        local = [i for i, v in enumerate(flat_sources) if id(v) in self._local_sources]
-        shared = [None if i in local else g for i, g in enumerate(flat)]
-        reduced = reduce_gradients(shared, variables=flat_sources, **self._options)
-        if local:
-            scale = self._scale_local and included(self._process_set, "DistributedGradientTape")
-            size = size_op(members_of(self._process_set, "DistributedGradientTape").id) \
-                if scale else None
-            for i in local:
-                reduced[i] = _divided(flat[i], size)
+        reduced = reduce_shared_gradients(
+            tf.nest.flatten(grads, expand_composites=False), tf.nest.flatten(sources),
+            self._local_sources, self._scale_local, self._options, "DistributedGradientTape")
         return tf.nest.pack_sequence_as(grads, reduced)
+
+
+def reduce_shared_gradients(grads: Sequence[Any], variables: Sequence[Any],
+                            local_sources: Dict[int, Any], scale_local: bool,
+                            options: Dict[str, Any], what: str) -> List[Any]:
+    """:func:`reduce_gradients` of every gradient but those of ``local_sources`` (ids of
+    variables), which keep this rank's value, divided by the set's size with ``scale_local``
+    (Horovod's rule, so a learning rate scaled by the number of ranks suits them too)."""
+    local = {i for i, v in enumerate(variables) if id(v) in local_sources}
+    shared = [None if i in local else g for i, g in enumerate(grads)]
+    reduced = reduce_gradients(shared, variables=variables, **options)
+    if local:
+        process_set = options["process_set"]
+        size = size_op(members_of(process_set, what).id) \
+            if scale_local and included(process_set, what) else None
+        for i in local:
+            reduced[i] = _divided(grads[i], size)
+    return reduced
+
+
+def local_variables_of(local_layers: Any, what: str) -> List[Any]:
+    """The trainable variables of ``local_layers`` (a Keras layer or a collection of them)."""
+    import keras
+
+    if local_layers is None:
+        return []
+    layers = [local_layers] if isinstance(local_layers, keras.layers.Layer) else list(local_layers)
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, keras.layers.Layer):
+            raise ValueError(f"{what}: local_layers must be Keras layers, got "
+                             f"{type(layer).__name__} at index {i}")
+    return [variable for layer in layers for variable in layer.trainable_weights]
+
+
+def PartialDistributedGradientTape(gradtape: tf.GradientTape, device_dense: str = "",
+                                   device_sparse: str = "",
+                                   compression: type[Compressor] = Compression.none,
+                                   sparse_as_dense: bool = False, op: Optional[ReduceOp] = None,
+                                   gradient_predivide_factor: float = 1.0, num_groups: int = 0,
+                                   groups: Any = None,
+                                   process_set: ProcessSet = global_process_set,
+                                   local_layers: Any = None,
+                                   scale_local_gradients: bool = True) -> DistributedGradientTape:
+    """A :class:`DistributedGradientTape` whose ``local_layers`` (Keras layers: model-parallel
+    parts each rank trains on its own) keep this rank's gradients, as if each of their
+    trainable variables were passed to ``register_local_source``."""
+    tape = DistributedGradientTape(gradtape, device_dense, device_sparse, compression,
+                                   sparse_as_dense, op, gradient_predivide_factor, num_groups,
+                                   groups, process_set, scale_local_gradients)
+    for variable in local_variables_of(local_layers, "PartialDistributedGradientTape"):
+        tape.register_local_source(variable)
+    return tape
 
 
 def _divided(grad: Any, size: Optional[tf.Tensor]) -> Any:

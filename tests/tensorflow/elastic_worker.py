@@ -1,9 +1,9 @@
 """Elastic training with dist_sync.tensorflow under `mpirun --with-ft ulfm` (test_elastic_mpi.py):
-one job on 4 ranks, two elastic runs, a rank SIGKILLed in each (TensorFlow's start-up is the cost of a
-launch). First a DistributedGradientTape loop kept in a TensorFlowState loses world rank 0 mid
-run; then the survivors train a Keras model with model.fit, KerasState and the three elastic
-callbacks, and lose one more rank mid-epoch. Ranks are named by MPI_COMM_WORLD rank (stable
-across resets). The survivors record what the test compares with numpy.
+one job on 4 ranks, two elastic runs, a rank SIGKILLed in each (TensorFlow's start-up is the
+cost of a launch). First a DistributedGradientTape loop kept in a TensorFlowState loses world
+rank 0 mid run; then the survivors train a Keras model with model.fit, KerasState and the three
+elastic callbacks, and lose one more rank mid-epoch. Ranks are named by MPI_COMM_WORLD rank
+(stable across resets). The survivors record what the test compares with numpy.
 """
 import hashlib
 import os

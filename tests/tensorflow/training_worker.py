@@ -98,6 +98,42 @@ def gradient_tape_local_sources():
 
 
 @check
+def partial_tape_and_optimizer():
+    """PartialDistributedGradientTape and the Keras PartialDistributedOptimizer: the local
+    layer's gradients stay this rank's (divided by size()), the shared layer's are averaged,
+    eagerly and in a tf.function."""
+    rank, size = rank_size()
+    mean = sum(r + 1.0 for r in range(size)) / size
+    shared, own = keras.layers.Dense(2, dtype="float64"), keras.layers.Dense(2, dtype="float64")
+    x = tf.constant(np.arange(6.0).reshape(2, 3) + 1.0)
+    shared.build((None, 3))
+    own.build((None, 3))
+    variables = shared.trainable_weights + own.trainable_weights
+
+    def loss_of(tape_type, **kwargs):
+        with tf.GradientTape() as tape:
+            loss = (rank + 1.0) * (tf.reduce_sum(shared(x)) + tf.reduce_sum(own(x)))
+        return (tape_type(tape, **kwargs) if kwargs else tape).gradient(loss, variables)
+
+    raw = [g.numpy() for g in loss_of(tf.GradientTape)]
+    for mode in MODES:
+        got = in_mode(mode, lambda: loss_of(hvd.PartialDistributedGradientTape,
+                                            local_layers=[own]))()
+        for g, r in zip(got[:2], raw[:2]):
+            np.testing.assert_allclose(g.numpy(), r / (rank + 1.0) * mean, rtol=1e-14)
+        for g, r in zip(got[2:], raw[2:]):
+            np.testing.assert_allclose(g.numpy(), r / size, rtol=1e-14)
+    optimizer = hvd.PartialDistributedOptimizer(keras.optimizers.SGD(learning_rate=1.0),
+                                                local_layers=own)
+    before = [v.numpy() for v in variables]
+    optimizer.apply([tf.ones_like(v) * (rank + 1.0) for v in variables], variables)
+    for i, (v, b) in enumerate(zip(variables, before)):
+        step = mean if i < 2 else (rank + 1.0) / size
+        np.testing.assert_allclose(v.numpy(), b - step, rtol=1e-14)
+    return {}
+
+
+@check
 def gradient_tape_sparse_gradients():
     rank, size = rank_size()
     table0 = np.random.default_rng(42).normal(size=(10, 3))

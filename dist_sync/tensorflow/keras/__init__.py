@@ -13,7 +13,7 @@ from .. import *  # noqa: F401,F403 - Horovod's keras module re-exports the TF A
 from .. import __all__ as _tf_all
 from .callbacks import (BroadcastGlobalVariablesCallback, LearningRateScheduleCallback,
                         LearningRateWarmupCallback, MetricAverageCallback)
-from .optimizer import DistributedOptimizer
+from .optimizer import DistributedOptimizer, PartialDistributedOptimizer
 from .sync_batch_norm import SyncBatchNormalization
 
 # Keras's own elastic module (KerasState, the fit callbacks), replacing dist_sync.tensorflow's
@@ -21,6 +21,7 @@ from .sync_batch_norm import SyncBatchNormalization
 elastic = importlib.import_module(".elastic", __name__)
 
 __all__ = list(_tf_all) + [
-    "DistributedOptimizer", "BroadcastGlobalVariablesCallback", "MetricAverageCallback",
+    "DistributedOptimizer", "PartialDistributedOptimizer", "BroadcastGlobalVariablesCallback",
+    "MetricAverageCallback",
     "LearningRateWarmupCallback", "LearningRateScheduleCallback", "SyncBatchNormalization",
 ]

@@ -10,7 +10,7 @@ import tensorflow as tf
 from ..._process_sets import ProcessSet, global_process_set, included
 from ..._reduce_op import ReduceOp
 from ..compression import Compression, Compressor
-from ..gradients import reduce_gradients
+from ..gradients import local_variables_of, reduce_gradients, reduce_shared_gradients
 from ..mpi_ops import resolve_op
 
 # Note [Keras optimizer wrapping]
@@ -42,7 +42,16 @@ class _DistributedMixin:
                                                    name="dist_sync_passes")
 
     def _dist_reduce(self, grads: List[Any], variables: Sequence[Any]) -> List[Any]:
-        return reduce_gradients(grads, variables=variables, **self._dist_options)
+        if not self._dist_local:
+            return reduce_gradients(grads, variables=variables, **self._dist_options)
+        return reduce_shared_gradients(grads, list(variables), self._dist_local,
+                                       self._dist_scale_local, self._dist_options,
+                                       "DistributedOptimizer")
+
+    def register_local_var(self, variable: Any) -> None:
+        """Marks ``variable`` as this rank's own: its gradient is not reduced (Horovod's name;
+        divided by the number of ranks unless made with ``scale_local_gradients=False``)."""
+        self._dist_local[id(variable)] = variable
 
     def apply(self, grads: Sequence[Any], trainable_variables: Optional[Sequence[Any]] = None
               ) -> Any:
@@ -87,8 +96,8 @@ def DistributedOptimizer(optimizer: keras.optimizers.Optimizer, name: Optional[s
                          sparse_as_dense: bool = False, gradient_predivide_factor: float = 1.0,
                          op: Optional[ReduceOp] = None, backward_passes_per_step: int = 1,
                          average_aggregated_gradients: bool = False, num_groups: int = 0,
-                         groups: Any = None, process_set: ProcessSet = global_process_set
-                         ) -> keras.optimizers.Optimizer:
+                         groups: Any = None, process_set: ProcessSet = global_process_set,
+                         scale_local_gradients: bool = True) -> keras.optimizers.Optimizer:
     """``optimizer`` (a Keras 3 optimizer) as one that averages gradients over all ranks (of
     ``process_set``; a rank outside it applies its own gradients) before each update; use it
     in ``model.compile`` and ``model.fit`` as usual.
@@ -100,8 +109,9 @@ def DistributedOptimizer(optimizer: keras.optimizers.Optimizer, name: Optional[s
     size()/factor after. ``backward_passes_per_step`` N: gradients are summed locally over N
     calls and reduced and applied every N-th (divided by N with
     ``average_aggregated_gradients``). ``groups``: an int or lists of variables reduced
-    together. Returns a new optimizer of a subclass of ``optimizer``'s class with the same
-    configuration (Note [Keras optimizer wrapping]).
+    together. Variables passed to ``register_local_var`` keep this rank's gradient (divided by
+    the number of ranks with ``scale_local_gradients``). Returns a new optimizer of a subclass
+    of ``optimizer``'s class with the same configuration (Note [Keras optimizer wrapping]).
     """
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         raise TypeError(f"DistributedOptimizer wraps a keras.optimizers.Optimizer, got "
@@ -125,4 +135,33 @@ def DistributedOptimizer(optimizer: keras.optimizers.Optimizer, name: Optional[s
         groups=groups if groups is not None else (num_groups or None), process_set=process_set))
     object.__setattr__(wrapped, "_dist_passes", backward_passes_per_step)
     object.__setattr__(wrapped, "_dist_average_aggregated", bool(average_aggregated_gradients))
+    # id -> variable (kept alive, so ids stay unique) of variables whose gradients stay local.
+    object.__setattr__(wrapped, "_dist_local", {})
+    object.__setattr__(wrapped, "_dist_scale_local", bool(scale_local_gradients))
+    return wrapped
+
+
+def PartialDistributedOptimizer(optimizer: keras.optimizers.Optimizer,
+                                name: Optional[str] = None, device_dense: str = "",
+                                device_sparse: str = "",
+                                compression: type[Compressor] = Compression.none,
+                                sparse_as_dense: bool = False,
+                                gradient_predivide_factor: float = 1.0,
+                                op: Optional[ReduceOp] = None, backward_passes_per_step: int = 1,
+                                average_aggregated_gradients: bool = False, groups: Any = None,
+                                process_set: ProcessSet = global_process_set,
+                                local_layers: Any = None, scale_local_gradients: bool = True
+                                ) -> keras.optimizers.Optimizer:
+    """A :func:`DistributedOptimizer` whose ``local_layers`` (Keras layers: model-parallel parts
+    each rank trains on its own) keep this rank's gradients, divided by the number of ranks
+    when ``scale_local_gradients`` (Horovod's rule, so a learning rate scaled by the number of
+    ranks suits them too)."""
+    wrapped = DistributedOptimizer(
+        optimizer, name=name, compression=compression, sparse_as_dense=sparse_as_dense,
+        gradient_predivide_factor=gradient_predivide_factor, op=op,
+        backward_passes_per_step=backward_passes_per_step,
+        average_aggregated_gradients=average_aggregated_gradients, groups=groups,
+        process_set=process_set, scale_local_gradients=scale_local_gradients)
+    for variable in local_variables_of(local_layers, "PartialDistributedOptimizer"):
+        wrapped.register_local_var(variable)
     return wrapped
