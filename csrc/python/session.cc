@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "common/errors.h"
@@ -63,6 +64,16 @@ void stop_process_sets(Session& s, const std::string& reason) {
 void start_engine(Session& s, std::unique_ptr<MpiCommunicator> comm,
                   std::unique_ptr<MpiCommunicator> control);
 
+// Gives up on replacements being spawned: the spawning thread's call fails (its communicator is
+// revoked) or, if it never returns, is left to itself; spawned processes waiting to merge fail.
+void abandon_spawn(Session& s) {
+  std::shared_ptr<PendingSpawn> pending = std::move(s.spawn);
+  if (!pending) return;
+  pending->abandoned = true;
+  pending->parents->revoke();
+  if (pending->state == PendingSpawn::kReady) pending->spawned->revoke();
+}
+
 // What an engine does when Python has not exited within the grace period after a fatal error:
 // end the job, unless a peer was lost under ULFM. Then every survivor's operations fail at once
 // (the communicator is revoked: Note [Surviving a lost rank]), so none hangs, and an elastic run
@@ -84,6 +95,19 @@ void init(const py::dict& config, const py::dict& shared, int64_t comm_f2c) {
   s.elastic = false;
   py::gil_scoped_release release;
   mpi_initialize();
+  if (comm_f2c < 0) {
+    // Note [Growing back to the launched size]: a replacement joins the running job. Its
+    // parents never call MPI_Finalize (they lost a rank), so neither does it.
+    if (std::unique_ptr<MpiCommunicator> merged = mpi_merge_with_parents()) {
+      s.joined = true;
+      s.ranks_lost = true;
+      std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(
+          *merged, std::chrono::duration<double>(s.engine_config.init_timeout_seconds),
+          check_signals);
+      start_engine(s, std::move(comm), std::move(merged));
+      return;
+    }
+  }
   std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(
       comm_f2c, std::chrono::duration<double>(s.engine_config.init_timeout_seconds), check_signals);
   std::unique_ptr<MpiCommunicator> control = comm->duplicate();
@@ -267,6 +291,7 @@ int elastic_reset(const std::string& reason) {
   DS_CHECK(old_control != nullptr, "dist_sync is not initialized");
   s.ranks_lost = true;
   py::gil_scoped_release release;
+  abandon_spawn(s);
   old_control->revoke();
   if (old_engine) old_engine->revoke_communicators();
   for (auto& [id, entry] : sets) {
@@ -300,6 +325,69 @@ int elastic_reset(const std::string& reason) {
   }
   const int size = comm->size();
   start_engine(s, std::move(comm), std::move(control));
+  return size;
+}
+
+// Collective over the control communicator's ranks: starts `count` processes running `command`
+// `args` on a thread of its own (Note [Growing back to the launched size]).
+void elastic_spawn(const std::string& command, const std::vector<std::string>& args, int count) {
+  Session& s = session();
+  DS_CHECK(s.elastic, "dist_sync spawns replacements inside an elastic run only");
+  DS_CHECK(s.spawn == nullptr, "replacements are already being spawned");
+  DS_CHECK(count > 0, "spawn at least one process, not ", count);
+  auto pending = std::make_shared<PendingSpawn>();
+  {
+    py::gil_scoped_release release;
+    MpiCommunicator* control;
+    {
+      std::lock_guard<std::mutex> lock(s.sets_mutex);
+      DS_CHECK(s.control != nullptr, "dist_sync is not initialized");
+      control = s.control.get();
+    }
+    pending->parents = control->duplicate();
+  }
+  std::thread([pending, command, args, count] {
+    try {
+      pending->spawned = SpawnedRanks::spawn(*pending->parents, command, args, count);
+      pending->state = PendingSpawn::kReady;
+      if (pending->abandoned) pending->spawned->revoke();
+    } catch (const std::exception& error) {
+      pending->error = error.what();
+      pending->state = PendingSpawn::kFailed;
+    }
+  }).detach();
+  s.spawn = std::move(pending);
+}
+
+// Collective over the parents, once every one has seen the spawn ready: stops the engines and
+// rebuilds them over the parents and the spawned processes together (which are waiting in
+// init()'s merge). Returns the new size.
+int elastic_grow(const std::string& reason) {
+  Session& s = session();
+  DS_CHECK(s.spawn != nullptr && s.spawn->state == PendingSpawn::kReady,
+           "no spawned replacements are ready to join");
+  std::shared_ptr<PendingSpawn> pending = std::move(s.spawn);
+  stop_process_sets(s, reason);
+  std::shared_ptr<Engine> old_engine = std::move(s.engine);
+  std::unique_ptr<MpiCommunicator> old_control;
+  {
+    std::lock_guard<std::mutex> lock(s.sets_mutex);
+    old_control = std::move(s.control);
+  }
+  py::gil_scoped_release release;
+  if (old_engine) {
+    old_engine->shutdown(reason);
+    s.last_stop_reason = reason;
+    old_engine.reset();
+  }
+  uninstall_termination_report();
+  old_control.reset();
+  std::unique_ptr<MpiCommunicator> merged = pending->spawned->merge();
+  pending.reset();
+  std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(
+      *merged, std::chrono::duration<double>(s.engine_config.init_timeout_seconds), check_signals);
+  const int size = comm->size();
+  start_engine(s, std::move(comm), std::move(merged));
   return size;
 }
 
@@ -387,6 +475,23 @@ void bind_session(py::module_& m) {
   m.def("_elastic_reset", &elastic_reset, py::arg("reason"),
         "Collective over the survivors: stops every engine, shrinks the communicator to the "
         "survivors and starts the global engine over it; returns the new size.");
+  m.def("_elastic_spawn", &elastic_spawn, py::arg("command"), py::arg("args"), py::arg("count"),
+        "Collective over every rank: starts spawning `count` processes running `command` "
+        "`args` in the background (Note [Growing back to the launched size]).");
+  m.def("_elastic_spawn_state", [] {
+    const std::shared_ptr<PendingSpawn>& pending = session().spawn;
+    return pending ? pending->state.load() : static_cast<int>(PendingSpawn::kNone);
+  }, "0: no spawn; 1: running; 2: ready to merge; 3: failed (_elastic_spawn_error says why).");
+  m.def("_elastic_spawn_error", [] {
+    const std::shared_ptr<PendingSpawn>& pending = session().spawn;
+    return pending && pending->state == PendingSpawn::kFailed ? pending->error : std::string();
+  });
+  m.def("_elastic_spawn_abandon", [] { abandon_spawn(session()); }, "Gives up on the replacements being spawned (not collective).");
+  m.def("_elastic_grow", &elastic_grow, py::arg("reason"),
+        "Collective over every rank and the spawned processes: rebuilds the engine over them "
+        "all; returns the new size.");
+  m.def("_elastic_joined", [] { return session().joined; },
+        "This process was spawned to replace lost ranks and joined the job in init().");
   m.def("_elastic_peer_lost", &mpi_peer_lost,
         "Whether a communication failure was a lost (or revoked) peer.");
   m.def("rank", [] { return engine().rank(); });

@@ -66,7 +66,9 @@ def train(args):
     step] triples (the rank SIGKILLs itself before that step); args["raise_at"]: the same, but
     the rank raises ValueError (not a death)."""
     import dist_sync.torch as hvd
+    from dist_sync import _core
 
+    started_at = time.time()
     hvd.init()
     torch.set_num_threads(1)
     torch.manual_seed(1234 + world_rank())  # different everywhere: sync() must fix it
@@ -91,6 +93,7 @@ def train(args):
     kills = [tuple(k) for k in args.get("kills", [])]
     raises = [tuple(k) for k in args.get("raise_at", [])]
     resumed = []
+    step_sleep = float(args.get("step_sleep", 0.0))
 
     @hvd.elastic.run
     def loop(state):
@@ -104,6 +107,8 @@ def train(args):
                     _die(args)
                 if key in raises:
                     raise ValueError(f"bad batch at epoch {state.epoch} step {state.step}")
+                if step_sleep:
+                    time.sleep(step_sleep)  # long enough for a replacement to start
                 optimizer.zero_grad()
                 F.cross_entropy(model(x), y).backward()
                 optimizer.step()
@@ -122,9 +127,10 @@ def train(args):
     loop(state)
     with torch.no_grad():
         accuracy = float((model(test_x).argmax(1) == test_y).float().mean())
-    return {"digest": _digest(model), "seen": state.seen, "accuracy": accuracy,
+    return {"digest": _digest(model), "seen": state.seen, "sizes": state.sizes, "accuracy": accuracy,
             "size": hvd.size(), "rank": hvd.rank(), "resets": resets, "resumed": resumed,
-            "dataset": len(train_set), "finished_at": time.time()}
+            "dataset": len(train_set), "finished_at": time.time(),
+            "joined": _core._elastic_joined(), "started_at": started_at}
 
 
 @check.scenario

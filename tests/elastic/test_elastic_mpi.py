@@ -1,8 +1,10 @@
 """Elastic training (dist_sync.torch.elastic) under `mpirun --with-ft ulfm`: ranks SIGKILLed
 mid-epoch, rank 0 among them, one after another, or in the middle of a 64 MiB fused allreduce;
 the survivors finish with bit-identical parameters, no committed sample seen twice or skipped,
-and the accuracy target. Below DIST_SYNC_ELASTIC_MIN_NP, on an exception, and without ULFM the
-job ends on every rank with a message instead.
+and the accuracy target. A replacement is spawned and merged back to the launched size, unless
+DIST_SYNC_ELASTIC_MAX_NP forbids it (the shrink tests set it so). Below
+DIST_SYNC_ELASTIC_MIN_NP, on an exception, and without ULFM the job ends on every rank with a
+message instead.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ WORKER = "tests.elastic.elastic_worker"
 ULFM = ["--with-ft", "ulfm"]
 JOB_TIMEOUT = 180.0  # start-up included; the runs take seconds
 ACCURACY_TARGET = 0.9
+# The job keeps the size the losses leave (no replacements spawned).
+NO_GROWTH = {"DIST_SYNC_ELASTIC_MAX_NP": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +35,11 @@ def digits(tmp_path_factory):
     return str(path)
 
 
-def train(digits, np_, kills=(), raise_at=(), env=None, epochs=2):
+def train(digits, np_, kills=(), raise_at=(), env=NO_GROWTH, epochs=2, step_sleep=0.0):
     return harness.run(WORKER, np_, "train",
                        {"data": digits, "kills": [list(k) for k in kills],
-                        "raise_at": [list(k) for k in raise_at], "epochs": epochs},
+                        "raise_at": [list(k) for k in raise_at], "epochs": epochs,
+                        "step_sleep": step_sleep},
                        timeout=JOB_TIMEOUT, env=env, mpirun_args=ULFM)
 
 
@@ -80,6 +85,33 @@ def test_survivors_finish_after_a_rank_is_killed_mid_epoch(digits):
     assert sorted(v["rank"] for v in values.values()) == [0, 1]
     assert values[0]["rank"] == 0 and values[2]["rank"] == 1  # the old order, renumbered
     assert "lost rank 1 (pid " in run.output, run.describe()  # the survivors' log names it
+    assert "spawning" not in run.output, run.describe()  # DIST_SYNC_ELASTIC_MAX_NP=1
+
+
+def test_a_replacement_is_spawned_and_the_job_grows_back_to_its_size(digits):
+    # Steps slow enough that the replacement (seconds to import torch) joins mid-training.
+    run = train(digits, 3, kills=[(1, 0, 5)], env={}, step_sleep=0.03)
+    values = survivors(run, 3, killed=[1])
+    assert 100 in run.ranks, run.describe()  # the first spawned job's rank 0
+    joiner = run.ranks[100]
+    assert joiner.ok, run.describe()
+    final = {**values, 100: joiner.value}
+    check_training(final, 2)
+    for value in final.values():
+        assert value["size"] == 3
+    for value in values.values():
+        assert [r["size"] for r in value["resets"]] == [2, 3]
+        assert not value["joined"]
+    assert joiner.value["joined"] and [r["size"] for r in joiner.value["resets"]] == [3]
+    # Survivors first, in their order, then the replacement.
+    assert [final[r]["rank"] for r in (0, 2, 100)] == [0, 1, 2]
+    # Committed steps: 5 on 3 ranks, some on 2, the rest on 3 again (the replacement trained).
+    sizes = final[0]["sizes"]
+    assert sizes[:5] == [3] * 5 and 2 in sizes and sizes[-1] == 3, sizes
+    grown = sizes.index(3, 5)
+    assert set(sizes[5:grown]) == {2} and set(sizes[grown:]) == {3}, sizes
+    assert "spawning 1 replacement(s) to grow back to 3 rank(s)" in run.output, run.describe()
+    assert "1 replacement(s) joined; continuing on 3 rank(s)" in run.output, run.describe()
 
 
 def test_rank_0_then_another_killed_one_after_another(digits):
@@ -97,7 +129,7 @@ def test_rank_0_then_another_killed_one_after_another(digits):
 
 def test_rank_killed_during_a_64_mib_fused_allreduce():
     run = harness.run(WORKER, 4, "fused_allreduce", {"victim": 2, "delay": 0.005},
-                      timeout=JOB_TIMEOUT, mpirun_args=ULFM)
+                      timeout=JOB_TIMEOUT, env=NO_GROWTH, mpirun_args=ULFM)
     values = survivors(run, 4, killed=[2])
     count = 16
     alive = [0, 1, 3]
@@ -110,6 +142,7 @@ def test_rank_killed_during_a_64_mib_fused_allreduce():
 
 def test_below_min_np_every_survivor_ends_with_a_message(digits):
     run = train(digits, 3, kills=[(1, 0, 2)], env={"DIST_SYNC_ELASTIC_MIN_NP": "3"})
+    assert "spawning" not in run.output, run.describe()
     assert not run.timed_out, run.describe()
     assert run.returncode != 0, run.describe()
     for rank in (0, 2):

@@ -1,0 +1,147 @@
+"""Elastic training's growth: replacements for lost ranks, spawned and merged into the job.
+
+After a reset leaves fewer ranks than the run's target (``DIST_SYNC_ELASTIC_MAX_NP``; by
+default the size the run started with), the survivors start the missing processes with
+``MPI_Comm_spawn`` (the same interpreter and command line as their own) on a thread of the
+engine's, and keep training. The replacements import, call ``init()`` and wait there. Once every
+survivor has seen the spawn complete, at a ``commit()`` (or ``check_host_updates()``), they raise
+:class:`HostsUpdatedInterrupt`; :func:`dist_sync._elastic.run` catches it, rebuilds the engine
+over survivors and replacements together (:func:`grow`), syncs the state from rank 0 (the
+replacements' first act inside ``run``), runs the reset callbacks and calls the training
+function again at the larger size. Note [Growing back to the launched size] in
+csrc/comm/mpi_spawn.h has the MPI side.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import _builders, _core, _objects, _process_sets, _session
+from ._numpy import NUMPY
+from ._session import synchronize
+
+logger = logging.getLogger("dist_sync")
+
+# _core._elastic_spawn_state()
+_NONE, _RUNNING, _READY, _FAILED = 0, 1, 2, 3
+
+
+class HostsUpdatedInterrupt(RuntimeError):
+    """Raised by ``commit()``/``check_host_updates()`` on every rank when replacements for lost
+    ranks are ready to join (Horovod's name for a change of hosts). :func:`run` catches it:
+    the commit just made stands, the job grows, and the state is synced to the newcomers."""
+
+    def __init__(self, skip_sync: bool = False) -> None:
+        super().__init__("replacements for lost ranks are ready to join")
+        self.skip_sync = skip_sync
+
+
+# The size the run grows back to; None until a run starts (a replacement learns it from rank 0).
+_target: Optional[int] = None
+# This process was spawned and has not yet taken its first state inside run().
+_joining_pending = True
+
+
+def start_target() -> None:
+    """Fixes the run's target size at the start of an elastic run (launched ranks)."""
+    global _target
+    if _target is None:
+        _target = int(_session._active_settings.get("elastic_max_np", 0)) or _core.size()
+
+
+def joining() -> bool:
+    """True once, in a replacement's first elastic run: it starts by receiving the state."""
+    global _joining_pending
+    if _core._elastic_joined() and _joining_pending:
+        _joining_pending = False
+        return True
+    return False
+
+
+def share_target() -> None:
+    """Collective: every rank takes rank 0's target size (the replacements do not know it)."""
+    global _target
+    _target = int(_objects.broadcast_object(_target, root_rank=0, name="elastic.target_size"))
+
+
+def spawn_missing() -> None:
+    """Collective over the survivors after a reset: spawns the ranks missing up to the target,
+    in the background. A launcher that cannot spawn is warned about, not fatal."""
+    missing = (_target or 0) - _core.size()
+    if missing <= 0:
+        return
+    command, args = sys.executable, list(sys.orig_argv[1:])
+    _core._elastic_spawn(command, args, missing)
+    logger.warning("dist_sync elastic: spawning %d replacement(s) to grow back to %d rank(s): %s",
+                   missing, _target, " ".join([command] + args))
+
+
+def _gathered_states() -> np.ndarray:
+    mine = np.array([_core._elastic_spawn_state()], dtype=np.int32)
+    return synchronize(_builders.allgather(NUMPY, mine, "elastic.spawn_state",
+                                           what="check_host_updates"))
+
+
+def _give_up(why: str) -> None:
+    logger.warning("dist_sync elastic: no replacements join (%s); training continues on %d "
+                   "rank(s)", why, _core.size())
+    _core._elastic_spawn_abandon()
+
+
+def ready_to_grow() -> bool:
+    """Collective while replacements are being spawned (every rank has a spawn under way
+    or none): True when every rank's spawn is complete. A failed spawn is given up on every
+    rank. Without a spawn under way: False, no communication."""
+    if _core._elastic_spawn_state() == _NONE:
+        return False
+    states = _gathered_states()
+    if (states == _READY).all():
+        return True
+    if (states == _FAILED).any():
+        _give_up(_core._elastic_spawn_error() or "spawning failed on another rank")
+    return False
+
+
+def ready_at_end(timeout: float) -> bool:
+    """Collective at the end of a run with a spawn under way: waits (at most `timeout` s) for
+    it, then True if every rank's is complete; otherwise it is given up."""
+    if _core._elastic_spawn_state() == _NONE:
+        return False
+    deadline = time.monotonic() + timeout
+    while _core._elastic_spawn_state() == _RUNNING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    states = _gathered_states()
+    if (states == _READY).all():
+        return True
+    _give_up(_core._elastic_spawn_error() or
+             f"the replacements did not start within {timeout:g} s "
+             "(DIST_SYNC_INIT_TIMEOUT_SECONDS)")
+    return False
+
+
+def rebuild(core_call: Callable[[str], int], reason: str) -> int:
+    """Runs `core_call(reason)` (the binding's reset or grow, which build a new engine) and
+    brings the front end's per-engine state along; returns the new size."""
+    with _session._state_lock, _process_sets._lock:
+        new_size = core_call(reason)
+        # The old engine has stopped: nothing touches the memory of its dropped handles.
+        _session._orphans.clear()
+        _process_sets.reset()
+        _process_sets.setup(None, None)
+        _session._session += 1
+        _session._name_counters.clear()
+    return new_size
+
+
+def grow(reason: str) -> int:
+    """Collective over every rank and the replacements: rebuilds dist_sync over them all."""
+    old_size = _core.size()
+    new_size = rebuild(_core._elastic_grow, reason)
+    share_target()
+    logger.warning("dist_sync elastic: %d replacement(s) joined; continuing on %d rank(s) (this "
+                   "rank is now rank %d)", new_size - old_size, new_size, _core.rank())
+    return new_size
