@@ -44,6 +44,8 @@ class HostsUpdatedInterrupt(RuntimeError):
 _target: Optional[int] = None
 # This process was spawned and has not yet taken its first state inside run().
 _joining_pending = True
+# The command line of the replacements being spawned, for messages.
+_command = ""
 
 
 def start_target() -> None:
@@ -74,10 +76,12 @@ def spawn_missing() -> None:
     missing = (_target or 0) - _core.size()
     if missing <= 0:
         return
+    global _command
     command, args = sys.executable, list(sys.orig_argv[1:])
+    _command = " ".join([command] + args)
     _core._elastic_spawn(command, args, missing)
     logger.warning("dist_sync elastic: spawning %d replacement(s) to grow back to %d rank(s): %s",
-                   missing, _target, " ".join([command] + args))
+                   missing, _target, _command)
 
 
 def _gathered_states() -> np.ndarray:
@@ -102,7 +106,8 @@ def ready_to_grow() -> bool:
     if (states == _READY).all():
         return True
     if (states == _FAILED).any():
-        _give_up(_core._elastic_spawn_error() or "spawning failed on another rank")
+        error = _core._elastic_spawn_error() or "it failed on another rank"
+        _give_up(f"spawning `{_command}` failed: {error}")
     return False
 
 
@@ -112,13 +117,17 @@ def ready_at_end(timeout: float) -> bool:
     if _core._elastic_spawn_state() == _NONE:
         return False
     deadline = time.monotonic() + timeout
+    if _core._elastic_spawn_state() == _RUNNING:
+        logger.warning("dist_sync elastic: waiting up to %g s (DIST_SYNC_INIT_TIMEOUT_SECONDS) "
+                       "for the replacements still starting to join", timeout)
     while _core._elastic_spawn_state() == _RUNNING and time.monotonic() < deadline:
         time.sleep(0.01)
     states = _gathered_states()
     if (states == _READY).all():
         return True
-    _give_up(_core._elastic_spawn_error() or
-             f"the replacements did not start within {timeout:g} s "
+    error = _core._elastic_spawn_error()
+    _give_up(f"spawning `{_command}` failed: {error}" if error else
+             f"the replacements did not reach init() within {timeout:g} s "
              "(DIST_SYNC_INIT_TIMEOUT_SECONDS)")
     return False
 

@@ -8,6 +8,7 @@ parameters' digest, every committed step's samples, the accuracy, and when train
 import hashlib
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -24,7 +25,10 @@ check = Registry()
 
 
 def _die(args):
-    """SIGKILLs this process, having recorded when (for the recovery time)."""
+    """SIGKILLs this process, having recorded when (for the recovery time). With
+    args["unlink_interpreter"], the interpreter's path goes too, so no replacement can start."""
+    if args.get("unlink_interpreter") and os.path.lexists(sys.executable):
+        os.unlink(sys.executable)
     check.record({"killed_at": time.time(), "world_rank": world_rank()})
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -64,7 +68,8 @@ def _digest(model):
 def train(args):
     """Digits training with TorchState and ElasticSampler; args["kills"]: [world rank, epoch,
     step] triples (the rank SIGKILLs itself before that step); args["raise_at"]: the same, but
-    the rank raises ValueError (not a death)."""
+    the rank raises ValueError (not a death); args["step_sleep"]: seconds each step sleeps;
+    args["unlink_interpreter"]: see _die."""
     import dist_sync.torch as hvd
     from dist_sync import _core
 

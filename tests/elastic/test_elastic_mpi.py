@@ -8,7 +8,10 @@ message instead.
 """
 from __future__ import annotations
 
+import os
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,11 +38,12 @@ def digits(tmp_path_factory):
     return str(path)
 
 
-def train(digits, np_, kills=(), raise_at=(), env=NO_GROWTH, epochs=2, step_sleep=0.0):
+def train(digits, np_, kills=(), raise_at=(), env=NO_GROWTH, epochs=2, step_sleep=0.0,
+          **more):
     return harness.run(WORKER, np_, "train",
                        {"data": digits, "kills": [list(k) for k in kills],
                         "raise_at": [list(k) for k in raise_at], "epochs": epochs,
-                        "step_sleep": step_sleep},
+                        "step_sleep": step_sleep, **more},
                        timeout=JOB_TIMEOUT, env=env, mpirun_args=ULFM)
 
 
@@ -114,8 +118,31 @@ def test_a_replacement_is_spawned_and_the_job_grows_back_to_its_size(digits):
     assert "1 replacement(s) joined; continuing on 3 rank(s)" in run.output, run.describe()
 
 
-def test_rank_0_then_another_killed_one_after_another(digits):
-    run = train(digits, 4, kills=[(0, 0, 3), (2, 1, 2)])
+@pytest.fixture
+def removable_interpreter(tmp_path, monkeypatch):
+    """A virtual environment that is this one but for its own bin/python (a link to the same
+    interpreter), which a test may delete: jobs launched meanwhile run it."""
+    config = Path(sys.prefix) / "pyvenv.cfg"
+    if not config.exists():
+        pytest.skip("the tests do not run in a virtual environment")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "pyvenv.cfg").write_text(config.read_text())
+    (tmp_path / "lib").symlink_to(Path(sys.prefix) / "lib")
+    (tmp_path / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
+    monkeypatch.setenv("DIST_SYNC_TEST_MPIRUN", harness.mpirun_path())
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
+    return sys.executable
+
+
+def test_rank_0_then_another_killed_one_after_another(digits, removable_interpreter):
+    # Replacements are wanted (the starting size), but the first victim takes the interpreter's
+    # path with it: every spawn fails at once, is warned about, and the job keeps its size.
+    run = train(digits, 4, kills=[(0, 0, 3), (2, 1, 2)], env={}, unlink_interpreter=True)
+    # 3 survivors of the first loss, 2 of the second
+    assert run.output.count(f"no replacements join (spawning `{removable_interpreter} -m "
+                            f"{WORKER} ") == 5, run.describe()
+    assert "MPI_Comm_spawn failed" in run.output, run.describe()
+    assert "training continues on 2 rank(s)" in run.output, run.describe()
     values = survivors(run, 4, killed=[0, 2])
     check_training(values, 2)
     for value in values.values():
