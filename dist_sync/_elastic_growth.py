@@ -49,10 +49,12 @@ _command = ""
 
 
 def start_target() -> None:
-    """Fixes the run's target size at the start of an elastic run (launched ranks)."""
+    """Fixes the run's target size at the start of the first elastic run (collective over the
+    launched ranks): rank 0's, so every rank spawns the same replacements."""
     global _target
     if _target is None:
         _target = int(_session._active_settings.get("elastic_max_np", 0)) or _core.size()
+        share_target()
 
 
 def joining() -> bool:
