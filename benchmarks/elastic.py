@@ -16,8 +16,10 @@
   ranks, spawn a replacement (a process running this same command line) and merge it in at a
   commit once it has started. From the kill: the survivors' first step on N-1 ranks, the job
   grown back to N (``grown``: engine rebuilt over N ranks, state synced, callbacks run), and
-  the first step completed on N ranks. The replacement spends most of that time starting
-  (Python, torch, MPI_Init) while the survivors train.
+  the first step completed on N ranks; and the part of it from the start of the commit that
+  let the replacement in to the end of the callbacks (agreement, merge, new engine, sync). The
+  replacement spends most of the time starting (Python, torch, MPI_Init) while the survivors
+  train.
 
 Every rank runs on this host, so the kill time (written by the victim just before it dies) and
 the survivors' clocks are the same clock.
@@ -149,9 +151,12 @@ def grow_times(out_dir: str) -> Dict[str, float]:
     state = hvd.elastic.TorchState(model=model, optimizer=optimizer, step=0, lost=False)
     reset_at: List[float] = []
     first_step: List[float] = []  # after each reset
+    commit_at = [0.0]  # the start of the latest commit (the growth starts inside one)
+    rebuild_from: List[float] = []
     total = hvd.size()
 
     def on_reset() -> None:
+        rebuild_from.append(commit_at[0])
         reset_at.append(time.time())
         state.step = 0
         state.lost = True
@@ -174,6 +179,7 @@ def grow_times(out_dir: str) -> Dict[str, float]:
             if len(first_step) < len(reset_at):
                 first_step.append(time.time())
             state.step += 1
+            commit_at[0] = time.time()
             state.commit()
 
     train(state)
@@ -182,7 +188,7 @@ def grow_times(out_dir: str) -> Dict[str, float]:
     with open(os.path.join(out_dir, f"killed{total - 1}")) as handle:
         killed = float(handle.read())
     return {"shrunk_resumed": first_step[0] - killed, "grown": reset_at[1] - killed,
-            "grown_resumed": first_step[1] - killed}
+            "grown_resumed": first_step[1] - killed, "merge": reset_at[1] - rebuild_from[1]}
 
 
 def main() -> None:
@@ -203,7 +209,8 @@ def main() -> None:
         if times:
             print(f"kill -> first step on {hvd.size() - 1} rank(s) {times['shrunk_resumed']:.3f} s, "
                   f"-> grown back to {hvd.size()} {times['grown']:.3f} s, -> first step on "
-                  f"{hvd.size()} {times['grown_resumed']:.3f} s")
+                  f"{hvd.size()} {times['grown_resumed']:.3f} s (of which the commit that "
+                  f"merged the replacement, rebuild, sync and callbacks {times['merge']:.3f} s)")
         return
     hvd.init(elastic_max_np=1)
     size = hvd.size()

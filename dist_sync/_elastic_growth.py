@@ -92,6 +92,12 @@ def _gathered_states() -> np.ndarray:
                                            what="check_host_updates"))
 
 
+# Open MPI's MPI_Comm_spawn says only "unknown error" when the job has no free slot (a dead
+# rank's slot is not given back), the likeliest cause.
+_SLOTS_HINT = ("mpirun needs free slots for replacements: launch with fewer ranks than slots, "
+               "or with --oversubscribe")
+
+
 def _give_up(why: str) -> None:
     logger.warning("dist_sync elastic: no replacements join (%s); training continues on %d "
                    "rank(s)", why, _core.size())
@@ -109,7 +115,7 @@ def ready_to_grow() -> bool:
         return True
     if (states == _FAILED).any():
         error = _core._elastic_spawn_error() or "it failed on another rank"
-        _give_up(f"spawning `{_command}` failed: {error}")
+        _give_up(f"spawning `{_command}` failed: {error}; {_SLOTS_HINT}")
     return False
 
 
@@ -128,7 +134,7 @@ def ready_at_end(timeout: float) -> bool:
     if (states == _READY).all():
         return True
     error = _core._elastic_spawn_error()
-    _give_up(f"spawning `{_command}` failed: {error}" if error else
+    _give_up(f"spawning `{_command}` failed: {error}; {_SLOTS_HINT}" if error else
              f"the replacements did not reach init() within {timeout:g} s "
              "(DIST_SYNC_INIT_TIMEOUT_SECONDS)")
     return False
