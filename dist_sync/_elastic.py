@@ -5,7 +5,7 @@ Launched with ``mpirun --with-ft ulfm`` (Open MPI's User-Level Failure Mitigatio
 dies does not end the job: every survivor's pending operation fails with
 :class:`RanksLostError` (Horovod's ``HorovodInternalError``), :func:`run` restores the state's
 last commit, the engine is rebuilt over the survivors (Note [Rebuilding the engine over the
-survivors] in csrc/python/session.cc), the state is broadcast from the new rank 0, the reset
+survivors] in csrc/python/elastic.cc), the state is broadcast from the new rank 0, the reset
 callbacks run, and the wrapped function is called again with ``size()`` smaller. Below
 ``DIST_SYNC_ELASTIC_MIN_NP`` ranks every survivor ends with an error instead. Survivors fewer
 than ``DIST_SYNC_ELASTIC_MAX_NP`` spawn replacements and merge them in at a later commit

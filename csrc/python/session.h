@@ -85,6 +85,18 @@ inline uint64_t handle_local(uint64_t handle) {
   return handle & ((uint64_t{1} << kHandleSetShift) - 1);
 }
 
+// For the session's functions in other files (elastic.cc):
+// Ctrl-C while waiting for the other ranks in a collective setup call raises KeyboardInterrupt.
+void check_signals();
+// Stops every process set's engine on this rank (collective within each set). With the GIL.
+void stop_process_sets(Session& s, const std::string& reason);
+// The global engine over `comm` (made by MpiCommunicator::create), with `control` as the
+// communicator of the process-set calls and of an elastic reset's shrink. Without the GIL.
+void start_engine(Session& s, std::unique_ptr<MpiCommunicator> comm,
+                  std::unique_ptr<MpiCommunicator> control);
+
 void bind_session(pybind11::module_& core);
+// The _elastic_ functions (elastic.cc); bind_session calls it.
+void bind_elastic(pybind11::module_& core);
 
 }  // namespace dist_sync::python
