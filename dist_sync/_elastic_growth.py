@@ -14,9 +14,10 @@ csrc/comm/mpi_spawn.h has the MPI side.
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 import time
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 
@@ -72,10 +73,49 @@ def share_target() -> None:
     _target = int(_objects.broadcast_object(_target, root_rank=0, name="elastic.target_size"))
 
 
-def spawn_missing() -> None:
-    """Collective over the survivors after a reset: spawns the ranks missing up to the target,
-    in the background. A launcher that cannot spawn is warned about, not fatal."""
+def discovered_slots(script: str, timeout: float = 60.0) -> int:
+    """The slots `script` lists (lines ``host:slots`` or ``host``); ValueError saying what is
+    wrong with its output or its exit."""
+    try:
+        done = subprocess.run([script], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise ValueError(f"could not run it: {error}") from None
+    if done.returncode != 0:
+        raise ValueError(f"it exited with {done.returncode}: {done.stderr.strip()[-500:]}")
+    slots: List[int] = []
+    for line in done.stdout.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        host, _, count = line.partition(":")
+        if not host or (count and not (count.isdigit() and int(count) > 0)):
+            raise ValueError(f"a line is not `host:slots` (slots a positive integer): {line!r}")
+        slots.append(int(count) if count else 1)
+    return sum(slots)
+
+
+def _missing() -> int:
+    """Collective: how many replacements to spawn, the same on every rank (rank 0's count)."""
     missing = (_target or 0) - _core.size()
+    script = str(_session._active_settings.get("elastic_host_discovery_script", ""))
+    if missing > 0 and script and _core.rank() == 0:
+        try:
+            missing = min(missing, discovered_slots(script) - _core.size())
+        except ValueError as error:
+            logger.warning("dist_sync elastic: DIST_SYNC_ELASTIC_HOST_DISCOVERY_SCRIPT=%s: %s; "
+                           "no replacements are spawned", script, error)
+            missing = 0
+    if script:
+        missing = int(_objects.broadcast_object(missing, root_rank=0,
+                                                name="elastic.spawn_count"))
+    return missing
+
+
+def spawn_missing() -> None:
+    """Collective over the survivors after a reset: spawns the ranks missing up to the target
+    (and the host discovery script's slots), in the background. A launcher that cannot spawn
+    is warned about, not fatal."""
+    missing = _missing()
     if missing <= 0:
         return
     global _command

@@ -216,6 +216,14 @@ SETTINGS: List[Setting] = [
             "them in at the next `commit()`. `0`: the size the run started with. A value at or "
             "below the size left after a loss spawns nothing.",
             default_text="0 (the starting size)"),
+    Setting("elastic_host_discovery_script", "DIST_SYNC_ELASTIC_HOST_DISCOVERY_SCRIPT", "", str,
+            _path_rule,
+            "In an elastic run, an executable that prints the hosts the job may use, one "
+            "`host:slots` line each (Horovod's format; `host` alone: 1 slot). Rank 0 runs it "
+            "after a loss, and no more replacements are spawned than its slots leave free "
+            "(never beyond `DIST_SYNC_ELASTIC_MAX_NP`; `mpirun` still places them). A script "
+            "that fails spawns none, with a warning.",
+            default_text="(none)"),
     Setting("timeline", "DIST_SYNC_TIMELINE", "", str, _path_rule,
             "Write a Chrome-trace / Perfetto timeline of every tensor to this file (rank 0).",
             default_text="(off)"),

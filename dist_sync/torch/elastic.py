@@ -10,8 +10,9 @@ Survivors spawn replacements for lost ranks (``DIST_SYNC_ELASTIC_MAX_NP``, by de
 the run started with) and merge them in at a later commit: :class:`HostsUpdatedInterrupt`, then
 ``sync()`` gives the replacements the state.
 
-Differences from Horovod: no host discovery script (replacements are started by ``mpirun``
-through ``MPI_Comm_spawn``, where it has slots); the exceptions are dist_sync's
+Differences from Horovod: replacements are started by ``mpirun`` through ``MPI_Comm_spawn``
+where it has slots, and a host discovery script (``DIST_SYNC_ELASTIC_HOST_DISCOVERY_SCRIPT``)
+only bounds how many, without adding hosts; the exceptions are dist_sync's
 (``HorovodInternalError`` is :class:`RanksLostError`, a ``DistSyncError``); process sets other
 than the global one end at a reset (add them again in a reset callback).
 """

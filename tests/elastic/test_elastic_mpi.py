@@ -154,9 +154,15 @@ def test_rank_0_then_another_killed_one_after_another(digits, removable_interpre
     assert [r["rank"] for r in values[3]["resets"]] == [2, 1]
 
 
-def test_rank_killed_during_a_64_mib_fused_allreduce():
+def test_rank_killed_during_a_64_mib_fused_allreduce(tmp_path):
+    # Growth wanted (the starting size), but the host discovery script lists no free slot.
+    discover = tmp_path / "discover.sh"
+    discover.write_text("#!/bin/sh\necho localhost:3\n")
+    discover.chmod(0o755)
     run = harness.run(WORKER, 4, "fused_allreduce", {"victim": 2, "delay": 0.005},
-                      timeout=JOB_TIMEOUT, env=NO_GROWTH, mpirun_args=ULFM)
+                      timeout=JOB_TIMEOUT, mpirun_args=ULFM,
+                      env={"DIST_SYNC_ELASTIC_HOST_DISCOVERY_SCRIPT": str(discover)})
+    assert "spawning" not in run.output, run.describe()
     values = survivors(run, 4, killed=[2])
     count = 16
     alive = [0, 1, 3]
