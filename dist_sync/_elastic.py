@@ -159,10 +159,10 @@ def run(func: F) -> F:
     the new rank 0, the reset callbacks run, and ``func`` is called again. Replacements spawned
     for lost ranks join at a later commit (:class:`HostsUpdatedInterrupt`): the job grows, the
     state is synced to them, the reset callbacks run (in the replacements too) and ``func`` is
-    called again; in a replacement, ``run`` starts by taking the state. Replacements still starting when ``func``
-    returns join then, and ``func`` is called once more with the final state. Any other
-    exception leaves ``run`` as it would leave ``func``. Needs ``mpirun --with-ft ulfm``;
-    without it the first call raises DistSyncError saying so.
+    called again; in a replacement, ``run`` starts by taking the state. Replacements still
+    starting when ``func`` returns join then, and ``func`` is called once more with the final
+    state. Any other exception leaves ``run`` as it would leave ``func``. Needs ``mpirun
+    --with-ft ulfm``; without it the first call raises DistSyncError saying so.
     """
 
     @functools.wraps(func)

@@ -50,12 +50,11 @@ _command = ""
 
 
 def start_target() -> None:
-    """Fixes the run's target size at the start of the first elastic run (collective over the
-    launched ranks): rank 0's, so every rank spawns the same replacements."""
+    """Fixes the run's target size at the start of the first elastic run (launched ranks; no
+    communication: rank 0's is the one that counts, see :func:`_missing`)."""
     global _target
     if _target is None:
         _target = int(_session._active_settings.get("elastic_max_np", 0)) or _core.size()
-        share_target()
 
 
 def joining() -> bool:
@@ -95,7 +94,8 @@ def discovered_slots(script: str, timeout: float = 60.0) -> int:
 
 
 def _missing() -> int:
-    """Collective: how many replacements to spawn, the same on every rank (rank 0's count)."""
+    """Collective: how many replacements to spawn, rank 0's count on every rank (so all take
+    part in the spawn or none does, whatever their own settings say)."""
     missing = (_target or 0) - _core.size()
     script = str(_session._active_settings.get("elastic_host_discovery_script", ""))
     if missing > 0 and script and _core.rank() == 0:
@@ -105,10 +105,7 @@ def _missing() -> int:
             logger.warning("dist_sync elastic: DIST_SYNC_ELASTIC_HOST_DISCOVERY_SCRIPT=%s: %s; "
                            "no replacements are spawned", script, error)
             missing = 0
-    if script:
-        missing = int(_objects.broadcast_object(missing, root_rank=0,
-                                                name="elastic.spawn_count"))
-    return missing
+    return int(_objects.broadcast_object(missing, root_rank=0, name="elastic.spawn_count"))
 
 
 def spawn_missing() -> None:
