@@ -68,7 +68,8 @@ def _digest(model):
 def train(args):
     """Digits training with TorchState and ElasticSampler; args["kills"]: [world rank, epoch,
     step] triples (the rank SIGKILLs itself before that step); args["raise_at"]: the same, but
-    the rank raises ValueError (not a death); args["step_sleep"]: seconds each step sleeps;
+    the rank raises ValueError (not a death); args["shrunk_step_sleep"]: seconds each step sleeps
+    while the job is smaller than launched;
     args["unlink_interpreter"]: see _die."""
     import dist_sync.torch as hvd
     from dist_sync import _core
@@ -98,7 +99,8 @@ def train(args):
     kills = [tuple(k) for k in args.get("kills", [])]
     raises = [tuple(k) for k in args.get("raise_at", [])]
     resumed = []
-    step_sleep = float(args.get("step_sleep", 0.0))
+    shrunk_step_sleep = float(args.get("shrunk_step_sleep", 0.0))
+    launched = hvd.size() if not _core._elastic_joined() else None
 
     @hvd.elastic.run
     def loop(state):
@@ -112,8 +114,8 @@ def train(args):
                     _die(args)
                 if key in raises:
                     raise ValueError(f"bad batch at epoch {state.epoch} step {state.step}")
-                if step_sleep:
-                    time.sleep(step_sleep)  # long enough for a replacement to start
+                if shrunk_step_sleep and launched and hvd.size() < launched:
+                    time.sleep(shrunk_step_sleep)  # leaves a replacement time to start
                 optimizer.zero_grad()
                 F.cross_entropy(model(x), y).backward()
                 optimizer.step()

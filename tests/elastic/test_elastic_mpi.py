@@ -38,12 +38,11 @@ def digits(tmp_path_factory):
     return str(path)
 
 
-def train(digits, np_, kills=(), raise_at=(), env=NO_GROWTH, epochs=2, step_sleep=0.0,
-          **more):
+def train(digits, np_, kills=(), raise_at=(), env=NO_GROWTH, epochs=2, **more):
     return harness.run(WORKER, np_, "train",
                        {"data": digits, "kills": [list(k) for k in kills],
                         "raise_at": [list(k) for k in raise_at], "epochs": epochs,
-                        "step_sleep": step_sleep, **more},
+                        **more},
                        timeout=JOB_TIMEOUT, env=env, mpirun_args=ULFM)
 
 
@@ -93,8 +92,9 @@ def test_survivors_finish_after_a_rank_is_killed_mid_epoch(digits):
 
 
 def test_a_replacement_is_spawned_and_the_job_grows_back_to_its_size(digits):
-    # Steps slow enough that the replacement (seconds to import torch) joins mid-training.
-    run = train(digits, 3, kills=[(1, 0, 5)], env={}, step_sleep=0.03)
+    # Steps on 2 ranks slow enough (up to ~15 s in all) that the replacement, seconds to start,
+    # joins mid-training, even on a loaded machine.
+    run = train(digits, 3, kills=[(1, 0, 5)], env={}, shrunk_step_sleep=0.2)
     values = survivors(run, 3, killed=[1])
     assert 100 in run.ranks, run.describe()  # the first spawned job's rank 0
     joiner = run.ranks[100]
