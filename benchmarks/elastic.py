@@ -1,6 +1,7 @@
 """What elastic training costs, and how fast it recovers from a lost rank:
 
   mpirun --with-ft ulfm -np N python -m benchmarks.elastic [--rounds 5] [--steps 20]
+  mpirun --with-ft ulfm -np N python -m benchmarks.elastic --grow
 
 * ``step``: one DistributedOptimizer step (forward, backward, allreduce, SGD) of a
   3.2 M-parameter MLP, batch 64, three ways in alternating order within each round: a plain
@@ -10,6 +11,15 @@
 * ``recovery``: then the highest rank SIGKILLs itself mid-step, N-1 times in a row down to one
   rank; for each loss, the time from the kill to the survivors' first completed step on the
   shrunk job (``reset``: the engine rebuilt over the survivors, state synced, callbacks run).
+  No replacements are spawned (``elastic_max_np=1``).
+* ``--grow`` instead: the highest rank SIGKILLs itself once; the survivors continue on N-1
+  ranks, spawn a replacement (a process running this same command line) and merge it in at a
+  commit once it has started. From the kill: the survivors' first step on N-1 ranks, the job
+  grown back to N (``grown``: engine rebuilt over N ranks, state synced, callbacks run), and
+  the first step completed on N ranks; and the part of it from the start of the commit that
+  let the replacement in to the end of the callbacks (agreement, merge, new engine, sync). The
+  replacement spends most of the time starting (Python, torch, MPI_Init) while the survivors
+  train.
 
 Every rank runs on this host, so the kill time (written by the victim just before it dies) and
 the survivors' clocks are the same clock.
@@ -130,14 +140,79 @@ def recovery_times(out_dir: str) -> List[Dict[str, float]]:
     return events
 
 
+def grow_times(out_dir: str) -> Dict[str, float]:
+    """Kill -> shrunk -> grown back (see the module docstring). Run by every rank and by the
+    replacement, which starts inside ``train`` with the state of rank 0."""
+    world_rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
+    model = _model()
+    optimizer = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.01),
+                                         named_parameters=model.named_parameters())
+    x, y = torch.randn(64, 512), torch.randint(0, 10, (64,))
+    state = hvd.elastic.TorchState(model=model, optimizer=optimizer, step=0, lost=False)
+    reset_at: List[float] = []
+    first_step: List[float] = []  # after each reset
+    commit_at = [0.0]  # the start of the latest commit (the growth starts inside one)
+    rebuild_from: List[float] = []
+    total = hvd.size()
+
+    def on_reset() -> None:
+        rebuild_from.append(commit_at[0])
+        reset_at.append(time.time())
+        state.step = 0
+        state.lost = True
+
+    state.register_reset_callbacks([on_reset])
+
+    @hvd.elastic.run
+    def train(state: hvd.elastic.TorchState) -> None:
+        while True:
+            if state.step == 5:
+                if hvd.size() == total and state.lost:
+                    return
+                if not state.lost and hvd.rank() == hvd.size() - 1:
+                    with open(os.path.join(out_dir, f"killed{world_rank}"), "w") as handle:
+                        handle.write(repr(time.time()))
+                    os.kill(os.getpid(), signal.SIGKILL)
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            if len(first_step) < len(reset_at):
+                first_step.append(time.time())
+            state.step += 1
+            commit_at[0] = time.time()
+            state.commit()
+
+    train(state)
+    if hvd.rank() != 0 or len(reset_at) != 2:
+        return {}
+    with open(os.path.join(out_dir, f"killed{total - 1}")) as handle:
+        killed = float(handle.read())
+    return {"shrunk_resumed": first_step[0] - killed, "grown": reset_at[1] - killed,
+            "grown_resumed": first_step[1] - killed, "merge": reset_at[1] - rebuild_from[1]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out-dir", default=os.environ.get("TMPDIR", tempfile.gettempdir()))
+    parser.add_argument("--grow", action="store_true",
+                        help="measure one loss and the growth back instead")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    hvd.init()
+    if args.grow:
+        hvd.init()
+        # mpirun's pid: the same for the replacement, whose parent is mpirun too.
+        job_dir = os.path.join(args.out_dir, f"dist_sync_elastic_grow_{os.getppid()}")
+        os.makedirs(job_dir, exist_ok=True)
+        times = grow_times(job_dir)
+        if times:
+            print(f"kill -> first step on {hvd.size() - 1} rank(s) {times['shrunk_resumed']:.3f} s, "
+                  f"-> grown back to {hvd.size()} {times['grown']:.3f} s, -> first step on "
+                  f"{hvd.size()} {times['grown_resumed']:.3f} s (of which the commit that "
+                  f"merged the replacement, rebuild, sync and callbacks {times['merge']:.3f} s)")
+        return
+    hvd.init(elastic_max_np=1)
     size = hvd.size()
     times = step_times(args.rounds, args.steps)
     if hvd.rank() == 0:

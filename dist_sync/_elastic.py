@@ -5,9 +5,11 @@ Launched with ``mpirun --with-ft ulfm`` (Open MPI's User-Level Failure Mitigatio
 dies does not end the job: every survivor's pending operation fails with
 :class:`RanksLostError` (Horovod's ``HorovodInternalError``), :func:`run` restores the state's
 last commit, the engine is rebuilt over the survivors (Note [Rebuilding the engine over the
-survivors] in csrc/python/session.cc), the state is broadcast from the new rank 0, the reset
+survivors] in csrc/python/elastic.cc), the state is broadcast from the new rank 0, the reset
 callbacks run, and the wrapped function is called again with ``size()`` smaller. Below
-``DIST_SYNC_ELASTIC_MIN_NP`` ranks every survivor ends with an error instead.
+``DIST_SYNC_ELASTIC_MIN_NP`` ranks every survivor ends with an error instead. Survivors fewer
+than ``DIST_SYNC_ELASTIC_MAX_NP`` spawn replacements and merge them in at a later commit
+(dist_sync/_elastic_growth.py).
 """
 from __future__ import annotations
 
@@ -18,25 +20,16 @@ import time
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 from . import _core
+from . import _elastic_growth as _growth
 from . import _objects
-from . import _process_sets
 from . import _session
+from ._elastic_growth import HostsUpdatedInterrupt
 from ._session import DistSyncError, RanksLostError
 
 logger = logging.getLogger("dist_sync")
 
 # Horovod's names for the two ways its run loop is interrupted.
 HorovodInternalError = RanksLostError
-
-
-class HostsUpdatedInterrupt(RuntimeError):
-    """Horovod raises this from ``commit()``/``check_host_updates()`` when its launcher added or
-    removed hosts. dist_sync learns of lost ranks only through :class:`RanksLostError` and adds
-    none, so it never raises this; the name exists so code that catches it runs unchanged."""
-
-    def __init__(self, skip_sync: bool = False) -> None:
-        super().__init__("the set of hosts changed")
-        self.skip_sync = skip_sync
 
 
 class State:
@@ -61,17 +54,21 @@ class State:
 
     def commit(self) -> None:
         """Saves the current state as the one a reset returns to, then checks that no rank was
-        lost meanwhile (:meth:`check_host_updates`). Costs one copy of the state: commit every
-        few batches rather than every one if the state is large."""
+        lost and no replacement is ready meanwhile (:meth:`check_host_updates`). Costs one copy
+        of the state: commit every few batches rather than every one if the state is large."""
         self.save()
         self.check_host_updates()
 
     def check_host_updates(self) -> None:
         """Raises :class:`RanksLostError` if a rank has been lost since the last reset, so a
-        commit never records a step the other survivors may not have taken. Local: no
-        communication."""
+        commit never records a step the other survivors may not have taken, and
+        :class:`HostsUpdatedInterrupt` on every rank once spawned replacements are ready to
+        join. Local (no communication) unless replacements are being spawned; then one small
+        allgather, so call it on every rank at the same step."""
         if _core._elastic_peer_lost():
             raise RanksLostError("a rank was lost; the elastic run resets before the next commit")
+        if _growth.ready_to_grow():
+            raise HostsUpdatedInterrupt()
 
     def save(self) -> None:
         raise NotImplementedError
@@ -137,22 +134,16 @@ def reset(reason: str) -> int:
     """Collective over the surviving ranks: rebuilds dist_sync over them and returns the new
     ``size()``. Process sets other than the global one are gone (add them again in a reset
     callback). DistSyncError, on every survivor, if fewer than ``DIST_SYNC_ELASTIC_MIN_NP``
-    remain."""
-    with _session._state_lock, _process_sets._lock:
-        old_size = _core.size()
-        new_size = _core._elastic_reset(reason)
-        # The old engine has stopped: nothing touches the memory of its dropped handles.
-        _session._orphans.clear()
-        _process_sets.reset()
-        _process_sets.setup(None, None)
-        _session._session += 1
-        _session._name_counters.clear()
+    remain; otherwise replacements are spawned up to ``DIST_SYNC_ELASTIC_MAX_NP``."""
+    old_size = _core.size()
+    new_size = _growth.rebuild(_core._elastic_reset, reason)
     logger.warning("dist_sync elastic: continuing on %d rank(s) instead of %d (this rank is now "
                    "rank %d)", new_size, old_size, _core.rank())
     if new_size < _min_np():
         raise DistSyncError(
             f"dist_sync elastic: only {new_size} rank(s) are left after losing rank(s), fewer "
             f"than DIST_SYNC_ELASTIC_MIN_NP={_min_np()}; ending the run on every survivor")
+    _growth.spawn_missing()
     return new_size
 
 
@@ -165,32 +156,52 @@ def run(func: F) -> F:
     Before the first call every rank takes rank 0's state (``state.sync()``). When an operation
     fails because a rank was lost, every survivor restores the last ``state.commit()``, dist_sync
     is rebuilt over the survivors (a new rank 0 if rank 0 was lost), the state is synced from
-    the new rank 0, the reset callbacks run, and ``func`` is called again. Any other exception
-    leaves ``run`` as it would leave ``func``. Needs ``mpirun --with-ft ulfm``; without it the
-    first call raises DistSyncError saying so.
+    the new rank 0, the reset callbacks run, and ``func`` is called again. Replacements spawned
+    for lost ranks join at a later commit (:class:`HostsUpdatedInterrupt`): the job grows, the
+    state is synced to them, the reset callbacks run (in the replacements too) and ``func`` is
+    called again; in a replacement, ``run`` starts by taking the state. Replacements still
+    starting when ``func`` returns join then, and ``func`` is called once more with the final
+    state. Any other exception leaves ``run`` as it would leave ``func``. Needs ``mpirun
+    --with-ft ulfm``; without it the first call raises DistSyncError saying so.
     """
 
     @functools.wraps(func)
     def wrapper(state: State, *args: Any, **kwargs: Any) -> Any:
         enable()
-        if _core.size() < _min_np():
-            raise DistSyncError(f"dist_sync elastic: started on {_core.size()} rank(s), fewer "
-                                f"than DIST_SYNC_ELASTIC_MIN_NP={_min_np()}")
+        joining = _growth.joining()
+        if not joining:
+            if _core.size() < _min_np():
+                raise DistSyncError(f"dist_sync elastic: started on {_core.size()} rank(s), "
+                                    f"fewer than DIST_SYNC_ELASTIC_MIN_NP={_min_np()}")
+            _growth.start_target()
         # A rank lost before the run started (between init() and here) is one more reset.
-        reset_reason: Optional[str] = \
-            "a rank was lost before the elastic run started" if _core._elastic_peer_lost() else None
+        rebuild: Optional[Callable[[str], int]] = None
+        reason = ""
+        if _core._elastic_peer_lost():
+            rebuild, reason = reset, "a rank was lost before the elastic run started"
         while True:
             try:
-                if reset_reason is not None:
-                    started = time.monotonic()
-                    reset(reset_reason)
+                started = time.monotonic()
+                if joining:
+                    _growth.share_target()
+                elif rebuild is not None:
+                    rebuild(reason)
                 state.sync()
-                if reset_reason is not None:
+                # A replacement runs them too: rank 0's synced values (a learning rate, say)
+                # may be for the size before the growth.
+                if rebuild is not None or joining:
                     state.on_reset()
-                    logger.info("dist_sync elastic: reset, sync and callbacks took %.3f s",
+                    logger.info("dist_sync elastic: rebuild, sync and callbacks took %.3f s",
                                 time.monotonic() - started)
-                    reset_reason = None
-                return func(state, *args, **kwargs)
+                joining, rebuild = False, None
+                result = func(state, *args, **kwargs)
+                if _growth.ready_at_end(_init_timeout()):
+                    rebuild, reason = _growth.grow, "replacements joined as the run ended"
+                    continue
+                return result
+            except HostsUpdatedInterrupt:
+                # Raised after the commit was saved: the state stands, nothing to restore.
+                joining, rebuild, reason = False, _growth.grow, "replacements joined"
             except Exception as error:  # noqa: BLE001 - see below
                 # Lost ranks (also while resetting or syncing: shrink again); anything else,
                 # including fewer than DIST_SYNC_ELASTIC_MIN_NP ranks left, ends the run. A
@@ -200,6 +211,10 @@ def run(func: F) -> F:
                     raise
                 logger.warning("dist_sync elastic: %s; restoring the last commit", error)
                 state.restore()
-                reset_reason = f"a rank was lost: {error}"
+                joining, rebuild, reason = False, reset, f"a rank was lost: {error}"
 
     return wrapper  # type: ignore[return-value]
+
+
+def _init_timeout() -> float:
+    return float(_session._active_settings.get("init_timeout_seconds", 300.0))

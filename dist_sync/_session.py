@@ -391,6 +391,10 @@ def init(comm: Any = None, process_sets: Any = None, **settings: Any) -> None:
 
     Calling it again while running does nothing, unless it asks for settings different from
     the running session's: that raises ValueError rather than silently ignoring them.
+
+    In a process started by ``MPI_Comm_spawn`` (a replacement an elastic run spawned for lost
+    ranks) and without ``comm``, it joins the spawning job instead: it waits until the parents
+    merge it in, and ranks it after them (README, "Elastic training").
     """
     global _session, _init_pid, _atexit_registered, _active_settings
     check_process()  # a forked child must not touch the parent's engine or MPI

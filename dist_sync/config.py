@@ -99,6 +99,10 @@ def _min_np_rule(value: Any) -> int:
     return _integer(value, 1, 1 << 20)
 
 
+def _max_np_rule(value: Any) -> int:
+    return _integer(value, 0, 1 << 20)
+
+
 def _bool_rule(value: Any) -> bool:
     if not isinstance(value, (bool, int)) or value not in (0, 1):
         raise TypeError(f"expected a bool, got {type(value).__name__} {value!r}")
@@ -206,6 +210,20 @@ SETTINGS: List[Setting] = [
             "In an elastic run (`dist_sync.torch.elastic.run`, launched with `mpirun --with-ft "
             "ulfm`), the fewest ranks training continues on: when lost ranks leave fewer, every "
             "survivor ends with an error saying so."),
+    Setting("elastic_max_np", "DIST_SYNC_ELASTIC_MAX_NP", 0, int, _max_np_rule,
+            "In an elastic run, the size the survivors grow back to after losing ranks: they "
+            "spawn replacements (`MPI_Comm_spawn`, the same command line as the ranks) and merge "
+            "them in at the next `commit()`. `0`: the size the run started with. A value at or "
+            "below the size left after a loss spawns nothing.",
+            default_text="0 (the starting size)"),
+    Setting("elastic_host_discovery_script", "DIST_SYNC_ELASTIC_HOST_DISCOVERY_SCRIPT", "", str,
+            _path_rule,
+            "In an elastic run, an executable that prints the hosts the job may use, one "
+            "`host:slots` line each (Horovod's format; `host` alone: 1 slot). Rank 0 runs it "
+            "after a loss, and no more replacements are spawned than its slots leave free "
+            "(never beyond `DIST_SYNC_ELASTIC_MAX_NP`; `mpirun` still places them). A script "
+            "that fails spawns none, with a warning.",
+            default_text="(none)"),
     Setting("timeline", "DIST_SYNC_TIMELINE", "", str, _path_rule,
             "Write a Chrome-trace / Perfetto timeline of every tensor to this file (rank 0).",
             default_text="(off)"),

@@ -1,6 +1,7 @@
 #include "comm/mpi_comm.h"
 
 #include <mpi.h>
+#include "comm/mpi_handle.h"
 #if __has_include(<mpi-ext.h>)
 #include <mpi-ext.h>  // Open MPI's extensions, ULFM's MPIX_ calls among them
 #endif
@@ -126,11 +127,15 @@ class MpiTransfer final : public Transfer {
   std::vector<MPI_Request> requests_;
 };
 
+}  // namespace
+
 void check_mpi(int code, const char* call) {
   if (code == MPI_SUCCESS) return;
   if (is_peer_failure(code, MPI_COMM_NULL)) g_peer_lost.store(true);
   throw Error(detail::concat(call, " failed: ", mpi_error_string(code)));
 }
+
+namespace {
 
 // Note [Singleton shared memory]
 // Started without a launcher (`python train.py`), Open MPI runs as a singleton, and nobody is
@@ -187,10 +192,6 @@ class SingletonSharedMemoryGuard {
 };
 
 }  // namespace
-
-struct MpiCommunicator::Handle {
-  MPI_Comm comm = MPI_COMM_NULL;
-};
 
 void mpi_initialize() {
   int initialized = 0;

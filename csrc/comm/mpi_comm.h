@@ -109,6 +109,8 @@ class MpiCommunicator : public Communicator {
 
  private:
   struct Handle;
+  friend class SpawnedRanks;  // adopts the communicators MPI_Intercomm_merge makes
+  friend std::unique_ptr<MpiCommunicator> mpi_merge_with_parents();
   explicit MpiCommunicator(std::unique_ptr<Handle> handle);
   // Takes ownership of an MPI communicator: error handler, rank, size, pids and hosts.
   static std::unique_ptr<MpiCommunicator> adopt(std::unique_ptr<Handle> handle);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "common/errors.h"
@@ -40,28 +41,6 @@ SessionHolder& holder() {
   return instance;
 }
 
-// Ctrl-C while waiting for the other ranks in a collective setup call raises KeyboardInterrupt.
-void check_signals() {
-  py::gil_scoped_acquire acquire;
-  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-}
-
-// Stops every process set's engine on this rank (collective within each set: the first member
-// to stop one stops it on every member).
-void stop_process_sets(Session& s, const std::string& reason) {
-  std::map<int32_t, ProcessSetEntry> sets;
-  {
-    std::lock_guard<std::mutex> lock(s.sets_mutex);
-    sets.swap(s.sets);
-  }
-  py::gil_scoped_release release;
-  for (auto& [id, entry] : sets) {
-    if (entry.engine) entry.engine->shutdown(reason);
-  }
-}
-
-void start_engine(Session& s, std::unique_ptr<MpiCommunicator> comm,
-                  std::unique_ptr<MpiCommunicator> control);
 
 // What an engine does when Python has not exited within the grace period after a fatal error:
 // end the job, unless a peer was lost under ULFM. Then every survivor's operations fail at once
@@ -84,41 +63,23 @@ void init(const py::dict& config, const py::dict& shared, int64_t comm_f2c) {
   s.elastic = false;
   py::gil_scoped_release release;
   mpi_initialize();
+  if (comm_f2c < 0) {
+    // Note [Growing back to the launched size]: a replacement joins the running job. Its
+    // parents never call MPI_Finalize (they lost a rank), so neither does it.
+    if (std::unique_ptr<MpiCommunicator> merged = mpi_merge_with_parents()) {
+      s.joined = true;
+      s.ranks_lost = true;
+      std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(
+          *merged, std::chrono::duration<double>(s.engine_config.init_timeout_seconds),
+          check_signals);
+      start_engine(s, std::move(comm), std::move(merged));
+      return;
+    }
+  }
   std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(
       comm_f2c, std::chrono::duration<double>(s.engine_config.init_timeout_seconds), check_signals);
   std::unique_ptr<MpiCommunicator> control = comm->duplicate();
   start_engine(s, std::move(comm), std::move(control));
-}
-
-// The global engine over `comm` (made by MpiCommunicator::create), with `control` as the
-// communicator of the process-set calls and of an elastic reset's shrink. Without the GIL.
-void start_engine(Session& s, std::unique_ptr<MpiCommunicator> comm,
-                  std::unique_ptr<MpiCommunicator> control) {
-  {
-    std::lock_guard<std::mutex> lock(s.sets_mutex);
-    s.control = std::move(control);
-    s.sets.clear();
-    s.next_set_id = 1;
-    s.set_config = s.engine_config;
-    s.set_config.timeline_path.clear();  // rank 0's global engine writes the timeline
-    s.set_config.hierarchical_allreduce = false;  // a set has no host communicators of its own
-    s.set_shared = s.engine_shared;
-  }
-  s.topology = comm->topology();
-  // Host-level communicators for the hierarchical allreduce; created on every rank whatever its
-  // settings, since creating them is collective (Note [Settings every rank must share]).
-  std::unique_ptr<Communicator> local = comm->split_local();
-  std::unique_ptr<Communicator> cross = comm->split_cross();
-  const MpiCommunicator* raw = comm.get();
-  std::vector<PeerProcess> peers;
-  for (const auto& [peer_rank, pid] : comm->same_host_peers()) {
-    peers.push_back(PeerProcess{pid, comm->describe_rank(peer_rank)});
-  }
-  const int rank = comm->rank();
-  s.engine = std::make_shared<Engine>(s.engine_config, s.engine_shared, std::move(comm),
-                                      [raw] { end_job_after_failure(*raw); }, std::move(local),
-                                      std::move(cross));
-  install_termination_report(rank, peers);  // Note [Saying why mpirun ended a rank]
 }
 
 void shutdown(bool finalize_mpi, const std::string& reason) {
@@ -243,87 +204,58 @@ std::vector<py::bytes> control_allgather(const std::string& mine) {
   return out;
 }
 
-// Note [Rebuilding the engine over the survivors]
-// Collective over the surviving ranks. Every communicator this rank's engines use is revoked
-// first, so an engine still waiting on a peer (or on a survivor that has already stopped) fails
-// at once; the engines then stop without another word to their peers, and nothing collective
-// touches the old communicators again. The control communicator, revoked too, is shrunk to the
-// survivors (MPIX_Comm_shrink agrees on who is left even if more ranks die meanwhile); it becomes
-// the new control communicator, so a failure while the new engine is being built is handled by
-// the next reset shrinking it in turn, and the new global engine runs over a duplicate of it,
-// ranks renumbered in the old order (the lowest surviving rank is the new rank 0 and coordinator).
-// Process sets other than the global one are gone; they are added again by the caller.
-int elastic_reset(const std::string& reason) {
-  Session& s = session();
-  DS_CHECK(s.elastic, "dist_sync's elastic reset runs inside an elastic run only");
-  std::shared_ptr<Engine> old_engine = s.engine;
+}  // namespace
+
+// Ctrl-C while waiting for the other ranks in a collective setup call raises KeyboardInterrupt.
+void check_signals() {
+  py::gil_scoped_acquire acquire;
+  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+}
+
+// Stops every process set's engine on this rank (collective within each set: the first member
+// to stop one stops it on every member).
+void stop_process_sets(Session& s, const std::string& reason) {
   std::map<int32_t, ProcessSetEntry> sets;
-  std::unique_ptr<MpiCommunicator> old_control;
   {
     std::lock_guard<std::mutex> lock(s.sets_mutex);
     sets.swap(s.sets);
-    old_control = std::move(s.control);
   }
-  DS_CHECK(old_control != nullptr, "dist_sync is not initialized");
-  s.ranks_lost = true;
   py::gil_scoped_release release;
-  old_control->revoke();
-  if (old_engine) old_engine->revoke_communicators();
-  for (auto& [id, entry] : sets) {
-    if (entry.engine) entry.engine->revoke_communicators();
-  }
   for (auto& [id, entry] : sets) {
     if (entry.engine) entry.engine->shutdown(reason);
   }
-  sets.clear();
-  if (old_engine) {
-    old_engine->shutdown(reason);
-    s.last_stop_reason = reason;
-    old_engine.reset();
-  }
-  s.engine.reset();  // a waiter still holding the old engine keeps it alive until it lets go
-  uninstall_termination_report();
-  std::unique_ptr<MpiCommunicator> survivors = old_control->shrink();
-  old_control.reset();
-  mpi_clear_peer_lost();
-  MpiCommunicator* parent = survivors.get();
-  {
-    std::lock_guard<std::mutex> lock(s.sets_mutex);
-    s.control = std::move(survivors);
-  }
-  std::unique_ptr<MpiCommunicator> comm = MpiCommunicator::create(
-      *parent, std::chrono::duration<double>(s.engine_config.init_timeout_seconds), check_signals);
-  std::unique_ptr<MpiCommunicator> control;
-  {
-    std::lock_guard<std::mutex> lock(s.sets_mutex);
-    control = std::move(s.control);
-  }
-  const int size = comm->size();
-  start_engine(s, std::move(comm), std::move(control));
-  return size;
 }
 
-void elastic_enable() {
-  Session& s = session();
-  engine();  // the usual checks
-  if (!mpi_fault_tolerant()) {
-    const std::string version = mpi_library_version();
-    throw Error(detail::concat(
-        "elastic training needs MPI's User-Level Failure Mitigation, so that the survivors of a "
-        "lost rank keep running: launch with Open MPI 5's `mpirun --with-ft ulfm ...` (this is ",
-        version.substr(0, version.find(',')),
-        version.find("Open MPI") == std::string::npos
-            ? ", which has no ULFM: build dist_sync against Open MPI 5)"
-            : ", launched without --with-ft ulfm)"));
+// The global engine over `comm` (made by MpiCommunicator::create), with `control` as the
+// communicator of the process-set calls and of an elastic reset's shrink. Without the GIL.
+void start_engine(Session& s, std::unique_ptr<MpiCommunicator> comm,
+                  std::unique_ptr<MpiCommunicator> control) {
+  {
+    std::lock_guard<std::mutex> lock(s.sets_mutex);
+    s.control = std::move(control);
+    s.sets.clear();
+    s.next_set_id = 1;
+    s.set_config = s.engine_config;
+    s.set_config.timeline_path.clear();  // rank 0's global engine writes the timeline
+    s.set_config.hierarchical_allreduce = false;  // a set has no host communicators of its own
+    s.set_shared = s.engine_shared;
   }
-  DS_CHECK(mpi_thread_level() == 3,
-           "elastic training needs MPI initialised with MPI_THREAD_MULTIPLE (a reset revokes "
-           "the engine's communicators while its thread uses them); MPI provides level ",
-           mpi_thread_level());
-  s.elastic = true;
+  s.topology = comm->topology();
+  // Host-level communicators for the hierarchical allreduce; created on every rank whatever its
+  // settings, since creating them is collective (Note [Settings every rank must share]).
+  std::unique_ptr<Communicator> local = comm->split_local();
+  std::unique_ptr<Communicator> cross = comm->split_cross();
+  const MpiCommunicator* raw = comm.get();
+  std::vector<PeerProcess> peers;
+  for (const auto& [peer_rank, pid] : comm->same_host_peers()) {
+    peers.push_back(PeerProcess{pid, comm->describe_rank(peer_rank)});
+  }
+  const int rank = comm->rank();
+  s.engine = std::make_shared<Engine>(s.engine_config, s.engine_shared, std::move(comm),
+                                      [raw] { end_job_after_failure(*raw); }, std::move(local),
+                                      std::move(cross));
+  install_termination_report(rank, peers);  // Note [Saying why mpirun ended a rank]
 }
-
-}  // namespace
 
 Session& session() { return *holder().session; }
 
@@ -360,6 +292,7 @@ std::shared_ptr<Engine> shared_engine() {
 }
 
 void bind_session(py::module_& m) {
+  bind_elastic(m);
   m.def("init", &init, py::arg("config"), py::arg("shared"), py::arg("comm_f2c") = -1,
         "Starts this rank's engine (collective). config: the complete dict "
         "dist_sync.config.load() returns; shared: key -> DIST_SYNC_ variable of the settings "
@@ -381,14 +314,6 @@ void bind_session(py::module_& m) {
         "Stops this rank's engine of the set (collective within the set) and forgets it.");
   m.def("_control_allgather", &control_allgather, py::arg("mine"),
         "Collective over every rank: every rank's bytes, in rank order.");
-  m.def("_elastic_enable", &elastic_enable,
-        "Checks that ULFM is on (DistSyncError saying how to launch otherwise) and marks the "
-        "session elastic: a lost peer then leaves the job to the survivors.");
-  m.def("_elastic_reset", &elastic_reset, py::arg("reason"),
-        "Collective over the survivors: stops every engine, shrinks the communicator to the "
-        "survivors and starts the global engine over it; returns the new size.");
-  m.def("_elastic_peer_lost", &mpi_peer_lost,
-        "Whether a communication failure was a lost (or revoked) peer.");
   m.def("rank", [] { return engine().rank(); });
   m.def("size", [] { return engine().size(); });
   m.def("local_rank", [] { return (engine(), session().topology.local_rank); });

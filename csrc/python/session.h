@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "comm/mpi_comm.h"
+#include "comm/mpi_spawn.h"
 #include "engine/engine.h"
 
 namespace dist_sync::python {
@@ -21,6 +22,20 @@ namespace dist_sync::python {
 struct ProcessSetEntry {
   std::vector<int> ranks;         // ranks of the global set, ascending
   std::shared_ptr<Engine> engine;  // null on ranks that are not in the set
+};
+
+// Replacements being spawned on a thread of their own (Note [Growing back to the launched size]).
+// Shared with that thread, which may outlive the session's interest in it (a spawned process
+// that dies before MPI_Init leaves MPI_Comm_spawn waiting for ever).
+struct PendingSpawn {
+  enum State : int { kNone = 0, kRunning = 1, kReady = 2, kFailed = 3 };
+  std::unique_ptr<MpiCommunicator> parents;  // a duplicate of the control communicator
+  std::unique_ptr<SpawnedRanks> spawned;     // set before state becomes kReady
+  std::string error;                         // set before state becomes kFailed
+  std::atomic<int> state{kRunning};
+  // Given up on (abandon_spawn): a spawn that completes after this revokes what it made, so the
+  // processes it started fail in init() instead of waiting for a merge that will not come.
+  std::atomic<bool> abandoned{false};
 };
 
 struct Session {
@@ -46,6 +61,9 @@ struct Session {
   // An elastic reset has happened: MPI_Finalize could wait for ever on a transfer to a dead
   // rank, so the process ends without it (mpirun --with-ft ulfm accepts that).
   bool ranks_lost = false;
+  std::shared_ptr<PendingSpawn> spawn;  // null when no replacements are being spawned
+  // This process was spawned to replace lost ranks and init() merged it with the job.
+  bool joined = false;
 };
 
 Session& session();
@@ -67,6 +85,18 @@ inline uint64_t handle_local(uint64_t handle) {
   return handle & ((uint64_t{1} << kHandleSetShift) - 1);
 }
 
+// For the session's functions in other files (elastic.cc):
+// Ctrl-C while waiting for the other ranks in a collective setup call raises KeyboardInterrupt.
+void check_signals();
+// Stops every process set's engine on this rank (collective within each set). With the GIL.
+void stop_process_sets(Session& s, const std::string& reason);
+// The global engine over `comm` (made by MpiCommunicator::create), with `control` as the
+// communicator of the process-set calls and of an elastic reset's shrink. Without the GIL.
+void start_engine(Session& s, std::unique_ptr<MpiCommunicator> comm,
+                  std::unique_ptr<MpiCommunicator> control);
+
 void bind_session(pybind11::module_& core);
+// The _elastic_ functions (elastic.cc); bind_session calls it.
+void bind_elastic(pybind11::module_& core);
 
 }  // namespace dist_sync::python

@@ -6,10 +6,15 @@ Horovod's API over dist_sync's engine and MPI's own fault tolerance: launch with
 to the last commit, continue on a communicator of the survivors (``hvd.size()`` smaller, a new
 rank 0 if rank 0 was lost) and call the function again. See the README, "Elastic training".
 
-Differences from Horovod: ranks are only ever lost, never added (no host discovery); the
-exceptions are dist_sync's (``HorovodInternalError`` is :class:`RanksLostError`, a
-``DistSyncError``); process sets other than the global one end at a reset (add them again in a
-reset callback).
+Survivors spawn replacements for lost ranks (``DIST_SYNC_ELASTIC_MAX_NP``, by default the size
+the run started with) and merge them in at a later commit: :class:`HostsUpdatedInterrupt`, then
+``sync()`` gives the replacements the state.
+
+Differences from Horovod: replacements are started by ``mpirun`` through ``MPI_Comm_spawn``
+where it has slots, and a host discovery script (``DIST_SYNC_ELASTIC_HOST_DISCOVERY_SCRIPT``)
+only bounds how many, without adding hosts; the exceptions are dist_sync's
+(``HorovodInternalError`` is :class:`RanksLostError`, a ``DistSyncError``); process sets other
+than the global one end at a reset (add them again in a reset callback).
 """
 from __future__ import annotations
 

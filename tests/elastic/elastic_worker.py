@@ -8,6 +8,7 @@ parameters' digest, every committed step's samples, the accuracy, and when train
 import hashlib
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -24,7 +25,10 @@ check = Registry()
 
 
 def _die(args):
-    """SIGKILLs this process, having recorded when (for the recovery time)."""
+    """SIGKILLs this process, having recorded when (for the recovery time). With
+    args["unlink_interpreter"], the interpreter's path goes too, so no replacement can start."""
+    if args.get("unlink_interpreter") and os.path.lexists(sys.executable):
+        os.unlink(sys.executable)
     check.record({"killed_at": time.time(), "world_rank": world_rank()})
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -64,9 +68,13 @@ def _digest(model):
 def train(args):
     """Digits training with TorchState and ElasticSampler; args["kills"]: [world rank, epoch,
     step] triples (the rank SIGKILLs itself before that step); args["raise_at"]: the same, but
-    the rank raises ValueError (not a death)."""
+    the rank raises ValueError (not a death); args["shrunk_step_sleep"]: seconds each step sleeps
+    while the job is smaller than launched;
+    args["unlink_interpreter"]: see _die."""
     import dist_sync.torch as hvd
+    from dist_sync import _core
 
+    started_at = time.time()
     hvd.init()
     torch.set_num_threads(1)
     torch.manual_seed(1234 + world_rank())  # different everywhere: sync() must fix it
@@ -91,6 +99,8 @@ def train(args):
     kills = [tuple(k) for k in args.get("kills", [])]
     raises = [tuple(k) for k in args.get("raise_at", [])]
     resumed = []
+    shrunk_step_sleep = float(args.get("shrunk_step_sleep", 0.0))
+    launched = hvd.size() if not _core._elastic_joined() else None
 
     @hvd.elastic.run
     def loop(state):
@@ -104,6 +114,8 @@ def train(args):
                     _die(args)
                 if key in raises:
                     raise ValueError(f"bad batch at epoch {state.epoch} step {state.step}")
+                if shrunk_step_sleep and launched and hvd.size() < launched:
+                    time.sleep(shrunk_step_sleep)  # leaves a replacement time to start
                 optimizer.zero_grad()
                 F.cross_entropy(model(x), y).backward()
                 optimizer.step()
@@ -122,9 +134,10 @@ def train(args):
     loop(state)
     with torch.no_grad():
         accuracy = float((model(test_x).argmax(1) == test_y).float().mean())
-    return {"digest": _digest(model), "seen": state.seen, "accuracy": accuracy,
+    return {"digest": _digest(model), "seen": state.seen, "sizes": state.sizes, "accuracy": accuracy,
             "size": hvd.size(), "rank": hvd.rank(), "resets": resets, "resumed": resumed,
-            "dataset": len(train_set), "finished_at": time.time()}
+            "dataset": len(train_set), "finished_at": time.time(),
+            "joined": _core._elastic_joined(), "started_at": started_at}
 
 
 @check.scenario

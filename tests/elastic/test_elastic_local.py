@@ -1,11 +1,12 @@
 """The pieces of elastic training that need no MPI job: ElasticSampler's dealing across a change
-of size, and ObjectState's commit / restore."""
+of size, ObjectState's commit / restore, and reading a host discovery script's slots."""
 from __future__ import annotations
 
 from typing import List
 
 import pytest
 
+from dist_sync._elastic_growth import discovered_slots
 from dist_sync.torch.elastic import ElasticSampler, ObjectState
 
 
@@ -83,3 +84,31 @@ def test_object_state_restores_the_last_commit():
     state.history.append(4)
     state.restore()
     assert state.history == [1, 2]  # the commit is a copy, not the live list
+
+
+def script(tmp_path, body: str) -> str:
+    path = tmp_path / "discover.sh"
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_host_discovery_slots_in_horovods_format(tmp_path):
+    assert discovered_slots(script(tmp_path, "echo node-a:4; echo; echo node-b:2; echo node-c")) == 7
+    assert discovered_slots(script(tmp_path, "true")) == 0
+
+
+@pytest.mark.parametrize("body, message", [
+    ("echo node-a:many", "a line is not `host:slots`"),
+    ("echo node-a:0", "a line is not `host:slots`"),
+    ("echo :3", "a line is not `host:slots`"),
+    ("echo broken >&2; exit 3", "it exited with 3: broken"),
+])
+def test_host_discovery_script_errors_say_what_is_wrong(tmp_path, body, message):
+    with pytest.raises(ValueError, match=message):
+        discovered_slots(script(tmp_path, body))
+
+
+def test_host_discovery_script_that_cannot_run(tmp_path):
+    with pytest.raises(ValueError, match="could not run it"):
+        discovered_slots(str(tmp_path / "missing.sh"))

@@ -1,12 +1,17 @@
 """Elastic training (dist_sync.torch.elastic) under `mpirun --with-ft ulfm`: ranks SIGKILLed
 mid-epoch, rank 0 among them, one after another, or in the middle of a 64 MiB fused allreduce;
 the survivors finish with bit-identical parameters, no committed sample seen twice or skipped,
-and the accuracy target. Below DIST_SYNC_ELASTIC_MIN_NP, on an exception, and without ULFM the
-job ends on every rank with a message instead.
+and the accuracy target. A replacement is spawned and merged back to the launched size, unless
+DIST_SYNC_ELASTIC_MAX_NP forbids it (the shrink tests set it so). Below
+DIST_SYNC_ELASTIC_MIN_NP, on an exception, and without ULFM the job ends on every rank with a
+message instead.
 """
 from __future__ import annotations
 
+import os
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +27,8 @@ WORKER = "tests.elastic.elastic_worker"
 ULFM = ["--with-ft", "ulfm"]
 JOB_TIMEOUT = 180.0  # start-up included; the runs take seconds
 ACCURACY_TARGET = 0.9
+# The job keeps the size the losses leave (no replacements spawned).
+NO_GROWTH = {"DIST_SYNC_ELASTIC_MAX_NP": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +38,11 @@ def digits(tmp_path_factory):
     return str(path)
 
 
-def train(digits, np_, kills=(), raise_at=(), env=None, epochs=2):
+def train(digits, np_, kills=(), raise_at=(), env=NO_GROWTH, epochs=2, **more):
     return harness.run(WORKER, np_, "train",
                        {"data": digits, "kills": [list(k) for k in kills],
-                        "raise_at": [list(k) for k in raise_at], "epochs": epochs},
+                        "raise_at": [list(k) for k in raise_at], "epochs": epochs,
+                        **more},
                        timeout=JOB_TIMEOUT, env=env, mpirun_args=ULFM)
 
 
@@ -80,10 +88,61 @@ def test_survivors_finish_after_a_rank_is_killed_mid_epoch(digits):
     assert sorted(v["rank"] for v in values.values()) == [0, 1]
     assert values[0]["rank"] == 0 and values[2]["rank"] == 1  # the old order, renumbered
     assert "lost rank 1 (pid " in run.output, run.describe()  # the survivors' log names it
+    assert "spawning" not in run.output, run.describe()  # DIST_SYNC_ELASTIC_MAX_NP=1
 
 
-def test_rank_0_then_another_killed_one_after_another(digits):
-    run = train(digits, 4, kills=[(0, 0, 3), (2, 1, 2)])
+def test_a_replacement_is_spawned_and_the_job_grows_back_to_its_size(digits):
+    # Steps on 2 ranks slow enough (up to ~15 s in all) that the replacement, seconds to start,
+    # joins mid-training, even on a loaded machine.
+    run = train(digits, 3, kills=[(1, 0, 5)], env={}, shrunk_step_sleep=0.2)
+    values = survivors(run, 3, killed=[1])
+    assert 100 in run.ranks, run.describe()  # the first spawned job's rank 0
+    joiner = run.ranks[100]
+    assert joiner.ok, run.describe()
+    final = {**values, 100: joiner.value}
+    check_training(final, 2)
+    for value in final.values():
+        assert value["size"] == 3
+    for value in values.values():
+        assert [r["size"] for r in value["resets"]] == [2, 3]
+        assert not value["joined"]
+    assert joiner.value["joined"] and [r["size"] for r in joiner.value["resets"]] == [3]
+    # Survivors first, in their order, then the replacement.
+    assert [final[r]["rank"] for r in (0, 2, 100)] == [0, 1, 2]
+    # Committed steps: 5 on 3 ranks, some on 2, the rest on 3 again (the replacement trained).
+    sizes = final[0]["sizes"]
+    assert sizes[:5] == [3] * 5 and 2 in sizes and sizes[-1] == 3, sizes
+    grown = sizes.index(3, 5)
+    assert set(sizes[5:grown]) == {2} and set(sizes[grown:]) == {3}, sizes
+    assert "spawning 1 replacement(s) to grow back to 3 rank(s)" in run.output, run.describe()
+    assert "1 replacement(s) joined; continuing on 3 rank(s)" in run.output, run.describe()
+
+
+@pytest.fixture
+def removable_interpreter(tmp_path, monkeypatch):
+    """A virtual environment that is this one but for its own bin/python (a link to the same
+    interpreter), which a test may delete: jobs launched meanwhile run it."""
+    config = Path(sys.prefix) / "pyvenv.cfg"
+    if not config.exists():
+        pytest.skip("the tests do not run in a virtual environment")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "pyvenv.cfg").write_text(config.read_text())
+    (tmp_path / "lib").symlink_to(Path(sys.prefix) / "lib")
+    (tmp_path / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
+    monkeypatch.setenv("DIST_SYNC_TEST_MPIRUN", harness.mpirun_path())
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
+    return sys.executable
+
+
+def test_rank_0_then_another_killed_one_after_another(digits, removable_interpreter):
+    # Replacements are wanted (the starting size), but the first victim takes the interpreter's
+    # path with it: every spawn fails at once, is warned about, and the job keeps its size.
+    run = train(digits, 4, kills=[(0, 0, 3), (2, 1, 2)], env={}, unlink_interpreter=True)
+    # 3 survivors of the first loss, 2 of the second
+    assert run.output.count(f"no replacements join (spawning `{removable_interpreter} -m "
+                            f"{WORKER} ") == 5, run.describe()
+    assert "MPI_Comm_spawn failed" in run.output, run.describe()
+    assert "training continues on 2 rank(s)" in run.output, run.describe()
     values = survivors(run, 4, killed=[0, 2])
     check_training(values, 2)
     for value in values.values():
@@ -95,9 +154,15 @@ def test_rank_0_then_another_killed_one_after_another(digits):
     assert [r["rank"] for r in values[3]["resets"]] == [2, 1]
 
 
-def test_rank_killed_during_a_64_mib_fused_allreduce():
+def test_rank_killed_during_a_64_mib_fused_allreduce(tmp_path):
+    # Growth wanted (the starting size), but the host discovery script lists no free slot.
+    discover = tmp_path / "discover.sh"
+    discover.write_text("#!/bin/sh\necho localhost:3\n")
+    discover.chmod(0o755)
     run = harness.run(WORKER, 4, "fused_allreduce", {"victim": 2, "delay": 0.005},
-                      timeout=JOB_TIMEOUT, mpirun_args=ULFM)
+                      timeout=JOB_TIMEOUT, mpirun_args=ULFM,
+                      env={"DIST_SYNC_ELASTIC_HOST_DISCOVERY_SCRIPT": str(discover)})
+    assert "spawning" not in run.output, run.describe()
     values = survivors(run, 4, killed=[2])
     count = 16
     alive = [0, 1, 3]
@@ -110,6 +175,7 @@ def test_rank_killed_during_a_64_mib_fused_allreduce():
 
 def test_below_min_np_every_survivor_ends_with_a_message(digits):
     run = train(digits, 3, kills=[(1, 0, 2)], env={"DIST_SYNC_ELASTIC_MIN_NP": "3"})
+    assert "spawning" not in run.output, run.describe()
     assert not run.timed_out, run.describe()
     assert run.returncode != 0, run.describe()
     for rank in (0, 2):

@@ -50,9 +50,15 @@ def _jsonable(value: Any) -> Any:
 
 
 def world_rank() -> int:
+    """This process's rank in its MPI_COMM_WORLD; for a process MPI_Comm_spawn started (Open
+    MPI's job n > 1, in the namespace's "@n"), 100 * (n - 1) + that rank, so it names a
+    process of the whole launch."""
+    namespace = os.environ.get("PMIX_NAMESPACE", "")
+    job = namespace.rpartition("@")[2]
+    offset = 100 * (int(job) - 1) if job.isdigit() and int(job) > 1 else 0
     for variable in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"):
         if variable in os.environ:
-            return int(os.environ[variable])
+            return offset + int(os.environ[variable])
     return 0
 
 
