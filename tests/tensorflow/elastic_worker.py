@@ -101,10 +101,18 @@ def keras_run(hvd_keras, args, data_path):
     victim, kill_epoch, kill_batch = args["keras_kill"]
     epochs, batch_size = int(args["keras_epochs"]), 32
 
+    shrunk_sleep = float(args.get("shrunk_sleep", 0.0))
+    sizes = []
+
     class Killer(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
             if (world_rank(), state.epoch, batch) == (victim, kill_epoch, kill_batch):
                 _die()
+            if hvd_keras.size() < args["np"]:  # slow while shrunk: a replacement joins mid-run
+                time.sleep(shrunk_sleep)
+
+        def on_train_batch_end(self, batch, logs=None):
+            sizes.append(hvd_keras.size())
 
     # Horovod's order; the commit holds the counts whatever the order.
     callbacks = [hvd_keras.elastic.CommitStateCallback(state),
@@ -123,7 +131,20 @@ def keras_run(hvd_keras, args, data_path):
     weights = model.get_weights()
     return {"accuracy": float(np.mean(np.argmax(logits, axis=1) == data["test_y"])),
             "digest": _digest(weights), "epoch": state.epoch, "batch": state.batch,
-            "resets": resets}
+            "resets": resets, "sizes": sizes}
+
+
+@check.scenario
+def keras_grows_back(args):
+    """Keras model.fit loses a rank and grows back: the survivors spawn a replacement, which
+    runs this scenario from the top (nothing communicates before hvd.elastic.run) and joins."""
+    import dist_sync.tensorflow.keras as hvd_keras
+
+    hvd_keras.init()
+    result = keras_run(hvd_keras, args, args["data"])
+    result["size"], result["rank"] = hvd_keras.size(), hvd_keras.rank()
+    check.record(result)
+    return result
 
 
 @check.scenario
@@ -157,7 +178,7 @@ def elastic_tensorflow(args):
     result["mean_rank_after"] = float(mean_rank())
     result["gradients_after"] = [float(g) for g in rank_gradients()]
     result["size_op_after"] = int(tf.function(hvd.size_op)())
-    result["keras"] = keras_run(hvd_keras, args, args["data"])
+    result["keras"] = keras_run(hvd_keras, {**args, "np": 4}, args["data"])
     result["size"] = hvd.size()
     result["world_rank"] = world_rank()
     check.record(result)

@@ -4,7 +4,8 @@ rank 0, then Keras model.fit with KerasState and the elastic callbacks loses wor
 mid-epoch. The survivors finish both: the tape loop's result equals full-batch gradient descent
 in numpy; tf.functions traced before the loss (an allreduce, a DistributedGradientTape with a
 local source, size_op) run over the survivors after it; the Keras model's weights are
-bit-identical on the survivors and reach the accuracy target."""
+bit-identical on the survivors and reach the accuracy target. A second launch: model.fit on 3
+ranks loses one, a replacement is spawned and merged, and the job ends on 3 ranks again."""
 from __future__ import annotations
 
 import numpy as np
@@ -65,3 +66,27 @@ def test_tape_and_keras_runs_survive_lost_ranks(digits):
         assert keras["accuracy"] >= 0.9, keras["accuracy"]
         assert value["size"] == 2
     assert survivors[0].value["keras"]["digest"] == survivors[1].value["keras"]["digest"]
+
+
+def test_keras_fit_grows_back_to_its_size(digits):
+    # Batches on 2 ranks slow enough that the replacement (a TensorFlow start-up) joins mid-run.
+    run = harness.run(WORKER, 3, "keras_grows_back",
+                      {"data": digits, "keras_kill": [1, 1, 3], "keras_epochs": KERAS_EPOCHS,
+                       "np": 3, "shrunk_sleep": 0.3},
+                      timeout=240, mpirun_args=["--with-ft", "ulfm"])
+    assert not run.timed_out, run.describe()
+    assert "killed_at" in run.ranks[1].value, run.describe()
+    assert 100 in run.ranks, run.describe()  # the replacement: the first spawned job's rank 0
+    final = {r: run.ranks[r] for r in (0, 2, 100)}
+    assert all(p.ok for p in final.values()), run.describe()
+    values = {r: p.value for r, p in final.items()}
+    assert [values[r]["rank"] for r in (0, 2, 100)] == [0, 1, 2]  # survivors first, in order
+    assert len({v["digest"] for v in values.values()}) == 1
+    for value in values.values():
+        assert value["size"] == 3 and value["epoch"] == KERAS_EPOCHS
+        assert value["accuracy"] >= 0.9, value["accuracy"]
+    for r in (0, 2):
+        assert [reset["size"] for reset in values[r]["resets"]] == [2, 3]
+        sizes = values[r]["sizes"]
+        assert sizes[0] == 3 and 2 in sizes and sizes[-1] == 3, sizes
+    assert [reset["size"] for reset in values[100]["resets"]] == [3]
