@@ -1,5 +1,6 @@
 #include "comm/mpi_spawn.h"
 
+#include <dlfcn.h>
 #include <mpi.h>
 #if __has_include(<mpi-ext.h>)
 #include <mpi-ext.h>
@@ -65,6 +66,20 @@ std::unique_ptr<MpiCommunicator> mpi_merge_with_parents() {
   check_mpi(MPI_Intercomm_merge(parent, 1, &merged->comm), "MPI_Intercomm_merge");
   // The parent intercommunicator stays: MPI owns it, and freeing it would disconnect nothing.
   return MpiCommunicator::adopt(std::move(merged));
+}
+
+void mpi_spawned_process_ends() {
+  // Note [A spawned process ends without MPI_Finalize]. RTLD_NOLOAD: only the library libmpi
+  // already brought in, found by its soname whatever scope it was loaded into.
+  for (const char* library : {"libpmix.so.2", "libpmix.so"}) {
+    void* handle = dlopen(library, RTLD_LAZY | RTLD_NOLOAD);
+    if (handle == nullptr) continue;
+    using Finalize = int (*)(const void* info, size_t ninfo);
+    const auto finalize = reinterpret_cast<Finalize>(dlsym(handle, "PMIx_Finalize"));
+    if (finalize != nullptr) finalize(nullptr, 0);
+    dlclose(handle);
+    return;
+  }
 }
 
 }  // namespace dist_sync

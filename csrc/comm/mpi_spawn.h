@@ -47,4 +47,16 @@ class SpawnedRanks {
 // process that was launched, not spawned.
 std::unique_ptr<MpiCommunicator> mpi_merge_with_parents();
 
+// On a spawned process that ends without MPI_Finalize (see the Note below): tells the launcher
+// it ended properly. Does nothing where the MPI has no PMIx (only Open MPI spawns here).
+void mpi_spawned_process_ends();
+
+// Note [A spawned process ends without MPI_Finalize]
+// MPI_Finalize in a spawned process crashes in Open MPI's dynamic-process teardown (its parents
+// lost ranks and never finalize), so it skips it, as the survivors do. mpirun --with-ft ulfm
+// forgives that in the job it launched but not in a job spawned later: without a word to the
+// launcher, the whole run would end with exit status 1 after training went well. Finalizing the
+// process's PMIx client (Open MPI's link to its launcher, already loaded with libmpi) is that
+// word.
+
 }  // namespace dist_sync

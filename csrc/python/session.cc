@@ -105,6 +105,7 @@ void shutdown(bool finalize_mpi, const std::string& reason) {
   }
   // After a fatal error the peers may never reach MPI_Finalize; waiting for them would hang.
   if (finalize_mpi && !failed && !s.ranks_lost) mpi_finalize_if_owned();
+  if (finalize_mpi && s.joined) mpi_spawned_process_ends();
 }
 
 // "process set 2 (ranks 0, 2)"

@@ -9,6 +9,8 @@ message instead.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.elastic import elastic_worker
-from tests.support import harness
+from tests.support import ROOT, harness
 
 # ULFM is Open MPI's (MPICH's mpiexec has no --with-ft).
 pytestmark = pytest.mark.skipif(harness.mpi_flavor(harness.mpirun_path()) != "openmpi",
@@ -96,6 +98,7 @@ def test_a_replacement_is_spawned_and_the_job_grows_back_to_its_size(digits):
     # joins mid-training, even on a loaded machine.
     run = train(digits, 3, kills=[(1, 0, 5)], env={}, shrunk_step_sleep=0.2)
     values = survivors(run, 3, killed=[1])
+    assert run.returncode == 0, run.describe()  # mpirun counts the replacement's end as proper
     assert 100 in run.ranks, run.describe()  # the first spawned job's rank 0
     joiner = run.ranks[100]
     assert joiner.ok, run.describe()
@@ -205,3 +208,24 @@ def test_elastic_run_without_ulfm_says_how_to_launch():
     for rank in (0, 1):
         assert "mpirun --with-ft ulfm" in run.ranks[rank].error, run.describe()
         assert "launched without --with-ft ulfm" in run.ranks[rank].error, run.describe()
+
+
+def test_the_example_trains_through_a_killed_rank():
+    """examples/train_elastic.py as a user runs it: rank 1 SIGKILLs itself mid-epoch; the job
+    carries on, grows back to 3 ranks and reaches the example's accuracy target."""
+    command = harness.launch_command(3, ULFM) + [
+        sys.executable, str(ROOT / "examples" / "train_elastic.py"), "--simulate-failure", "1,2,5"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=JOB_TIMEOUT,
+                          env=harness.mpi_env())
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "rank 1: simulating a failure (SIGKILL) before batch 5 of epoch 2" in output, output
+    assert "continuing on 2 rank(s) instead of 3" in output, output
+    assert "1 replacement(s) joined; continuing on 3 rank(s)" in output, output
+    epochs = [int(n) for n in re.findall(r"^epoch +(\d+) +test accuracy", output, re.M)]
+    # Every epoch reported once, in order; the one whose closing commit merged the replacement
+    # skips its line (the commit raises HostsUpdatedInterrupt before the report).
+    assert epochs == sorted(set(epochs)) and set(epochs) <= set(range(1, 9)), output
+    assert len(epochs) >= 7, output
+    final = re.search(r"final test accuracy ([\d.]+) on 3 ranks \(above", output)
+    assert final, output

@@ -75,6 +75,7 @@ def test_keras_fit_grows_back_to_its_size(digits):
                        "np": 3, "shrunk_sleep": 0.3},
                       timeout=240, mpirun_args=["--with-ft", "ulfm"])
     assert not run.timed_out, run.describe()
+    assert run.returncode == 0, run.describe()
     assert "killed_at" in run.ranks[1].value, run.describe()
     assert 100 in run.ranks, run.describe()  # the replacement: the first spawned job's rank 0
     final = {r: run.ranks[r] for r in (0, 2, 100)}
