@@ -207,8 +207,8 @@ SETTINGS: List[Setting] = [
             "`debug`, `info`, `warning`, `error` or `off`: messages of the C++ engine, on "
             "stderr, prefixed `[dist_sync rank R]`."),
     Setting("elastic_min_np", "DIST_SYNC_ELASTIC_MIN_NP", 1, int, _min_np_rule,
-            "In an elastic run (`dist_sync.torch.elastic.run`, launched with `mpirun --with-ft "
-            "ulfm`), the fewest ranks training continues on: when lost ranks leave fewer, every "
+            "In an elastic run (`hvd.elastic.run` of dist_sync.torch or dist_sync.tensorflow, "
+            "launched with `mpirun --with-ft ulfm`), the fewest ranks training continues on: when lost ranks leave fewer, every "
             "survivor ends with an error saying so."),
     Setting("elastic_max_np", "DIST_SYNC_ELASTIC_MAX_NP", 0, int, _max_np_rule,
             "In an elastic run, the size the survivors grow back to after losing ranks: they "
