@@ -52,6 +52,13 @@ def _slowest(seconds: float) -> float:
                                name="bench.slowest")[0])
 
 
+def _die(out_dir: str, world_rank: int) -> None:
+    """SIGKILLs this rank, having written when to out_dir/killed<world rank>."""
+    with open(os.path.join(out_dir, f"killed{world_rank}"), "w") as handle:
+        handle.write(repr(time.time()))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def step_times(rounds: int, steps: int) -> Dict[str, float]:
     model = _model()
     optimizer = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.01),
@@ -121,9 +128,7 @@ def recovery_times(out_dir: str) -> List[Dict[str, float]]:
                     # Mid-step: the backward pass has started the gradients' allreduces.
                     optimizer.zero_grad()
                     F.cross_entropy(model(x), y).backward()
-                    with open(os.path.join(out_dir, f"killed{world_rank}"), "w") as handle:
-                        handle.write(repr(time.time()))
-                    os.kill(os.getpid(), signal.SIGKILL)
+                    _die(out_dir, world_rank)
             optimizer.zero_grad()
             F.cross_entropy(model(x), y).backward()
             optimizer.step()
@@ -170,9 +175,7 @@ def grow_times(out_dir: str) -> Dict[str, float]:
                 if hvd.size() == total and state.lost:
                     return
                 if not state.lost and hvd.rank() == hvd.size() - 1:
-                    with open(os.path.join(out_dir, f"killed{world_rank}"), "w") as handle:
-                        handle.write(repr(time.time()))
-                    os.kill(os.getpid(), signal.SIGKILL)
+                    _die(out_dir, world_rank)
             optimizer.zero_grad()
             F.cross_entropy(model(x), y).backward()
             optimizer.step()
