@@ -163,6 +163,28 @@ def fusion_tables(out: TextIO, runs: Sequence[Dict[str, Any]]) -> None:
           f"(median over runs, range in brackets).", file=out)
 
 
+def train_tables(out: TextIO, runs: Sequence[Dict[str, Any]]) -> None:
+    """One table for runs of ``python -m dist_sync.bench train`` with the same rank count."""
+    _runs_line(out, runs)
+    labels = {"none": "no communication", "dist_sync": "dist_sync DistributedOptimizer",
+              "ddp": "torch DDP (gloo)"}
+    rows = []
+    for key, label in labels.items():
+        present = [r for r in runs if key in r["modes"]]
+        if not present:
+            continue
+        steps = [r["modes"][key]["step_ms"] for r in present]
+        over_none = [r["modes"][key]["step_ms"] / r["modes"]["none"]["step_ms"] for r in present]
+        differ = sum(r["modes"][key]["ranks_differing"] for r in present)
+        rows.append([label, _num(_median(steps), 2), _ratio(over_none), str(differ)])
+    _table(out, ["mode", "step (ms)", "÷ no communication", "#ranks differing"], rows)
+    ratios = [r["ratios"] for r in runs]
+    print(f"\ndist_sync / no communication = "
+          f"{_ratio([x['dist_sync_over_none'] for x in ratios])}, dist_sync / DDP = "
+          f"{_ratio([x['dist_sync_over_ddp'] for x in ratios])} "
+          f"(median over runs, range in brackets).", file=out)
+
+
 def tune_tables(out: TextIO, run: Dict[str, Any]) -> None:
     """The sweeps of one ``python -m dist_sync.bench tune`` run."""
     _runs_line(out, [run])
@@ -233,6 +255,8 @@ def run(args: argparse.Namespace) -> int:
             allreduce_tables(out, runs)
         elif benchmark == "fusion":
             fusion_tables(out, runs)
+        elif benchmark == "train":
+            train_tables(out, runs)
         elif benchmark == "tune":
             for one in runs:
                 tune_tables(out, one)

@@ -25,7 +25,7 @@ _DELEGATED = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand; imports nothing heavy (``--help`` stays fast)."""
-    from . import allreduce, fusion, process_sets, tune
+    from . import allreduce, fusion, process_sets, train, tune
 
     parser = argparse.ArgumentParser(
         prog="python -m dist_sync.bench",
@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         "process_sets", help="two disjoint process sets allreducing at the same time vs each "
                              "alone, one after the other, and the global set",
         description=process_sets.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    train.add_arguments(sub.add_parser(
+        "train", help="a training step through dist_sync, through torch DDP and with no "
+                      "communication, side by side",
+        description=train.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     tune.add_arguments(sub.add_parser(
         "tune", help="sweep the tunables and suggest defaults",
         description=tune.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))

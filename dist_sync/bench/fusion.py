@@ -43,11 +43,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import common
+from .resnet50 import scaled_counts
 
 log = logging.getLogger("dist_sync.bench.fusion")
 
-RESNET50_TENSORS = 161
-RESNET50_PARAMETERS = 25_557_032
 FIRST_BUCKET_BYTES = 1 << 20   # torch DDP: dist._DEFAULT_FIRST_BUCKET_BYTES
 BUCKET_BYTES = 25 << 20        # torch DDP: bucket_cap_mb=25
 # Full size, then 1 %: at 1 % (~1 MB in all) the per-operation cost of 161 small tensors
@@ -66,38 +65,6 @@ LABELS = {
     GROUPED: "(g) one grouped_allreduce_",
 }
 VARIANTS = (ASYNC, ONE_BUFFER, ONE_BY_ONE, BUCKETS, GLOO_BUCKETS, ASYNC_VIEWS, GROUPED)
-
-
-def resnet50_parameter_shapes() -> List[Tuple[int, ...]]:
-    """Shapes of ResNet-50's parameters in ``model.parameters()`` order (torchvision layout):
-    the 7x7 stem convolution and its batch norm, four stages of [3, 4, 6, 3] bottleneck blocks
-    (1x1, 3x3, 1x1 convolutions, each followed by a batch norm's weight and bias; expansion 4;
-    the first block of each stage adds a 1x1 projection with its batch norm), then the
-    2048 -> 1000 classifier's weight and bias. Convolutions have no bias."""
-    def conv_bn(out_channels: int, in_channels: int, kernel: int) -> List[Tuple[int, ...]]:
-        return [(out_channels, in_channels, kernel, kernel), (out_channels,), (out_channels,)]
-
-    shapes = conv_bn(64, 3, 7)
-    in_channels = 64
-    for width, blocks in zip((64, 128, 256, 512), (3, 4, 6, 3)):
-        for block in range(blocks):
-            shapes += conv_bn(width, in_channels, 1)
-            shapes += conv_bn(width, width, 3)
-            shapes += conv_bn(width * 4, width, 1)
-            if block == 0:
-                shapes += conv_bn(width * 4, in_channels, 1)  # projection shortcut
-            in_channels = width * 4
-    shapes += [(1000, 2048), (1000,)]
-    count = sum(int(np.prod(s)) for s in shapes)
-    assert len(shapes) == RESNET50_TENSORS, len(shapes)
-    assert count == RESNET50_PARAMETERS, count
-    return shapes
-
-
-def scaled_counts(scale: float) -> List[int]:
-    """Element counts of the 161 tensors, each multiplied by ``scale`` (at least 1 element), so
-    tests can run the same workload shape in a fraction of the time."""
-    return [max(1, int(round(int(np.prod(s)) * scale))) for s in resnet50_parameter_shapes()]
 
 
 def ddp_buckets(nbytes: Sequence[int], first_cap: int = FIRST_BUCKET_BYTES,

@@ -130,6 +130,51 @@ def test_fusion_reduced_scale(tmp_path):
     assert "#### fusion, 2 ranks" in report and "| (a) 161 × allreduce_async_" in report
 
 
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch")
+def test_train_modes_side_by_side(tmp_path):
+    out, picture = tmp_path / "train.json", tmp_path / "train.png"
+    args = ["train", "--width", "64", "--steps", "2", "--rounds", "2", "-w", "1", "--json", str(out)]
+    if HAS_MATPLOTLIB:
+        args += ["--plot", str(picture)]
+    code, output = run_bench(2, args)
+    assert code == 0, output
+    data = json.loads(out.read_text())
+    modes = data["modes"]
+    assert set(modes) == {"none", "dist_sync", "ddp"}
+    for name, numbers in modes.items():
+        # Parameters bit-identical on every rank wherever gradients were averaged.
+        assert numbers["ranks_differing"] == 0, name
+        assert [len(r) for r in numbers["times_s"]] == [2, 2] and numbers["step_ms"] > 0
+    settings = data["settings"]
+    assert settings["parameters"] == 4 * (64 * 64 + 64) + 64 * 10 + 10
+    assert data["ratios"]["dist_sync_over_none"] == pytest.approx(
+        modes["dist_sync"]["step_ms"] / modes["none"]["step_ms"])
+    assert "dist_sync / none =" in output and "dist_sync / ddp =" in output
+    assert not HAS_MATPLOTLIB or picture.stat().st_size > 0
+    report = run_report([out])
+    assert "#### train, 2 ranks" in report and "| dist_sync DistributedOptimizer |" in report
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch")
+def test_horovod_api_script_runs_on_dist_sync(tmp_path):
+    # The side-by-side script uses only Horovod's API, so its dist_sync run is checked here
+    # (Horovod itself is never a dependency).
+    out = tmp_path / "api.json"
+    command = harness.launch_command(2) + [
+        sys.executable, "-m", "benchmarks.horovod_api", "--api", "dist_sync.torch",
+        "--scale", "0.002", "--calls", "5", "--iters", "2", "--warmup", "1", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=180,
+                            env=harness.mpi_env({"PYTHONPATH": str(ROOT)}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(out.read_text())
+    assert data["wrong"] == 0 and data["ranks"] == 2
+    assert set(data["median_s"]) == {"small_async", "small_buffer", "sync_4k", "mlp_step",
+                                     "mlp_local"}
+    table = subprocess.run([sys.executable, "-m", "benchmarks.horovod_api", "--table", str(out)],
+                           capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert table.returncode == 0 and "| api.json | dist_sync.torch |" in table.stdout
+
+
 def test_tune_small_sweeps(tmp_path):
     out = tmp_path / "tune.json"
     code, output = run_bench(2, ["tune", "-n", "2", "-w", "1", "--rounds", "2",
