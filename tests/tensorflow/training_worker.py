@@ -239,6 +239,66 @@ def keras_fit_backward_passes_per_step():
 
 
 @check
+def keras_saved_model_keeps_distributed_optimizer():
+    """A model saved with a DistributedOptimizer, loaded by hvd.load_model and by Keras's own
+    load_model, trains on with the saved optimizer state, averaging gradients: bit-identical to
+    the model that was never saved, on every rank. A model saved with a plain optimizer gets a
+    distributed one from hvd.load_model."""
+    import os
+    import shutil
+    import tempfile
+    rank, size = rank_size()
+    keras.config.set_floatx("float64")
+    directory = hvd.broadcast_object(tempfile.mkdtemp(prefix="dist_sync_keras_") if rank == 0
+                                     else None, root_rank=0)
+    try:
+        x, y = global_data(45, STEPS, size)
+        mine = local_rows(len(x), rank, size)
+        keras.utils.set_random_seed(7)
+        model = _keras_model()
+        model.compile(optimizer=hvd.DistributedOptimizer(keras.optimizers.SGD(0.05, momentum=0.9)),
+                      loss="mse")
+        model.fit(x[mine], y[mine], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+        distributed_path = os.path.join(directory, "distributed.keras")
+        plain_path = os.path.join(directory, "plain.keras")
+        if rank == 0:
+            model.save(distributed_path)
+            plain = _keras_model()
+            plain.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+            plain.save(plain_path)
+        hvd.barrier()
+        ours = hvd.load_model(distributed_path, compression=hvd.Compression.fp16)
+        theirs = keras.models.load_model(distributed_path)
+        for loaded in (ours, theirs):
+            optimizer = loaded.optimizer
+            assert isinstance(optimizer, keras.optimizers.SGD), type(optimizer).__mro__
+            assert hasattr(optimizer, "_dist_options"), type(optimizer).__mro__
+            assert int(optimizer.iterations.numpy()) == STEPS
+            assert np.allclose(float(optimizer.momentum), 0.9)
+        assert ours.optimizer._dist_options["compression"] is hvd.Compression.fp16
+        assert theirs.optimizer._dist_options["compression"] is hvd.Compression.none
+        # Train on, all three the same way: the same weights (fp16 only changes the wire, and
+        # these gradients are far from float16's range limits but not exactly representable,
+        # so that one is compared loosely).
+        results = []
+        for trained in (model, theirs, ours):
+            trained.fit(x[mine], y[mine], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+            results.append(trained.get_weights())
+        for got, want in zip(results[1], results[0]):
+            assert np.array_equal(got, want)
+        for got, want in zip(results[2], results[0]):
+            assert np.allclose(got, want, rtol=1e-2, atol=1e-3)
+        adam = hvd.load_model(plain_path).optimizer
+        assert isinstance(adam, keras.optimizers.Adam) and hasattr(adam, "_dist_options")
+        return {"digest": digest(results[0] + results[1])}
+    finally:
+        keras.config.set_floatx("float32")
+        hvd.barrier()
+        if rank == 0:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@check
 def keras_learning_rate_callbacks():
     rank, size = rank_size()
     x, y = global_data(44, STEPS, size)

@@ -13,7 +13,7 @@ from .. import *  # noqa: F401,F403 - Horovod's keras module re-exports the TF A
 from .. import __all__ as _tf_all
 from .callbacks import (BroadcastGlobalVariablesCallback, LearningRateScheduleCallback,
                         LearningRateWarmupCallback, MetricAverageCallback)
-from .optimizer import DistributedOptimizer, PartialDistributedOptimizer
+from .optimizer import DistributedOptimizer, PartialDistributedOptimizer, load_model
 from .sync_batch_norm import SyncBatchNormalization
 
 # Keras's own elastic module (KerasState, the fit callbacks), replacing dist_sync.tensorflow's
@@ -21,7 +21,8 @@ from .sync_batch_norm import SyncBatchNormalization
 elastic = importlib.import_module(".elastic", __name__)
 
 __all__ = list(_tf_all) + [
-    "DistributedOptimizer", "PartialDistributedOptimizer", "BroadcastGlobalVariablesCallback",
+    "DistributedOptimizer", "PartialDistributedOptimizer", "load_model",
+    "BroadcastGlobalVariablesCallback",
     "MetricAverageCallback",
     "LearningRateWarmupCallback", "LearningRateScheduleCallback", "SyncBatchNormalization",
 ]

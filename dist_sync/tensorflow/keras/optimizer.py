@@ -2,7 +2,7 @@
 the gradients over ranks first (Note [Keras optimizer wrapping])."""
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -21,6 +21,17 @@ from ..mpi_ops import resolve_op
 # backward_passes_per_step = N > 1, gradients are summed locally into accumulator variables
 # (created in build()) and reduced and applied every N-th call only; the optimizer's iteration
 # counter then counts applied updates.
+#
+# Note [Saved models keep their DistributedOptimizer]
+# Keras's loader only imports classes from Keras's own packages; any other class must be
+# registered. Every wrapped class is registered as "dist_sync>SGD" (a built-in Keras optimizer)
+# or "dist_sync>module.Class" (any other), and the wrapped classes of Keras's built-in
+# optimizers exist from import on, so keras.models.load_model of a model saved with a
+# DistributedOptimizer (in a process that imported dist_sync.tensorflow.keras) gives back a
+# model whose optimizer still averages gradients: from_config gives it the default options.
+# load_model() also wraps the optimizer of a model saved with a plain Keras optimizer
+# (Horovod's behaviour) by making the loaded optimizer an instance of the wrapped subclass,
+# which keeps its restored state, and sets the caller's compression.
 
 
 class _DistributedMixin:
@@ -30,6 +41,14 @@ class _DistributedMixin:
     _dist_options: dict
     _dist_passes: int
     _dist_average_aggregated: bool
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: Optional[dict] = None) -> Any:
+        """The wrapped optimizer with its default options (Note [Saved models keep their
+        DistributedOptimizer]); DistributedOptimizer() then sets the ones it was given."""
+        optimizer = super().from_config(config, custom_objects=custom_objects)
+        _configure(optimizer)
+        return optimizer
 
     def build(self, variables: Sequence[Any]) -> None:
         self._dist_base.build(self, variables)
@@ -122,23 +141,89 @@ def DistributedOptimizer(optimizer: keras.optimizers.Optimizer, name: Optional[s
                          f"{backward_passes_per_step!r}")
     resolve_op(op, None)
     included(process_set, "DistributedOptimizer")
-    base = type(optimizer)
-    cls = type(base.__name__, (_DistributedMixin, base), {"_dist_base": base})
+    base = getattr(type(optimizer), "_dist_base", type(optimizer))  # wrapping twice: once
     config = optimizer.get_config()
     if name is not None:
         config["name"] = name
-    wrapped = cls.from_config(config)
+    wrapped = _wrapped_class(base).from_config(config)
+    _configure(wrapped, compression=compression, sparse_as_dense=sparse_as_dense, op=op,
+               gradient_predivide_factor=gradient_predivide_factor,
+               groups=groups if groups is not None else (num_groups or None),
+               process_set=process_set, passes=backward_passes_per_step,
+               average_aggregated=average_aggregated_gradients,
+               scale_local_gradients=scale_local_gradients)
+    return wrapped
+
+
+_wrapped_classes: Dict[type, type] = {}
+
+
+def _wrapped_class(base: type) -> type:
+    """The subclass of ``base`` that reduces gradients in apply(), one per base class (so
+    isinstance checks and saved models see one class per optimizer type), registered with
+    Keras's serialization (Note [Saved models keep their DistributedOptimizer])."""
+    cls = _wrapped_classes.get(base)
+    if cls is None:
+        cls = type(base.__name__, (_DistributedMixin, base),
+                   {"_dist_base": base, "__module__": __name__})
+        cls = keras.saving.register_keras_serializable(
+            package="dist_sync", name=_registered_name(base))(cls)
+        _wrapped_classes[base] = cls
+    return cls
+
+
+def _registered_name(base: type) -> str:
+    if getattr(keras.optimizers, base.__name__, None) is base:
+        return base.__name__
+    return f"{base.__module__}.{base.__qualname__}"
+
+
+def _keras_optimizer_classes() -> List[type]:
+    classes = [getattr(keras.optimizers, name) for name in dir(keras.optimizers)]
+    return [c for c in classes if isinstance(c, type) and issubclass(c, keras.optimizers.Optimizer)
+            and c is not keras.optimizers.Optimizer]
+
+
+def _configure(wrapped: Any, *, compression: type[Compressor] = Compression.none,
+               sparse_as_dense: bool = False, op: Optional[ReduceOp] = None,
+               gradient_predivide_factor: float = 1.0, groups: Any = None,
+               process_set: ProcessSet = global_process_set, passes: int = 1,
+               average_aggregated: bool = False, scale_local_gradients: bool = True) -> None:
     # Plain attributes, out of reach of Keras's attribute tracking (which would wrap the dict).
     object.__setattr__(wrapped, "_dist_options", dict(
         compression=compression, sparse_as_dense=sparse_as_dense, op=op,
-        gradient_predivide_factor=gradient_predivide_factor,
-        groups=groups if groups is not None else (num_groups or None), process_set=process_set))
-    object.__setattr__(wrapped, "_dist_passes", backward_passes_per_step)
-    object.__setattr__(wrapped, "_dist_average_aggregated", bool(average_aggregated_gradients))
+        gradient_predivide_factor=gradient_predivide_factor, groups=groups,
+        process_set=process_set))
+    object.__setattr__(wrapped, "_dist_passes", passes)
+    object.__setattr__(wrapped, "_dist_average_aggregated", bool(average_aggregated))
     # id -> variable (kept alive, so ids stay unique) of variables whose gradients stay local.
     object.__setattr__(wrapped, "_dist_local", {})
     object.__setattr__(wrapped, "_dist_scale_local", bool(scale_local_gradients))
-    return wrapped
+
+
+def load_model(filepath: Any, custom_optimizers: Optional[Sequence[type]] = None,
+               custom_objects: Optional[Dict[str, Any]] = None,
+               compression: type[Compressor] = Compression.none, **kwargs: Any) -> keras.Model:
+    """Loads a model saved with ``model.save`` (``keras.models.load_model``'s formats) with its
+    optimizer wrapped in :func:`DistributedOptimizer` (``compression`` for the wire), whether it
+    was saved with a plain Keras optimizer or a distributed one; its state (iterations,
+    momentum, ...) is the saved one. ``custom_optimizers``: optimizer classes of your own the
+    file may name; ``custom_objects`` and other keyword arguments go to Keras's loader."""
+    for cls in custom_optimizers or ():
+        if not (isinstance(cls, type) and issubclass(cls, keras.optimizers.Optimizer)):
+            raise TypeError(f"custom_optimizers takes keras.optimizers.Optimizer subclasses, "
+                            f"got {cls!r}")
+        _wrapped_class(cls)  # registered, so a file naming it distributed can be read
+    model = keras.models.load_model(filepath, custom_objects=custom_objects, **kwargs)
+    optimizer = getattr(model, "optimizer", None)
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        if not isinstance(optimizer, _DistributedMixin):
+            # Saved with a plain optimizer: the same object, its state untouched, becomes an
+            # instance of the wrapped subclass (which adds methods only, no instance layout).
+            optimizer.__class__ = _wrapped_class(type(optimizer))
+            _configure(optimizer)
+        optimizer._dist_options["compression"] = compression
+    return model
 
 
 def PartialDistributedOptimizer(optimizer: keras.optimizers.Optimizer,
@@ -165,3 +250,7 @@ def PartialDistributedOptimizer(optimizer: keras.optimizers.Optimizer,
     for variable in local_variables_of(local_layers, "PartialDistributedOptimizer"):
         wrapped.register_local_var(variable)
     return wrapped
+
+
+for _builtin in _keras_optimizer_classes():
+    _wrapped_class(_builtin)
