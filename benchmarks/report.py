@@ -234,14 +234,23 @@ def tune_tables(out: TextIO, run: Dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Prints Markdown for every group of files (same benchmark and rank count)."""
-    groups: Dict[Tuple[str, int], List[Dict[str, Any]]] = defaultdict(list)
+    groups: Dict[Tuple[str, int, Optional[float]], List[Dict[str, Any]]] = defaultdict(list)
     for path in args.files:
         with open(path) as handle:
             data = json.load(handle)
-        groups[(data["benchmark"], data["environment"]["ranks"])].append(data)
+        if data["benchmark"] == "fusion" and len(data.get("scales", [])) > 1:
+            # One table per scale: every section of the run, with the run's environment.
+            for section in data["scales"]:
+                groups[("fusion", data["environment"]["ranks"],
+                        section["settings"]["scale"])].append(
+                    {**section, "environment": data["environment"]})
+        else:
+            scale = data.get("settings", {}).get("scale") if data["benchmark"] == "fusion" \
+                else None
+            groups[(data["benchmark"], data["environment"]["ranks"], scale)].append(data)
     out = sys.stdout
     if args.plot:
-        plotted = [(ranks, runs) for (benchmark, ranks), runs in groups.items()
+        plotted = [(ranks, runs) for (benchmark, ranks, _), runs in groups.items()
                    if benchmark == "allreduce"]
         for ranks, runs in plotted:
             path = args.plot
@@ -249,8 +258,9 @@ def run(args: argparse.Namespace) -> int:
                 stem, dot, extension = args.plot.rpartition(".")
                 path = f"{stem}_{ranks}ranks.{extension}" if dot else f"{args.plot}_{ranks}ranks"
             allreduce_plot(runs, path)
-    for (benchmark, ranks), runs in groups.items():
-        print(f"#### {benchmark}, {ranks} ranks\n", file=out)
+    for (benchmark, ranks, scale), runs in groups.items():
+        at_scale = f", tensors at x{scale:g}" if scale not in (None, 1.0) else ""
+        print(f"#### {benchmark}, {ranks} ranks{at_scale}\n", file=out)
         if benchmark == "allreduce":
             allreduce_tables(out, runs)
         elif benchmark == "fusion":
