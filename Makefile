@@ -88,4 +88,5 @@ soak: install
 	$(MPIRUN) $(BIN)/python -m benchmarks.soak
 
 clean:
-	rm -rf build $(VENV) $(VENV_MPICH) dist_sync/_core*.so dist_sync/_testhooks*.so *.egg-info
+	rm -rf build $(VENV) $(VENV_MPICH) dist_sync/_core*.so dist_sync/_testhooks*.so \
+	  dist_sync/tensorflow/libdist_sync_tf_ops.so *.egg-info

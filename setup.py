@@ -1,9 +1,12 @@
 """Builds dist_sync._core and dist_sync._testhooks from csrc/ with CMake against the MPI that
-tools/find_mpi.py locates."""
+tools/find_mpi.py locates, and dist_sync/tensorflow/libdist_sync_tf_ops.so (the TensorFlow
+kernels) when TensorFlow is installed."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -15,6 +18,26 @@ from setuptools.command.build_ext import build_ext
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "tools"))
 from find_mpi import find_mpicxx, wheel_requirement  # noqa: E402
+
+
+TF_LIBRARY = "libdist_sync_tf_ops.so"
+
+
+def tensorflow_flags() -> tuple[list[str], list[str]]:
+    """(compile flags, link flags) of the installed TensorFlow, or two empty lists without one.
+    Asked in a child process: importing TensorFlow into the build is slow and a broken install
+    must not break the rest of the build."""
+    probe = ("import json, tensorflow as tf; print(json.dumps([tf.sysconfig.get_compile_flags(), "
+             "tf.sysconfig.get_link_flags()]))")
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                              timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    except (OSError, subprocess.TimeoutExpired):
+        return [], []
+    if done.returncode != 0 or not done.stdout.strip():
+        return [], []
+    compile_flags, link_flags = json.loads(done.stdout.strip().splitlines()[-1])
+    return list(compile_flags), list(link_flags)
 
 
 class CMakeExtension(Extension):
@@ -56,6 +79,10 @@ class CMakeBuild(build_ext):
             f"-DDIST_SYNC_SANITIZE={os.environ.get('DIST_SYNC_SANITIZE', '')}",
             "-DCMAKE_CUDA_COMPILER=",  # never pick up an nvcc
         ]
+        # The TensorFlow kernels, when TensorFlow is installed.
+        tf_compile, tf_link = tensorflow_flags()
+        configure += [f"-DDIST_SYNC_TF_COMPILE_FLAGS={';'.join(tf_compile)}",
+                      f"-DDIST_SYNC_TF_LINK_FLAGS={';'.join(tf_link)}"]
         if os.environ.get("CMAKE_GENERATOR") is None:
             try:
                 import ninja  # noqa: F401
@@ -66,6 +93,17 @@ class CMakeBuild(build_ext):
         jobs = str(os.cpu_count() or 2)
         subprocess.run(["cmake", "--build", ".", "--parallel", jobs], cwd=build_dir, check=True)
         self._cmake_built = True
+        if self.inplace or getattr(self, "editable_mode", False):
+            # An editable install maps only the declared extensions into the source tree; the
+            # TensorFlow op library is loaded by path (dist_sync/tensorflow/_kernels.py), so it
+            # goes there too, and a stale one from an earlier build against another TensorFlow
+            # does not stay behind.
+            built = output_dir / "tensorflow" / TF_LIBRARY
+            in_tree = ROOT / "dist_sync" / "tensorflow" / TF_LIBRARY
+            if tf_compile and built.exists():
+                shutil.copy2(built, in_tree)
+            elif in_tree.exists():
+                in_tree.unlink()
 
 
 def runtime_requirements() -> list[str]:

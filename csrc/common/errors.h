@@ -19,6 +19,14 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The ranks disagree on an operation (found by negotiation). Python sees DistSyncError with
+// kind == "mismatch", so a front end with its own type for it (TensorFlow's
+// FailedPreconditionError) converts it without reading the message.
+class MismatchError : public Error {
+ public:
+  using Error::Error;
+};
+
 // A caller mistake; maps to ValueError.
 class UsageError : public Error {
  public:

@@ -80,7 +80,7 @@ uint64_t Engine::submit(Request request) {
     }
   }
   in_flight_.check(request, rank_);
-  request.handle = handles_.create();
+  request.handle = handles_.create(std::move(request.on_complete));
   request.submitted = Clock::now();
   const uint64_t handle = request.handle;
   in_flight_.add(request);
@@ -178,6 +178,7 @@ void Engine::stop(const std::string& reason, bool failed) {
   for (const std::string& name : names) {
     OpResult result;
     result.error = detail::concat(reason, " (while '", name, "' was pending on rank ", rank_, ")");
+    result.error_kind = failed ? ErrorKind::kFatal : ErrorKind::kShutdown;
     finish(name, std::move(result));
   }
   cached_pending_.clear();

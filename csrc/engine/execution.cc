@@ -19,6 +19,8 @@ void Engine::execute(const Response& response) {
   if (!response.error.empty()) {
     OpResult result;
     result.error = response.error;
+    // Negotiation's verdict: the ranks disagree, or the op cannot run with the joined ranks.
+    result.error_kind = ErrorKind::kMismatch;
     finish_response(response, locals, std::move(result));
     log_message(LogLevel::kDebug, response.error);
     return;

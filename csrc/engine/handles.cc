@@ -10,36 +10,49 @@ namespace dist_sync {
 
 OutputBuffer::OutputBuffer(size_t bytes) : data_(allocate_host(bytes)), bytes_(bytes) {}
 
-uint64_t HandleTable::create() {
+// Note [Completion callbacks]
+// A binding that must not block a thread per operation (the TensorFlow kernels: an asynchronous
+// kernel returns at once and reports when done) gives its handle a callback instead of waiting on
+// it. The slot is removed when the operation completes and the callback runs on the completing
+// thread (the engine's, or the one stopping the engine) after the table's lock is released, so a
+// callback may submit further operations. It only hands the result over; the engine's thread
+// must not do the binding's work.
+uint64_t HandleTable::create(CompletionCallback on_complete) {
   std::lock_guard<std::mutex> lock(mutex_);
   const uint64_t handle = next_handle_++;
-  slots_.emplace(handle, std::make_shared<Slot>());
+  auto slot = std::make_shared<Slot>();
+  slot->on_complete = std::move(on_complete);
+  slots_.emplace(handle, std::move(slot));
   return handle;
 }
 
 void HandleTable::complete(uint64_t handle, OpResult result) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    const auto it = slots_.find(handle);
-    if (it == slots_.end()) return;
-    it->second->result = std::move(result);
-    it->second->done = true;
-  }
-  completed_.notify_all();
+  std::vector<std::pair<uint64_t, OpResult>> done;
+  done.emplace_back(handle, std::move(result));
+  complete(std::move(done));
 }
 
 void HandleTable::complete(std::vector<std::pair<uint64_t, OpResult>> done) {
   if (done.empty()) return;
+  std::vector<std::pair<CompletionCallback, OpResult>> callbacks;
+  bool waiters = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto& [handle, result] : done) {
       const auto it = slots_.find(handle);
       if (it == slots_.end()) continue;
+      if (it->second->on_complete) {
+        callbacks.emplace_back(std::move(it->second->on_complete), std::move(result));
+        slots_.erase(it);
+        continue;
+      }
       it->second->result = std::move(result);
       it->second->done = true;
+      waiters = true;
     }
   }
-  completed_.notify_all();
+  if (waiters) completed_.notify_all();
+  for (auto& [callback, result] : callbacks) callback(std::move(result));
 }
 
 std::shared_ptr<HandleTable::Slot> HandleTable::find(uint64_t handle) {

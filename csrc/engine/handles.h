@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -31,17 +32,33 @@ class OutputBuffer {
   size_t bytes_ = 0;
 };
 
+// Where the engine decided that an operation fails: bindings map it to their own error types
+// (the TensorFlow kernels to a status code) without reading the message.
+enum class ErrorKind : int32_t {
+  kNone = 0,
+  kMismatch = 1,  // negotiation: ranks disagree (dtype, shape, op, root, ...) or cannot run it
+  kInvalid = 2,   // refused at submission: a bad argument
+  kFatal = 3,     // a lost peer, a stall past its deadline: the engine stopped with an error
+  kShutdown = 4,  // the engine was shut down (or never started) while the operation was pending
+};
+
 struct OpResult {
   std::string error;  // empty: success
+  ErrorKind error_kind = ErrorKind::kNone;
   std::shared_ptr<OutputBuffer> output;
   std::vector<int64_t> output_shape;
   std::vector<int64_t> received_splits;  // alltoall
   int32_t join_rank = -1;                // join
 };
 
+// Called once, on the engine thread, with an operation's result instead of keeping it for a
+// waiter (Note [Completion callbacks]). Must be quick and must not throw.
+using CompletionCallback = std::function<void(OpResult&&)>;
+
 class HandleTable {
  public:
-  uint64_t create();
+  // With `on_complete`, the handle is never waited on: complete() hands the result to it.
+  uint64_t create(CompletionCallback on_complete = nullptr);
   void complete(uint64_t handle, OpResult result);
   // Completes several handles under one lock with one wake-up of the waiters (the requests of
   // one fused response finish together).
@@ -58,6 +75,7 @@ class HandleTable {
   struct Slot {
     bool done = false;
     OpResult result;
+    CompletionCallback on_complete;
   };
   std::shared_ptr<Slot> find(uint64_t handle);
 

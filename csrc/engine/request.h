@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "engine/handles.h"
 #include "engine/op_traits.h"
 
 namespace dist_sync {
@@ -59,6 +60,8 @@ struct Request {
   std::vector<void*> outputs;       // one per tensor (allreduce, broadcast); else unused
   std::chrono::steady_clock::time_point submitted;
   std::chrono::steady_clock::time_point taken;  // when the engine thread picked it up
+  // Optional: receives the result instead of a waiter (Note [Completion callbacks]).
+  CompletionCallback on_complete;
 };
 
 // One unit of work every rank executes in the same order.

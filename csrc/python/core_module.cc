@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 
 #include "python/bench.h"
+#include "python/c_api.h"
 #include "python/enums.h"
 #include "python/errors.h"
 #include "python/operations.h"
@@ -17,4 +18,5 @@ PYBIND11_MODULE(_core, m) {
   dist_sync::python::bind_session(m);
   dist_sync::python::bind_operations(m);
   dist_sync::python::bind_bench(m);
+  dist_sync::python::bind_c_api(m);
 }

@@ -84,7 +84,10 @@ py::tuple wait(uint64_t handle) {
     if (PyErr_CheckSignals() != 0) throw py::error_already_set();
   }
   OpResult& result = *done;
-  if (!result.error.empty()) throw Error(result.error);
+  if (!result.error.empty()) {
+    if (result.error_kind == ErrorKind::kMismatch) throw MismatchError(result.error);
+    throw Error(result.error);
+  }
   py::object output = py::none();
   if (result.output) output = py::cast(result.output);
   return py::make_tuple(output, result.output_shape, result.received_splits, result.join_rank);

@@ -5,9 +5,9 @@ TensorFlow's CPU tensors are dense, C-ordered blocks. An eager tensor's memory i
 numpy array without a copy (``EagerTensor._numpy()``), and that view is what the shared builders
 and the engine see: the adapter's "tensors" are numpy views, and the public functions of
 dist_sync.tensorflow turn the engine's result buffers back into ``tf.Tensor`` objects (one copy,
-made by ``tf.convert_to_tensor``). bfloat16 travels as its 2-byte bit pattern. Graph mode
-(inside ``tf.function``) runs the same eager code through ``tf.py_function``
-(Note [Collectives inside tf.function] in mpi_ops.py).
+made by ``tf.convert_to_tensor``). bfloat16 travels as its 2-byte bit pattern. This is the
+eager path; graphs (inside ``tf.function``) run compiled kernels that hand TensorFlow's buffers
+to the engine directly (Note [Collectives inside tf.function] in _graph.py).
 """
 from __future__ import annotations
 

@@ -11,41 +11,64 @@ from __future__ import annotations
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
+import tensorflow as tf
 
 from .. import _builders, _core
 from .._process_sets import resolve
 from .._reduce_op import Average, Max, Min, Product, ReduceOp, Sum
-from .._session import synchronize
+from .._session import DistSyncError, Handle, synchronize
 from ._adapter import TENSORFLOW as TF
 from ._graph import sub_name
 
 EXTREMA = (int(Min), int(Max), int(Product))
 
 
+class FailedPreconditionError(tf.errors.FailedPreconditionError, DistSyncError):
+    """The ranks disagree on a collective (dtype, shape, op, scale factors or root differ),
+    found when it was negotiated; raised on every rank with the same message naming the
+    tensor, the values and the ranks. Both the ``tf.errors.FailedPreconditionError`` that
+    Horovod's TensorFlow binding raises (and that a graph reports) and the ``DistSyncError`` of
+    dist_sync's other front ends."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, None, message)
+
+
+def wait(handle: Handle) -> Any:
+    """``synchronize(handle)``, a mismatch between ranks raised as
+    :class:`FailedPreconditionError`."""
+    try:
+        return synchronize(handle)
+    except DistSyncError as error:
+        if getattr(error, "kind", None) == "mismatch":
+            raise FailedPreconditionError(str(error)) from None
+        raise
+
+
 def allreduce(x: np.ndarray, op: ReduceOp, name: Optional[str], pre: float = 1.0,
               post: float = 1.0, process_set: Any = None) -> np.ndarray:
-    return synchronize(_builders.allreduce(TF, x, op, name, pre, post, in_place=False,
+    return wait(_builders.allreduce(TF, x, op, name, pre, post, in_place=False,
                                            what="allreduce", process_set=process_set))
 
 
 def grouped_allreduce(xs: Sequence[np.ndarray], op: ReduceOp, name: Optional[str],
                       pre: float = 1.0, post: float = 1.0,
                       process_set: Any = None) -> List[np.ndarray]:
-    return synchronize(_builders.grouped_allreduce(TF, list(xs), op, name, pre, post,
+    return wait(_builders.grouped_allreduce(TF, list(xs), op, name, pre, post,
                                                    in_place=False, what="grouped_allreduce",
                                                    process_set=process_set))
 
 
 def broadcast(x: np.ndarray, root: int, name: Optional[str],
               process_set: Any = None) -> np.ndarray:
-    return synchronize(_builders.broadcast(TF, x, root, name, in_place=False, what="broadcast",
+    return wait(_builders.broadcast(TF, x, root, name, in_place=False, what="broadcast",
                                            process_set=process_set))
 
 
 def allgather(x: np.ndarray, name: Optional[str],
               process_set: Any = None) -> Tuple[np.ndarray, np.ndarray]:
     """(gathered, rows from each rank as int32)."""
-    gathered, rows = synchronize(_builders.allgather(TF, x, name, what="allgather",
+    gathered, rows = wait(_builders.allgather(TF, x, name, what="allgather",
                                                      with_rows=True, process_set=process_set))
     return gathered, np.asarray(rows, dtype=np.int32)
 
@@ -53,13 +76,13 @@ def allgather(x: np.ndarray, name: Optional[str],
 def alltoall(x: np.ndarray, splits: Any, name: Optional[str],
              process_set: Any = None) -> Tuple[np.ndarray, np.ndarray]:
     """(received, rows received from each rank as int32)."""
-    return synchronize(_builders.alltoall(TF, x, splits, name, what="alltoall",
+    return wait(_builders.alltoall(TF, x, splits, name, what="alltoall",
                                           process_set=process_set))
 
 
 def reducescatter(x: np.ndarray, op: ReduceOp, name: Optional[str], pre: float = 1.0,
                   post: float = 1.0, process_set: Any = None) -> np.ndarray:
-    return synchronize(_builders.reducescatter(TF, x, op, name, pre, post,
+    return wait(_builders.reducescatter(TF, x, op, name, pre, post,
                                                what="reducescatter", process_set=process_set))
 
 

@@ -8,10 +8,11 @@ import tensorflow as tf
 
 from .. import _builders, _objects
 from .._process_sets import ProcessSet, global_process_set
-from .._session import synchronize
 from .._validation import check_root
 from ._adapter import MOVABLE, TENSORFLOW, dtype_code
-from ._graph import op_name, run
+from . import _kernels
+from ._eager import wait
+from ._graph import kernel_node, op_name, run
 from .mpi_ops import members_of
 
 
@@ -23,7 +24,7 @@ def _broadcast_all(values: Sequence[Any], root: int, name: Optional[str],
                                    in_place=False, what="broadcast_variables",
                                    process_set=process_set)
                for i, v in enumerate(values)]
-    return [synchronize(h) for h in handles]
+    return [wait(h) for h in handles]
 
 
 def _is_variable(value: Any) -> bool:
@@ -47,7 +48,7 @@ def broadcast_variables(variables: Sequence[Any], root_rank: int = 0,
     if not variables:
         return None
     root = check_root(root_rank)
-    members_of(process_set, "broadcast_variables", root)
+    members = members_of(process_set, "broadcast_variables", root)
     for i, variable in enumerate(variables):
         if not _is_variable(variable):
             raise TypeError(f"broadcast_variables expects tf.Variable or keras.Variable "
@@ -58,8 +59,18 @@ def broadcast_variables(variables: Sequence[Any], root_rank: int = 0,
                        f"broadcast_variables (variable {variable.name})")
     name = op_name("BroadcastVariables", name)
     current = [tf.convert_to_tensor(v) for v in variables]
-    values = run(lambda *vs: _broadcast_all(vs, root, name, process_set), current,
-                 [c.dtype for c in current], [c.shape for c in current])
+    if tf.executing_eagerly():
+        values = run(lambda *vs: _broadcast_all(vs, root, name, process_set), current,
+                     [c.dtype for c in current], [c.shape for c in current])
+    else:
+        # One asynchronous node per variable: all in flight together, fused by the engine.
+        position = members.position(root, "broadcast_variables")
+        values = []
+        for i, value in enumerate(current):
+            out = _kernels.broadcast(value, f"{name}.{i}", position, members.id)
+            kernel_node([out])
+            out.set_shape(value.shape)
+            values.append(out)
     assigns = [variable.assign(value) for variable, value in zip(variables, values)]
     return None if tf.executing_eagerly() else tf.group(*assigns)
 

@@ -2,8 +2,9 @@
 DistributedOptimizer share, and the tape itself.
 
 All dense gradients of one call are handed to the engine before any is awaited (one grouped
-allreduce per group, all groups submitted from one node in graph mode), so the engine negotiates
-them together and fuses them into as few ring passes as its fusion buffer allows.
+allreduce per group; in graph mode one asynchronous DistSyncAllreduce node per group, which run
+side by side), so the engine negotiates them together and fuses them into as few ring passes as
+its fusion buffer allows.
 """
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ import tensorflow as tf
 from .. import _builders
 from .._process_sets import ProcessSet, global_process_set, included
 from .._reduce_op import Average, ReduceOp, Sum
-from .._session import synchronize
 from .._validation import scale_args
 from ._adapter import TENSORFLOW
+from ._eager import wait
 from ._graph import op_name, run
 from .compression import Compression, Compressor
-from .mpi_ops import allreduce, members_of, resolve_op, size_op
+from .mpi_ops import allreduce, graph_allreduce, members_of, resolve_op, size_op
 
 
 def _group_indices(count: int, groups: Any, variables: Optional[Sequence[Any]]) -> List[List[int]]:
@@ -61,7 +62,7 @@ def _reduce_groups(values: Sequence[Any], groups: List[List[int]], op: ReduceOp,
                for g, group in enumerate(groups)]
     results: List[Any] = [None] * len(values)
     for group, handle in zip(groups, handles):
-        for i, reduced in zip(group, synchronize(handle)):
+        for i, reduced in zip(group, wait(handle)):
             results[i] = reduced
     return results
 
@@ -120,6 +121,21 @@ def reduce_gradients(grads: Sequence[Any], *, compression: type[Compressor] = Co
     dense_variables = [variables[i] for i in dense] if variables is not None else None
     group_list = _group_indices(len(dense), groups, dense_variables)
     name = op_name("Gradients", name)
+    if not tf.executing_eagerly():
+        # Average as the engine's own (it divides by the set's size when the op runs, so a
+        # graph traced before an elastic reset stays right), with the predivision around it.
+        engine_op = op if not average else Average
+        pre, post = (1.0 / gradient_predivide_factor, float(gradient_predivide_factor)) \
+            if average else (1.0, 1.0)
+        reduced = [None] * len(compressed)
+        for g, group in enumerate(group_list):
+            outputs = graph_allreduce([compressed[i] for i in group], engine_op,
+                                      f"{name}.{g}", pre, post, process_set)
+            for i, value in zip(group, outputs):
+                reduced[i] = value
+        for i, value, context in zip(dense, reduced, contexts):
+            results[i] = compression.decompress(value, context)
+        return results
     reduced = run(lambda *vs: _reduce_groups(vs, group_list, engine, name, *scales(),
                                              process_set),
                   list(compressed), [c.dtype for c in compressed], [c.shape for c in compressed])

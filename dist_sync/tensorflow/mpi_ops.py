@@ -1,6 +1,7 @@
 """Collective operations on TensorFlow tensors, with ``horovod.tensorflow``'s names and
 signatures. They work eagerly and inside ``tf.function`` (Note [Collectives inside
-tf.function] in _graph.py) and are differentiable (gradients in _eager.py). Results are new
+tf.function] in _graph.py: there each is a compiled asynchronous op, _kernels.py) and are
+differentiable (gradients in _eager.py). Results are new
 tensors on every rank; ``tf.Variable`` inputs are read. ``device_dense``/``device_sparse``
 arguments are accepted and ignored (dist_sync works on CPU tensors). ``process_set`` limits an
 operation to the ranks of a :class:`ProcessSet` (the global set by default); ranks outside it
@@ -15,12 +16,13 @@ import tensorflow as tf
 
 from .. import _builders, _core
 from .._process_sets import ProcessSet, global_process_set, process_set_by_id, resolve
-from .._reduce_op import Adasum, Average, Max, Min, Product, ReduceOp, Sum
+from .._reduce_op import Adasum, Average, Max, Min, Product, ReduceOp, Sum, engine_op
 from .._reduce_op import resolve_op as _resolve_op
 from .._validation import check_root, check_splits, scale_args
-from . import _eager
+from . import _eager, _kernels
 from ._adapter import MOVABLE, dtype_code
-from ._graph import op_name, run
+from ._eager import EXTREMA
+from ._graph import kernel_node, op_name, run, sub_name
 from .compression import Compression, Compressor
 
 
@@ -78,6 +80,44 @@ def _differentiable(tensor: tf.Tensor) -> bool:
     return tensor.dtype.is_floating
 
 
+def graph_allreduce(tensors: Sequence[tf.Tensor], op: ReduceOp, name: str, pre: Any, post: Any,
+                    process_set: Any, tensor_names: Optional[Sequence[str]] = None
+                    ) -> List[tf.Tensor]:
+    """One DistSyncAllreduce node (graph mode): ``tensors`` reduced as one unit, each tensor
+    named as the eager builders name it (the operation's name alone, or ``name.i`` in a
+    group)."""
+    if tensor_names is None:
+        tensor_names = [f"{name}.{i}" for i in range(len(tensors))]
+    outputs = _kernels.allreduce(tensors, name, tensor_names, int(engine_op(op)), pre, post,
+                                 members_of(process_set, "allreduce").id)
+    kernel_node(outputs)
+    for out, tensor in zip(outputs, tensors):
+        out.set_shape(tensor.shape)
+    return outputs
+
+
+@tf.RegisterGradient("DistSyncAllreduce")
+def _allreduce_node_grad(op: tf.Operation, *grads: Optional[tf.Tensor]) -> List[Any]:
+    """The gradient of a DistSyncAllreduce node made without tf.custom_gradient (the reduced
+    gradients of DistributedGradientTape and the Keras optimizer, differentiated again): Sum
+    and Average reductions are their own gradient (Note [Gradient convention] in
+    dist_sync/torch/_autograd.py), with the same scale factors. The public collectives carry
+    their own gradients (tf.custom_gradient), which cover every op."""
+    count = len(op.outputs)
+    reduce_op = op.get_attr("reduce_op")
+    if reduce_op not in (int(engine_op(Sum)), int(engine_op(Average))):
+        raise NotImplementedError(f"the reduced gradients of op {_core.ReduceOp(reduce_op).name} "
+                                  f"have no gradient; reduce with Average or Sum to "
+                                  f"differentiate them again")
+    name = op.get_attr("tensor_name").decode()
+    names = [f"{n.decode()}.grad" for n in op.get_attr("tensor_names")]
+    dys = [g if g is not None else tf.zeros_like(o) for g, o in zip(grads, op.outputs)]
+    reduced = _kernels.allreduce(dys, f"{name}.grad", names, reduce_op, op.inputs[count],
+                                 op.inputs[count + 1], op.get_attr("process_set"))
+    kernel_node(reduced)
+    return reduced + [None, None]
+
+
 # --- allreduce -------------------------------------------------------------------------------
 
 def _allreduce(tensor: tf.Tensor, op: ReduceOp, name: Optional[str], pre: float,
@@ -85,6 +125,8 @@ def _allreduce(tensor: tf.Tensor, op: ReduceOp, name: Optional[str], pre: float,
     name = op_name("Allreduce", name)
 
     def forward(x: tf.Tensor) -> tf.Tensor:
+        if not tf.executing_eagerly():
+            return graph_allreduce([x], op, name, pre, post, process_set, [name])[0]
         return run(lambda v: [_eager.allreduce(v, op, name, pre, post, process_set)], [x],
                    [x.dtype], [x.shape])[0]
     if not _differentiable(tensor):
@@ -95,6 +137,10 @@ def _allreduce(tensor: tf.Tensor, op: ReduceOp, name: Optional[str], pre: float,
         def grad(dy: tf.Tensor) -> tf.Tensor:
             if int(op) == int(Adasum):
                 _no_adasum_gradient(name)
+            if not tf.executing_eagerly() and int(op) not in EXTREMA:
+                grad_name = sub_name(name, "grad")
+                return graph_allreduce([tf.convert_to_tensor(dy)], op, grad_name, pre, post,
+                                       process_set, [grad_name])[0]
             return run(lambda v, d: [_eager.allreduce_grad(v, d, op, name, pre, post,
                                                            process_set)],
                        [x, tf.convert_to_tensor(dy)], [x.dtype], [x.shape])[0]
@@ -193,6 +239,8 @@ def _grouped(tensors: List[tf.Tensor], op: ReduceOp, name: Optional[str], pre: f
     shapes = [t.shape for t in tensors]
 
     def forward(*xs: tf.Tensor) -> List[tf.Tensor]:
+        if not tf.executing_eagerly():
+            return graph_allreduce(xs, op, name, pre, post, process_set)
         return run(lambda *vs: _eager.grouped_allreduce(vs, op, name, pre, post, process_set),
                    xs, dtypes, shapes)
     floating = [i for i, t in enumerate(tensors) if _differentiable(t)]
@@ -205,11 +253,16 @@ def _grouped(tensors: List[tf.Tensor], op: ReduceOp, name: Optional[str], pre: f
             if int(op) == int(Adasum):
                 _no_adasum_gradient(name)
             count = len(floating)
-            inputs = [xs[i] for i in floating] + [tf.convert_to_tensor(dys[i]) for i in floating]
-            grads = run(lambda *vs: _eager.grouped_allreduce_grad(vs[:count], vs[count:], op,
-                                                                  name, pre, post,
-                                                                  process_set),
-                        inputs, [dtypes[i] for i in floating], [shapes[i] for i in floating])
+            if not tf.executing_eagerly() and int(op) not in EXTREMA:
+                grads = graph_allreduce([tf.convert_to_tensor(dys[i]) for i in floating], op,
+                                        sub_name(name, "grad"), pre, post, process_set)
+            else:
+                inputs = [xs[i] for i in floating] + \
+                    [tf.convert_to_tensor(dys[i]) for i in floating]
+                grads = run(lambda *vs: _eager.grouped_allreduce_grad(
+                                vs[:count], vs[count:], op, name, pre, post, process_set),
+                            inputs, [dtypes[i] for i in floating],
+                            [shapes[i] for i in floating])
             result: List[Optional[tf.Tensor]] = [None] * len(xs)
             for i, g in zip(floating, grads):
                 result[i] = g
@@ -228,10 +281,15 @@ def broadcast(tensor: Any, root_rank: int, name: Optional[str] = None,
     gradient, other ranks zeros."""
     tensor = _tensor(tensor, "broadcast", moving=True)
     root = check_root(root_rank)
-    members_of(process_set, "broadcast", root)
+    members = members_of(process_set, "broadcast", root)
     name = op_name("Broadcast", name)
 
     def forward(x: tf.Tensor) -> tf.Tensor:
+        if not tf.executing_eagerly():
+            out = _kernels.broadcast(x, name, members.position(root, "broadcast"), members.id)
+            kernel_node([out])
+            out.set_shape(x.shape)
+            return out
         return run(lambda v: [_eager.broadcast(v, root, name, process_set)], [x], [x.dtype],
                    [x.shape])[0]
     if not _differentiable(tensor):
@@ -267,6 +325,12 @@ def allgather(tensor: Any, name: Optional[str] = None, ignore_name_scope: bool =
     out_shape = tf.TensorShape([None]) + (shape[1:] if shape.rank else [])
 
     def forward(x: tf.Tensor) -> List[tf.Tensor]:
+        if not tf.executing_eagerly():
+            gathered, rows = _kernels.allgather(x, name, members.id)
+            kernel_node([gathered])
+            gathered.set_shape(out_shape)
+            rows.set_shape([members.size])
+            return [gathered, rows]
         return run(lambda v: _eager.allgather(v, name, process_set), [x], [x.dtype, tf.int32],
                    [out_shape, [members.size]])
     if not _differentiable(tensor):
@@ -320,6 +384,12 @@ def alltoall(tensor: Any, splits: Optional[Any] = None, name: Optional[str] = No
         return _eager.alltoall(v, [int(x) for x in s] if s.size else None, name, process_set)
 
     def forward(x: tf.Tensor) -> List[tf.Tensor]:
+        if not tf.executing_eagerly():
+            received, rows = _kernels.alltoall(x, split_input, name, members.id)
+            kernel_node([received])
+            received.set_shape(out_shape)
+            rows.set_shape([members.size])
+            return [received, rows]
         return run(eager, [x, split_input], [x.dtype, tf.int32], [out_shape, [members.size]])
     if not _differentiable(tensor):
         received, rows = forward(tensor)
@@ -361,6 +431,11 @@ def reducescatter(tensor: Any, device_dense: str = "",
         out_shape = tf.TensorShape([rows[members.rank]]) + compressed.shape[1:]
 
     def forward(x: tf.Tensor) -> tf.Tensor:
+        if not tf.executing_eagerly():
+            out = _kernels.reducescatter(x, name, int(engine_op(op)), pre, post, members.id)
+            kernel_node([out])
+            out.set_shape(out_shape)
+            return out
         return run(lambda v: [_eager.reducescatter(v, op, name, pre, post, process_set)], [x],
                    [x.dtype], [out_shape])[0]
     if not _differentiable(compressed):

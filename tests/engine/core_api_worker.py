@@ -7,6 +7,7 @@ import numpy as np
 
 import dist_sync as ds
 from dist_sync import _core, config
+from tests.support import c_api
 from tests.support.worker import Registry, world_rank
 
 check = Registry()
@@ -48,7 +49,10 @@ def contract():
     out["adasum_int"] = error_of(lambda: _core.submit(_core.OpType.ALLREDUCE, "x", ints,
                                                       _core.ReduceOp.ADASUM))
     np.testing.assert_array_equal(ds.allreduce(np.ones(2), op=ds.Sum, name="after"), np.full(2, size))
+    out["c_api"] = c_api.check_table(ds.rank(), size)
     ds.shutdown()
+    after = c_api.submit(0, "capi.after", [np.zeros(1)], [np.zeros(1)])
+    out["c_api"]["after_shutdown"] = (after["status"], after["message"])
     return out
 
 

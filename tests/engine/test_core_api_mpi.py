@@ -60,3 +60,27 @@ def test_adasum_checks_its_ranks_and_dtypes():
             assert rank["adasum"] == "no error raised"
         assert rank["adasum_int"] == ("ValueError: 'x': Adasum needs float16, bfloat16, float32 "
                                       "or float64 tensors, got int32")
+
+
+def test_c_table_submits_to_the_engine_and_reports_error_kinds():
+    # dist_sync._core._c_api (csrc/capi/dist_sync_c_api.h), through ctypes: completion
+    # callbacks from the engine's thread, outputs the engine allocates, and each error kind.
+    for values in launch()[0]:
+        size = values["size"]
+        table = values["c_api"]
+        assert table["version"] == 1
+        assert list(table["allreduce"]) == [0, [float(size * i + sum(range(size)))
+                                                for i in range(4)]], table
+        status, shape, rows, data = table["allgather"]
+        assert (status, shape, rows) == (0, [sum(range(1, size + 1)), 2],
+                                         list(range(1, size + 1)))
+        assert data == [r for r in range(size) for _ in range(2 * (r + 1))]
+        status, message = table["mismatch"]
+        assert status == 1, table  # DIST_SYNC_ERROR_MISMATCH
+        assert message.startswith("Mismatched allreduce 'capi.mismatch': "), message
+        assert "shape differs across ranks" in message, message
+        status, message = table["splits"]
+        assert status == 2, table  # DIST_SYNC_ERROR_INVALID, refused at submission
+        assert message == f"splits sum to {2 * size} but the first dimension is 2", message
+        status, message = table["after_shutdown"]
+        assert status == 4 and message, table  # DIST_SYNC_ERROR_SHUTDOWN

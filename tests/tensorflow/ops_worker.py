@@ -2,6 +2,8 @@
 op against numpy references, every gradient against the exact gradient of the sum of all ranks'
 losses computed in numpy float64 from every rank's inputs, tf.IndexedSlices, objects, variables,
 errors, and torch with TensorFlow in one process."""
+import time
+
 import numpy as np
 import tensorflow as tf
 
@@ -159,6 +161,116 @@ def many_independent_collectives_in_one_graph():
     assert [float(o.numpy()[0]) for o in outs[:12]] == [total * (i + 1) for i in range(12)]
     assert [float(o.numpy()[0]) for o in outs[16:]] == [float(i + 1) for i in range(4)]
     return {}
+
+
+@check
+def graph_mode_runs_compiled_kernels_in_any_order():
+    # Inside tf.function every collective is an asynchronous kernel (no py_function node), and
+    # two of them whose nodes start in opposite orders on different ranks complete (Note
+    # [Collectives inside tf.function]): rank 0 submits A long before B, rank 1 the reverse.
+    rank, size = rank_size()
+
+    def late(x: tf.Tensor) -> tf.Tensor:
+        # A node that finishes 0.3 s after it starts (no collective in it).
+        def wait(v):
+            time.sleep(0.3)
+            return v
+        out = tf.py_function(wait, [x], x.dtype)
+        out.set_shape(x.shape)
+        return out
+
+    @tf.function
+    def crossed(x):
+        a_in, b_in = x + 1.0, x * 10.0
+        if rank % 2 == 0:
+            b_in = late(b_in)
+        else:
+            a_in = late(a_in)
+        a = hvd.allreduce(a_in, op=hvd.Sum, name="order.a")
+        b = hvd.grouped_allreduce([b_in, b_in * 2.0], op=hvd.Sum, name="order.b")
+        return [a] + b
+
+    x = tf.constant([float(rank)])
+    a, b, b2 = crossed(x)
+    ranks = np.arange(size, dtype=np.float64)
+    assert a.numpy().tolist() == [float((ranks + 1).sum())], a
+    assert b.numpy().tolist() == [float((ranks * 10).sum())], b
+    assert b2.numpy().tolist() == [float((ranks * 20).sum())], b2
+
+    @tf.function
+    def every_op(x):
+        return [hvd.allreduce(x, op=hvd.Sum), hvd.allgather(x), hvd.broadcast(x, 0),
+                hvd.alltoall(tf.tile(x, [size])), hvd.reducescatter(tf.tile(x, [size]))]
+    graph = every_op.get_concrete_function(tf.TensorSpec([1], tf.float32)).graph
+    types = {op.type for op in graph.get_operations()}
+    kernels = {"DistSyncAllreduce", "DistSyncAllgather", "DistSyncBroadcast", "DistSyncAlltoall",
+               "DistSyncReducescatter"}
+    assert kernels <= types and "EagerPyFunc" not in types, sorted(types)
+
+    # The reduced gradients are differentiable again (the kernel node's registered gradient):
+    # z = sum(average over ranks of 3 x^2) gives dz/dx = 6 x on each rank.
+    @tf.function
+    def second_order(x):
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = tf.reduce_sum(x ** 3)
+            g = hvd.DistributedGradientTape(inner).gradient(y, x)
+            z = tf.reduce_sum(g)
+        return outer.gradient(z, x)
+    x = tf.constant([1.0 + rank, -2.0], dtype=tf.float64)
+    assert np.allclose(second_order(x).numpy(), 6.0 * x.numpy(), rtol=1e-12), second_order(x)
+    return {}
+
+
+def dist_sync_part(message: str, start: str) -> str:
+    """dist_sync's message inside TensorFlow's, which adds the node and where it was defined."""
+    begin = message.find(start)
+    assert begin >= 0, f"no {start!r} in {message!r}"
+    line = message[begin:].splitlines()[0]
+    return line.split("[[")[0].strip()
+
+
+@check
+def graph_mode_errors_are_tensorflow_statuses():
+    # A mismatch found in negotiation is tf.errors.FailedPreconditionError on every rank (what
+    # Horovod's TensorFlow binding raises) with dist_sync's message; a bad argument known only
+    # when the graph runs is InvalidArgumentError. The engine goes on serving afterwards.
+    rank, size = rank_size()
+    last = rank == size - 1
+    messages = {}
+    cases = {
+        "allreduce_shape": lambda: hvd.allreduce(tf.zeros([5 if last else 4]), name="e.ar"),
+        "allgather_dtype": lambda: hvd.allgather(
+            tf.zeros([2], tf.float64 if last else tf.float32), name="e.ag"),
+        "broadcast_root": lambda: hvd.broadcast(tf.zeros([3]), rank, name="e.bc"),
+        "alltoall_shape": lambda: hvd.alltoall(tf.zeros([2 * size, 3 if last else 2]),
+                                               name="e.a2a"),
+        "reducescatter_op": lambda: hvd.reducescatter(
+            tf.zeros([size, 2]), op=hvd.Max if last else hvd.Sum, name="e.rs"),
+    }
+    for label, call in cases.items():
+        try:
+            tf.function(call)()
+        except tf.errors.FailedPreconditionError as error:
+            messages[label] = dist_sync_part(error.message, "Mismatched ")
+        else:
+            raise AssertionError(f"{label} did not raise")
+
+    @tf.function
+    def bad_splits(x):
+        splits = tf.ones([size], tf.int32) * tf.cast(tf.shape(x)[0], tf.int32)  # sums too high
+        return hvd.alltoall(x, splits=splits, name="e.splits")
+    try:
+        bad_splits(tf.zeros([2]))
+    except tf.errors.InvalidArgumentError as error:
+        messages["splits"] = dist_sync_part(error.message, "splits ")
+    else:
+        raise AssertionError("bad splits did not raise")
+    assert tf.function(lambda: hvd.allreduce(tf.ones([2]), op=hvd.Sum))().numpy().tolist() == \
+        [size, size]
+    return messages
 
 
 # --- gradients against numpy ------------------------------------------------------------------
@@ -353,8 +465,10 @@ def errors():
         fn = in_mode(mode, lambda x: hvd.allreduce(x, name=f"mismatch.{mode}"))
         try:
             fn(tf.zeros([4 if rank < size - 1 else 5]))
-        except Exception as error:  # noqa: BLE001 - DistSyncError eagerly, TF's error in graphs
+        except Exception as error:  # noqa: BLE001 - the types are what the test checks
             messages[f"shape_{mode}"] = str(error)
+            messages[f"kind_{mode}"] = [isinstance(error, tf.errors.FailedPreconditionError),
+                                        isinstance(error, hvd.DistSyncError)]
         else:
             raise AssertionError(f"{mode} shape mismatch did not raise")
     # The engine works afterwards.

@@ -30,3 +30,23 @@ def test_check(np_: int, name: str) -> None:
             for mode in ("eager", "graph"):
                 assert (f"Mismatched allreduce 'mismatch.{mode}'" in messages[f"shape_{mode}"]
                         and "shape differs across ranks" in messages[f"shape_{mode}"]), messages
+            # Horovod's tf.errors.FailedPreconditionError in both modes; eagerly also the
+            # DistSyncError of the other front ends.
+            assert messages["kind_eager"] == [True, True], messages
+            assert messages["kind_graph"] == [True, False], messages
+    if name == "graph_mode_errors_are_tensorflow_statuses":
+        for rank, messages in enumerate(values):
+            # dist_sync's messages: the tensor, what differs, the values and the ranks.
+            assert messages["allreduce_shape"].startswith("Mismatched allreduce 'e.ar'"), messages
+            assert "shape differs across ranks" in messages["allreduce_shape"], messages
+            assert messages["allgather_dtype"].startswith("Mismatched allgather 'e.ag'"), messages
+            assert "float64" in messages["allgather_dtype"], messages
+            assert messages["broadcast_root"].startswith("Mismatched broadcast 'e.bc'"), messages
+            assert "root rank" in messages["broadcast_root"], messages
+            assert messages["alltoall_shape"].startswith("Mismatched alltoall 'e.a2a'"), messages
+            assert messages["reducescatter_op"].startswith("Mismatched reducescatter 'e.rs'")
+            assert "reduction op" in messages["reducescatter_op"], messages
+            assert messages["splits"].startswith(f"splits sum to {2 * np_} but the first "
+                                                 f"dimension is 2"), messages
+        # The same message on every rank.
+        assert all(v == values[0] for v in values), values
