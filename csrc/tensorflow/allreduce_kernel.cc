@@ -45,8 +45,12 @@ class AllreduceKernel : public CollectiveKernel {
     TensorList tensors;
     for (int i = 0; i < count; ++i) {
       const tf::Tensor& input = context->input(i);
+      // Reduced in place when TensorFlow lets this op take over the input's buffer (a
+      // gradient nothing else reads): no fresh output to fault in, no second pass over memory.
       tf::Tensor* output = nullptr;
-      OP_REQUIRES_OK_ASYNC(context, context->allocate_output(i, input.shape(), &output), done);
+      OP_REQUIRES_OK_ASYNC(
+          context, context->forward_input_or_allocate_output({i}, i, input.shape(), &output),
+          done);
       tensors.add(names_[static_cast<size_t>(i)], input, engine_dtype(input.dtype(), false),
                   const_cast<char*>(output->tensor_data().data()));
     }

@@ -1,10 +1,12 @@
 """Averaging gradients over ranks: what DistributedGradientTape and the Keras
 DistributedOptimizer share, and the tape itself.
 
-All dense gradients of one call are handed to the engine before any is awaited (one grouped
-allreduce per group; in graph mode one asynchronous DistSyncAllreduce node per group, which run
-side by side), so the engine negotiates them together and fuses them into as few ring passes as
-its fusion buffer allows.
+Eagerly, all dense gradients of one call are handed to the engine before any is awaited (one
+grouped allreduce per group), so the engine negotiates them together and fuses them into as few
+ring passes as its fusion buffer allows. In graph mode each gradient gets its own asynchronous
+DistSyncAllreduce node (one per group when ``groups`` is given): TensorFlow starts it as soon as
+backprop has produced that gradient, so reduction overlaps the rest of the backward pass, and the
+engine fuses the gradients that reach it within one cycle.
 """
 from __future__ import annotations
 
@@ -127,6 +129,11 @@ def reduce_gradients(grads: Sequence[Any], *, compression: type[Compressor] = Co
         engine_op = op if not average else Average
         pre, post = (1.0 / gradient_predivide_factor, float(gradient_predivide_factor)) \
             if average else (1.0, 1.0)
+        if groups is None or groups == 0:
+            # One kernel per gradient: each runs as soon as backprop has produced its input,
+            # so the reduction of the last layers overlaps the backward pass of the first;
+            # the engine still fuses whatever arrives within a cycle.
+            group_list = [[i] for i in range(len(dense))]
         reduced = [None] * len(compressed)
         for g, group in enumerate(group_list):
             outputs = graph_allreduce([compressed[i] for i in group], engine_op,
