@@ -65,7 +65,7 @@ int elastic_reset(const std::string& reason) {
     s.last_stop_reason = reason;
     old_engine.reset();
   }
-  s.engine.reset();  // a waiter still holding the old engine keeps it alive until it lets go
+  store_engine(s, nullptr);  // a waiter still holding the old engine keeps it alive until it lets go
   uninstall_termination_report();
   std::unique_ptr<MpiCommunicator> survivors = old_control->shrink();
   old_control.reset();
@@ -127,7 +127,7 @@ int elastic_grow(const std::string& reason) {
            "no spawned replacements are ready to join");
   std::shared_ptr<PendingSpawn> pending = std::move(s.spawn);
   stop_process_sets(s, reason);
-  std::shared_ptr<Engine> old_engine = std::move(s.engine);
+  std::shared_ptr<Engine> old_engine = std::atomic_exchange(&s.engine, std::shared_ptr<Engine>{});
   std::unique_ptr<MpiCommunicator> old_control;
   {
     std::lock_guard<std::mutex> lock(s.sets_mutex);

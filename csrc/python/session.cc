@@ -56,7 +56,7 @@ void init(const py::dict& config, const py::dict& shared, int64_t comm_f2c) {
   if (s.engine && s.engine->running()) return;  // idempotent
   if (s.engine) {
     py::gil_scoped_release release;
-    s.engine.reset();
+    store_engine(s, nullptr);
   }
   s.engine_config = engine_config(config);
   s.engine_shared = shared_settings(shared);
@@ -96,7 +96,7 @@ void shutdown(bool finalize_mpi, const std::string& reason) {
     s.last_stop_reason = s.engine->stop_reason();
     if (s.last_stop_reason.empty()) s.last_stop_reason = "dist_sync.shutdown() was called";
     py::gil_scoped_release release;
-    s.engine.reset();
+    store_engine(s, nullptr);
     uninstall_termination_report();
   }
   {
@@ -252,9 +252,9 @@ void start_engine(Session& s, std::unique_ptr<MpiCommunicator> comm,
     peers.push_back(PeerProcess{pid, comm->describe_rank(peer_rank)});
   }
   const int rank = comm->rank();
-  s.engine = std::make_shared<Engine>(s.engine_config, s.engine_shared, std::move(comm),
-                                      [raw] { end_job_after_failure(*raw); }, std::move(local),
-                                      std::move(cross));
+  store_engine(s, std::make_shared<Engine>(s.engine_config, s.engine_shared, std::move(comm),
+                                           [raw] { end_job_after_failure(*raw); },
+                                           std::move(local), std::move(cross)));
   install_termination_report(rank, peers);  // Note [Saying why mpirun ended a rank]
 }
 
@@ -275,22 +275,27 @@ std::shared_ptr<Engine> process_set_engine(int32_t id) {
   return it->second.engine;
 }
 
-Engine& engine() {
-  Session& s = session();
+std::shared_ptr<Engine> load_engine(const Session& s) { return std::atomic_load(&s.engine); }
+
+void store_engine(Session& s, std::shared_ptr<Engine> engine) {
+  std::atomic_store(&s.engine, std::move(engine));
+}
+
+std::shared_ptr<Engine> shared_engine() {
   if (g_forked_child.load(std::memory_order_relaxed)) {
     throw Error("dist_sync cannot be used in a process forked after init() (for example a "
                 "DataLoader worker); use it from the process that called init()");
   }
-  if (!s.engine) {
+  std::shared_ptr<Engine> running = load_engine(session());
+  if (!running) {
     throw Error("dist_sync is not initialized: call dist_sync.init() (or hvd.init()) first");
   }
-  return *s.engine;
+  return running;
 }
 
-std::shared_ptr<Engine> shared_engine() {
-  engine();  // the same checks
-  return session().engine;
-}
+// The session keeps the engine alive until shutdown(), which the front end's lock keeps from
+// overlapping the GIL-holding callers of this reference.
+Engine& engine() { return *shared_engine(); }
 
 void bind_session(py::module_& m) {
   bind_elastic(m);
@@ -302,11 +307,13 @@ void bind_session(py::module_& m) {
   m.def("shutdown", &shutdown, py::arg("finalize_mpi") = true, py::arg("reason") = "");
   m.def("is_initialized", [] {
     Session& s = session();
-    return s.engine != nullptr && s.engine->running();
+    const std::shared_ptr<Engine> running = load_engine(s);
+    return running != nullptr && running->running();
   });
   m.def("stop_reason", [] {
     Session& s = session();
-    return s.engine ? s.engine->stop_reason() : s.last_stop_reason;
+    const std::shared_ptr<Engine> current = load_engine(s);
+    return current ? current->stop_reason() : s.last_stop_reason;
   });
   m.def("_add_process_set", &add_process_set, py::arg("ranks"),
         "Collective over every rank: registers the process set of `ranks` (ascending) and "

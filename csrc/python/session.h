@@ -42,6 +42,11 @@ struct Session {
   // Shared: a thread waiting on a handle without the GIL holds a reference, so a shutdown() from
   // another thread cannot destroy the engine (its handle table, mutex and condition variable)
   // under that wait; the waiter wakes with the shutdown error and lets go.
+  // Note [The engine pointer across threads]: init(), shutdown() and an elastic reset replace
+  // it with the GIL released, and the C table's callers (TensorFlow kernels) read it on threads
+  // that never hold the GIL, so every read and write goes through load_engine/store_engine
+  // (std::atomic_load/store on the shared_ptr): a reader gets the old engine, kept alive by its
+  // copy, or the new one, or none, never a torn pointer.
   std::shared_ptr<Engine> engine;
   Topology topology;
   // For the collectives of add/remove_process_set, which run on the calling thread while the
@@ -67,6 +72,9 @@ struct Session {
 };
 
 Session& session();
+// Session::engine read and replaced atomically (Note [The engine pointer across threads]).
+std::shared_ptr<Engine> load_engine(const Session& s);
+void store_engine(Session& s, std::shared_ptr<Engine> engine);
 // The running engine; DistSyncError before init(), after shutdown() and in a forked child.
 Engine& engine();
 // The same, kept alive for as long as the caller holds it (see Session::engine).
