@@ -25,7 +25,9 @@ absl::Status to_status(int32_t kind, const char* message) {
     case DIST_SYNC_ERROR_FATAL:
       return absl::AbortedError(text);
     case DIST_SYNC_ERROR_SHUTDOWN:
-      return absl::UnavailableError(text);
+      // Not UNAVAILABLE: TensorFlow reads that as a network failure and, for a function run
+      // eagerly, replaces it with INTERNAL. Horovod's ops say FAILED_PRECONDITION here too.
+      return absl::FailedPreconditionError(text);
     default:
       return absl::InternalError("dist_sync: unknown error kind " + std::to_string(kind) + ": " +
                                  text);

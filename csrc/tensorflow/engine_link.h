@@ -22,7 +22,8 @@ const dist_sync_c_api* c_api();
 
 // An engine error kind and its message as a TensorFlow status: a mismatch between ranks is
 // FAILED_PRECONDITION (what Horovod's TensorFlow binding raises), a bad argument
-// INVALID_ARGUMENT, a lost peer or stall ABORTED, a stopped engine UNAVAILABLE.
+// INVALID_ARGUMENT, a lost peer or stall ABORTED, an engine not running FAILED_PRECONDITION
+// (the message says which).
 absl::Status to_status(int32_t kind, const char* message);
 
 }  // namespace dist_sync::tf_ops

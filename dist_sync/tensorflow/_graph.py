@@ -9,8 +9,8 @@ csrc/tensorflow/collective_kernel.cc): the kernel submits to the engine and retu
 engine's thread ends the op when every rank has taken part. A waiting collective holds no
 TensorFlow thread and no GIL, and needs no Python to run. An error is the op's status:
 FAILED_PRECONDITION when ranks disagree (the engine's message naming tensor, values and ranks),
-INVALID_ARGUMENT for a bad argument, ABORTED when a rank was lost, UNAVAILABLE when dist_sync
-is not running.
+INVALID_ARGUMENT for a bad argument, ABORTED when a rank was lost, FAILED_PRECONDITION (with a
+message saying so) when dist_sync is not running.
 
 Names: eager unnamed operations are matched across ranks by call order, as in the other front
 ends. Nodes of a graph may run in any order, so every unnamed collective traced into a graph gets

@@ -2,6 +2,7 @@
 op against numpy references, every gradient against the exact gradient of the sum of all ranks'
 losses computed in numpy float64 from every rank's inputs, tf.IndexedSlices, objects, variables,
 errors, and torch with TensorFlow in one process."""
+import threading
 import time
 
 import numpy as np
@@ -474,6 +475,40 @@ def errors():
     # The engine works afterwards.
     assert hvd.allreduce(tf.constant([1.0]), op=hvd.Sum).numpy()[0] == size
     return messages
+
+
+@check.scenario
+def kernels_racing_shutdown():
+    """A thread keeps running a tf.function whose allreduce kernel submits from TensorFlow's
+    own threads (no GIL) while the main thread shuts dist_sync down: the loop ends with a
+    TensorFlow status, nothing crashes or hangs, and a kernel after shutdown is refused."""
+    hvd.init()
+    reduce = tf.function(lambda x: hvd.allreduce(x, name="race", op=hvd.Sum))
+    x = tf.ones([4096])
+    assert float(reduce(x)[0]) == hvd.size()
+    ended = []
+
+    def loop() -> None:
+        while True:
+            try:
+                reduce(x)
+            except tf.errors.OpError as error:
+                ended.append([type(error).__name__, error.message])
+                return
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    hvd.shutdown()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the kernel loop still runs 60 s after shutdown()"
+    try:
+        reduce(x)
+    except tf.errors.OpError as error:
+        after = [type(error).__name__, error.message]
+    else:
+        raise AssertionError("an allreduce kernel ran after shutdown()")
+    return {"loop": ended[0], "after": after}
 
 
 if __name__ == "__main__":

@@ -50,3 +50,15 @@ def test_check(np_: int, name: str) -> None:
                                                  f"dimension is 2"), messages
         # The same message on every rank.
         assert all(v == values[0] for v in values), values
+
+
+def test_kernels_racing_shutdown_end_with_a_status() -> None:
+    # Note [The engine pointer across threads]: kernels read the engine without the GIL.
+    for value in harness.run_ok(WORKER, 2, "kernels_racing_shutdown", timeout=180):
+        # A kernel in flight when the engine stops, or submitted after: a TensorFlow status
+        # saying why (a rank whose peer stopped first may see the engine's fault instead).
+        for kind, message in (value["loop"], value["after"]):
+            assert kind in ("FailedPreconditionError", "AbortedError"), value
+            assert "dist_sync" in message or "shut" in message, value
+        assert value["after"][0] == "FailedPreconditionError", value
+        assert "dist_sync is not initialized" in value["after"][1], value
