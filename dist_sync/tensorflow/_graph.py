@@ -23,8 +23,8 @@ can start: nothing one rank waits on can be stuck behind a node of its own. The 
 nodes of a graph therefore run as the data dependencies allow, and independent ones are in
 flight together (the engine fuses those that arrive in one cycle).
 
-Some gradients (of Min/Max/Product reductions, broadcast, allgather, alltoall, reducescatter)
-still run as ``tf.py_function`` nodes calling the eager functions, and those do hold an
+The gradients of Min/Max/Product reductions (which need the inputs' winners and ties) still
+run as ``tf.py_function`` nodes calling the eager functions, and those do hold an
 inter-op thread while they wait. If such nodes could run in any order, rank 0 might fill its
 threads waiting on A and B while rank 1 waits on C and D, and neither would ever submit what
 the other waits for; and one waiting on a kernel's result elsewhere could hold the thread that

@@ -298,8 +298,15 @@ def broadcast(tensor: Any, root_rank: int, name: Optional[str] = None,
     @tf.custom_gradient
     def differentiable(x: tf.Tensor) -> Any:
         def grad(dy: tf.Tensor) -> tf.Tensor:
+            dy = tf.convert_to_tensor(dy)
+            if not tf.executing_eagerly():
+                # Every rank's gradient summed into the root, zeros elsewhere. The root is
+                # decided when the graph is built, as for the forward node.
+                summed = graph_allreduce([dy], Sum, sub_name(name, "grad"), 1.0, 1.0,
+                                         process_set, [sub_name(name, "grad")])[0]
+                return summed if _core.rank() == root else tf.zeros_like(summed)
             return run(lambda d: [_eager.broadcast_grad(d, root, name, process_set)],
-                       [tf.convert_to_tensor(dy)], [x.dtype], [x.shape])[0]
+                       [dy], [x.dtype], [x.shape])[0]
         return forward(x), grad
     return differentiable(tensor)
 
@@ -343,6 +350,15 @@ def allgather(tensor: Any, name: Optional[str] = None, ignore_name_scope: bool =
 
         def grad(dy: tf.Tensor) -> tf.Tensor:
             dy = tf.convert_to_tensor(dy)
+            if not tf.executing_eagerly():
+                # Every rank's gradient of this rank's rows comes back (an alltoall with the
+                # forward's row counts as splits) and is summed, in float64 as eagerly.
+                received, _ = _kernels.alltoall(dy, rows, sub_name(name, "grad"), members.id)
+                kernel_node([received])
+                mine = tf.reduce_prod(x_shape[:1])  # a scalar is one row
+                blocks = tf.reshape(tf.cast(received, tf.float64),
+                                    tf.concat([[members.size, mine], tf.shape(dy)[1:]], 0))
+                return tf.cast(tf.reshape(tf.reduce_sum(blocks, axis=0), x_shape), x.dtype)
             return run(lambda d, r, s: [_eager.allgather_grad(tuple(int(v) for v in s), d, r,
                                                                name, process_set)],
                        [dy, rows, x_shape], [x.dtype], [x.shape])[0]
@@ -400,8 +416,15 @@ def alltoall(tensor: Any, splits: Optional[Any] = None, name: Optional[str] = No
         received, rows = forward(x)
 
         def grad(dy: tf.Tensor, _unused: Any = None) -> tf.Tensor:
+            dy = tf.convert_to_tensor(dy)
+            if not tf.executing_eagerly():
+                # Each gradient row goes back to the rank its row came from.
+                returned, _ = _kernels.alltoall(dy, rows, sub_name(name, "grad"), members.id)
+                kernel_node([returned])
+                returned.set_shape(x.shape)
+                return returned
             return run(lambda d, r: [_eager.alltoall_grad(d, r, name, process_set)],
-                       [tf.convert_to_tensor(dy), rows], [x.dtype], [x.shape])[0]
+                       [dy, rows], [x.dtype], [x.shape])[0]
         return (received, rows), grad
     received, rows = differentiable(tensor)
     return (received, rows) if splits is not None else received
@@ -444,9 +467,17 @@ def reducescatter(tensor: Any, device_dense: str = "",
     @tf.custom_gradient
     def differentiable(x: tf.Tensor) -> Any:
         def grad(dy: tf.Tensor) -> tf.Tensor:
+            dy = tf.convert_to_tensor(dy)
+            if not tf.executing_eagerly() and int(op) not in EXTREMA:
+                # Every rank's rows of the gradient gathered, scaled as the forward scaled.
+                gathered, _ = _kernels.allgather(dy, sub_name(name, "grad"), members.id)
+                kernel_node([gathered])
+                scale = pre * post / (members.size if int(op) == int(Average) else 1)
+                summed = tf.cast(tf.reshape(gathered, tf.shape(x)), tf.float64) * scale
+                return tf.cast(summed, x.dtype)
             return run(lambda v, d: [_eager.reducescatter_grad(v, d, op, name, pre, post,
                                                                process_set)],
-                       [x, tf.convert_to_tensor(dy)], [x.dtype], [x.shape])[0]
+                       [x, dy], [x.dtype], [x.shape])[0]
         return forward(x), grad
     return compression.decompress(differentiable(compressed), context)
 

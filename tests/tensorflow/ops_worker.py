@@ -208,6 +208,25 @@ def graph_mode_runs_compiled_kernels_in_any_order():
                "DistSyncReducescatter"}
     assert kernels <= types and "EagerPyFunc" not in types, sorted(types)
 
+    # Their gradients too (all but those of Min/Max/Product reductions) are kernels.
+    @tf.function
+    def every_gradient(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outputs = [hvd.allreduce(x, op=hvd.Sum), hvd.allgather(x), hvd.broadcast(x, 0),
+                       hvd.alltoall(tf.tile(x, [size])),
+                       hvd.reducescatter(tf.tile(x, [size]), op=hvd.Sum)]
+            loss = tf.add_n([tf.reduce_sum(o) for o in outputs])
+        return tape.gradient(loss, x)
+    graph = every_gradient.get_concrete_function(tf.TensorSpec([1], tf.float32)).graph
+    types = {op.type for op in graph.get_operations()}
+    assert "EagerPyFunc" not in types, sorted(types)
+    # d/dx of the five outputs summed over every rank's loss: size (allreduce), size (allgather:
+    # every rank's sum holds this rank's row), size on the root and 0 elsewhere (broadcast),
+    # size (alltoall: each copy goes to one rank), size (reducescatter: each rank's share).
+    got = every_gradient(tf.constant([1.0 + rank])).numpy().tolist()
+    assert got == [float(4 * size + (size if rank == 0 else 0))], got
+
     # The reduced gradients are differentiable again (the kernel node's registered gradient):
     # z = sum(average over ranks of 3 x^2) gives dz/dx = 6 x on each rank.
     @tf.function
