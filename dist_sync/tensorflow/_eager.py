@@ -155,6 +155,11 @@ def reducescatter_grad(x: np.ndarray, dy: np.ndarray, op: ReduceOp, name: Option
     summed = summed.reshape(x.shape)
     if int(op) in EXTREMA:
         return extremum_grad(x, summed, op, pre, post, name, process_set)
-    size = resolve(process_set, "reducescatter").size
-    scale = pre * post / (size if int(op) == int(Average) else 1)
+    scale = reducescatter_grad_scale(op, pre, post, resolve(process_set, "reducescatter").size)
     return _in_dtype(summed.astype(np.float64) * scale, x)
+
+
+def reducescatter_grad_scale(op: ReduceOp, pre: float, post: float, size: int) -> float:
+    """What a Sum or Average reducescatter's gathered output gradient is multiplied by: the
+    forward's scale factors, and 1/size for Average."""
+    return pre * post / (size if int(op) == int(Average) else 1)

@@ -121,19 +121,20 @@ def reduce_gradients(grads: Sequence[Any], *, compression: type[Compressor] = Co
     compressed, contexts = zip(*[compression.compress(tf.convert_to_tensor(grads[i]))
                                  for i in dense])
     dense_variables = [variables[i] for i in dense] if variables is not None else None
-    group_list = _group_indices(len(dense), groups, dense_variables)
     name = op_name("Gradients", name)
+    if not tf.executing_eagerly() and (groups is None or groups == 0):
+        # One kernel per gradient: each runs as soon as backprop has produced its input, so the
+        # reduction of the last layers overlaps the backward pass of the first; the engine
+        # still fuses whatever arrives within a cycle.
+        group_list = [[i] for i in range(len(dense))]
+    else:
+        group_list = _group_indices(len(dense), groups, dense_variables)
     if not tf.executing_eagerly():
         # Average as the engine's own (it divides by the set's size when the op runs, so a
         # graph traced before an elastic reset stays right), with the predivision around it.
         engine_op = op if not average else Average
         pre, post = (1.0 / gradient_predivide_factor, float(gradient_predivide_factor)) \
             if average else (1.0, 1.0)
-        if groups is None or groups == 0:
-            # One kernel per gradient: each runs as soon as backprop has produced its input,
-            # so the reduction of the last layers overlaps the backward pass of the first;
-            # the engine still fuses whatever arrives within a cycle.
-            group_list = [[i] for i in range(len(dense))]
         reduced = [None] * len(compressed)
         for g, group in enumerate(group_list):
             outputs = graph_allreduce([compressed[i] for i in group], engine_op,

@@ -472,7 +472,7 @@ def reducescatter(tensor: Any, device_dense: str = "",
                 # Every rank's rows of the gradient gathered, scaled as the forward scaled.
                 gathered, _ = _kernels.allgather(dy, sub_name(name, "grad"), members.id)
                 kernel_node([gathered])
-                scale = pre * post / (members.size if int(op) == int(Average) else 1)
+                scale = _eager.reducescatter_grad_scale(op, pre, post, members.size)
                 summed = tf.cast(tf.reshape(gathered, tf.shape(x)), tf.float64) * scale
                 return tf.cast(summed, x.dtype)
             return run(lambda v, d: [_eager.reducescatter_grad(v, d, op, name, pre, post,
