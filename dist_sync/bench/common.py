@@ -310,6 +310,13 @@ def finite_or_none(value: Optional[float]) -> Optional[float]:
     return float(value)
 
 
+def ratio(results: Dict[str, Dict[str, Any]], a: str, b: str, key: str) -> Optional[float]:
+    """results[a][key] / results[b][key]; null when either was not measured."""
+    if a in results and b in results and results[b][key]:
+        return finite_or_none(results[a][key] / results[b][key])
+    return None
+
+
 # --- torch.distributed (gloo) reference --------------------------------------------------------
 
 def init_gloo(comm: Any) -> Tuple[Any, str]:

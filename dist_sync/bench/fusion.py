@@ -293,10 +293,9 @@ def summary(variants: Sequence[Variant], total_bytes: int, size: int) -> Dict[st
                 total_bytes / seconds / 1e9 * common.busbw_factor(size)) if seconds > 0 else None,
             "wrong": int(variant.wrong_total),
         }
+
     def ratio(a: str, b: str) -> Optional[float]:
-        if a in results and b in results and results[b]["time_ms"]:
-            return common.finite_or_none(results[a]["time_ms"] / results[b]["time_ms"])
-        return None
+        return common.ratio(results, a, b, "time_ms")
     return {"variants": results,
             "ratios": {"async_over_one_buffer": ratio(ASYNC, ONE_BUFFER),
                        "one_by_one_over_async": ratio(ONE_BY_ONE, ASYNC),

@@ -188,15 +188,10 @@ def summarize(times: Dict[str, List[List[float]]], differ: Dict[str, int]) -> Di
                        "round_step_ms": [common.finite_or_none(common.median(r) * 1e3)
                                          for r in rounds],
                        "ranks_differing": differ[mode]}
-
-    def ratio(a: str, b: str) -> Optional[float]:
-        if a in modes and b in modes and modes[b]["step_ms"]:
-            return common.finite_or_none(modes[a]["step_ms"] / modes[b]["step_ms"])
-        return None
     return {"modes": modes,
-            "ratios": {"dist_sync_over_none": ratio(DIST_SYNC, NONE),
-                       "ddp_over_none": ratio(DDP, NONE),
-                       "dist_sync_over_ddp": ratio(DIST_SYNC, DDP)}}
+            "ratios": {"dist_sync_over_none": common.ratio(modes, DIST_SYNC, NONE, "step_ms"),
+                       "ddp_over_none": common.ratio(modes, DDP, NONE, "step_ms"),
+                       "dist_sync_over_ddp": common.ratio(modes, DIST_SYNC, DDP, "step_ms")}}
 
 
 def _print(out: Any, env: Dict[str, Any], args: argparse.Namespace, parameters: int,
