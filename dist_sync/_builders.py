@@ -38,7 +38,6 @@ def allreduce(adapter: ArrayAdapter, tensor: Any, op: Any, name: Optional[str],
     tensor = adapter.check(tensor, what)
     reduce_op = engine_op(op)
     pre, post = scale_args(prescale_factor, postscale_factor)
-    check_name(name)
     if in_place:
         source = target = adapter.inplace_target(tensor, what)
         finish = _written(adapter, tensor)

@@ -54,5 +54,7 @@ def resolve_op(op: Any, average: Optional[bool], stacklevel: int = 3) -> ReduceO
         return Average if average else Sum
     if op is None:
         return Average
+    if type(op) is ReduceOp:  # one of the constants: nothing to check or convert
+        return op
     engine_op(op)  # validates
     return ReduceOp(int(op))

@@ -234,7 +234,8 @@ def synchronize(handle: Handle) -> Any:
 
     The wait releases the GIL. A handle can be synchronized once.
     """
-    handle = _check_handle(handle)
+    if type(handle) is not Handle or handle._session != _session:
+        handle = _check_handle(handle)  # a subclass, or an error to raise
     # Only the process check: an operation that completed before a peer shut the engine down
     # still has its result (Note [Results outlive the session's end]).
     if _forked_child:
@@ -276,8 +277,8 @@ def auto_name(kind: int, process_set: int = 0) -> str:
 def check_name(name: Optional[str]) -> None:
     """Names travel to every rank and into error messages: text without NUL characters (which
     would cut the engine's messages short) that encodes as UTF-8."""
-    if name is None:
-        return
+    if name is None or (type(name) is str and name.isascii() and "\x00" not in name):
+        return  # the common case, checked in one expression
     if not isinstance(name, str):
         raise TypeError(f"name must be a str or None, got {type(name).__name__}")
     if "\x00" in name:
@@ -305,9 +306,8 @@ def submit(kind: int, name: Optional[str], tensors: Sequence[TensorSpec], keepal
     if name is None:
         name = auto_name(kind, process_set)
     try:
-        handle_id = _core.submit(kind, name, list(tensors), reduce_op, float(prescale),
-                                 float(postscale), int(root), list(splits), device, cacheable,
-                                 process_set)
+        handle_id = _core.submit(kind, name, tensors, reduce_op, prescale, postscale, root,
+                                 splits, device, cacheable, process_set)
     except DistSyncError as error:
         # The engine refuses work when it is not running; say why and how to start again
         # (checked only here: asking before every submission costs a call into the engine).

@@ -388,9 +388,12 @@ def _print(out: Any, env: Dict[str, Any], args: argparse.Namespace, workload: Wo
             for key, v in variants.items()]
     print("\n".join(common.render_table(columns, rows)), file=out)
     ratios = result["ratios"]
-    parts = [f"(a)/(b) = {_fmt(ratios['async_over_one_buffer'])} (target <= 1.2)"]
+    # At full size fusion should make the 161 tensors cost little more than one buffer; at 1 %
+    # each tensor's fixed submission cost dominates, so the aim there is looser.
+    target = 1.2 if scale >= 1 else 3.0
+    parts = [f"(a)/(b) = {_fmt(ratios['async_over_one_buffer'])} (target <= {target:g})"]
     if ratios["one_by_one_over_async"] is not None:
-        parts.append(f"(c)/(a) = {_fmt(ratios['one_by_one_over_async'])} (target >= 3)")
+        parts.append(f"(c)/(a) = {_fmt(ratios['one_by_one_over_async'])}")
     print("# " + "   ".join(parts), file=out, flush=True)
 
 

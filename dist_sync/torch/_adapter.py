@@ -97,7 +97,8 @@ class TorchAdapter:
         return tensor if tensor.is_contiguous() else tensor.contiguous()
 
     def inplace_target(self, tensor: torch.Tensor, what: str) -> torch.Tensor:
-        check_device(tensor, what)
+        if not tensor.is_cpu:
+            check_device(tensor, what)
         if not tensor.is_contiguous():
             raise ValueError(f"{what} works in place and needs a contiguous tensor; got shape "
                              f"{tuple(tensor.shape)} with strides {tuple(tensor.stride())} (use "
@@ -156,6 +157,21 @@ class TorchAdapter:
         """CPU tensors go to the engine directly; tensors of a staged device go through their
         stager (Note [Host staging]), and the engine then sees device kind CUDA. All tensors of
         one operation must be on the same device."""
+        if len(entries) == 1:  # the common case (a gradient from a backward hook), kept short
+            entry = entries[0]
+            source = entry.source
+            code = TORCH_TO_CODE.get(source.dtype)
+            if code is None:
+                code = dtype_code(source, what)  # raises, naming the dtype
+            stager = _staging.stager_for(source)
+            if stager is None:
+                address = source.data_ptr() if source.numel() else 0
+                spec = (entry.name, address,
+                        address if entry.target is source else _address(entry.target), code,
+                        list(source.shape))
+                return _session.submit(kind, name, (spec,), keepalive, finish,
+                                       device=DEVICE_CPU, **options)
+            return stager.submit(kind, name, entries, [code], keepalive, finish, **options)
         codes = [dtype_code(entry.source, what) for entry in entries]
         stager = _staging.stager_for(entries[0].source) if entries else None
         if len(entries) > 1:
