@@ -71,6 +71,15 @@ def _address(tensor: Optional[torch.Tensor]) -> int:
     return tensor.data_ptr()
 
 
+def _cpu_spec(entry: Entry, code: int) -> Tuple[str, int, int, int, List[int]]:
+    """The engine's (name, input, output, dtype code, shape) of a CPU tensor; one address read
+    when the operation works in place."""
+    source = entry.source
+    address = _address(source)
+    output = address if entry.target is source else _address(entry.target)
+    return (entry.name, address, output, code, list(source.shape))
+
+
 class TorchAdapter:
     """torch tensors on the CPU (handed to the engine by address) or on a CUDA device (staged
     through pinned host memory)."""
@@ -157,21 +166,6 @@ class TorchAdapter:
         """CPU tensors go to the engine directly; tensors of a staged device go through their
         stager (Note [Host staging]), and the engine then sees device kind CUDA. All tensors of
         one operation must be on the same device."""
-        if len(entries) == 1:  # the common case (a gradient from a backward hook), kept short
-            entry = entries[0]
-            source = entry.source
-            code = TORCH_TO_CODE.get(source.dtype)
-            if code is None:
-                code = dtype_code(source, what)  # raises, naming the dtype
-            stager = _staging.stager_for(source)
-            if stager is None:
-                address = source.data_ptr() if source.numel() else 0
-                spec = (entry.name, address,
-                        address if entry.target is source else _address(entry.target), code,
-                        list(source.shape))
-                return _session.submit(kind, name, (spec,), keepalive, finish,
-                                       device=DEVICE_CPU, **options)
-            return stager.submit(kind, name, entries, [code], keepalive, finish, **options)
         codes = [dtype_code(entry.source, what) for entry in entries]
         stager = _staging.stager_for(entries[0].source) if entries else None
         if len(entries) > 1:
@@ -181,8 +175,9 @@ class TorchAdapter:
                     raise ValueError(f"{what}: all tensors of one operation must be on the same "
                                      f"device; got {first} and {entry.source.device}")
         if stager is None:
-            specs = [(entry.name, _address(entry.source), _address(entry.target), code,
-                      list(entry.source.shape)) for entry, code in zip(entries, codes)]
+            # One tensor (a gradient from a backward hook) without a comprehension's frame.
+            specs = ([_cpu_spec(entries[0], codes[0])] if len(entries) == 1 else
+                     [_cpu_spec(entry, code) for entry, code in zip(entries, codes)])
             return _session.submit(kind, name, specs, keepalive, finish, device=DEVICE_CPU,
                                    **options)
         return stager.submit(kind, name, entries, codes, keepalive, finish, **options)
