@@ -71,15 +71,6 @@ def _address(tensor: Optional[torch.Tensor]) -> int:
     return tensor.data_ptr()
 
 
-def _cpu_spec(entry: Entry, code: int) -> Tuple[str, int, int, int, List[int]]:
-    """The engine's (name, input, output, dtype code, shape) of a CPU tensor; one address read
-    when the operation works in place."""
-    source = entry.source
-    address = _address(source)
-    output = address if entry.target is source else _address(entry.target)
-    return (entry.name, address, output, code, list(source.shape))
-
-
 class TorchAdapter:
     """torch tensors on the CPU (handed to the engine by address) or on a CUDA device (staged
     through pinned host memory)."""
@@ -166,18 +157,25 @@ class TorchAdapter:
         """CPU tensors go to the engine directly; tensors of a staged device go through their
         stager (Note [Host staging]), and the engine then sees device kind CUDA. All tensors of
         one operation must be on the same device."""
-        codes = [dtype_code(entry.source, what) for entry in entries]
         stager = _staging.stager_for(entries[0].source) if entries else None
-        if len(entries) > 1:
-            first = entries[0].source.device
-            for entry in entries[1:]:
-                if entry.source.device != first or _staging.stager_for(entry.source) is not stager:
-                    raise ValueError(f"{what}: all tensors of one operation must be on the same "
-                                     f"device; got {first} and {entry.source.device}")
+        first = entries[0].source.device if len(entries) > 1 else None
+        # One plain loop: an operation usually has one tensor (a gradient from a backward hook),
+        # for which comprehensions and helper calls would cost more than the work itself.
+        codes: List[int] = []
+        specs: List[Tuple[str, int, int, int, List[int]]] = []
+        for entry in entries:
+            source = entry.source
+            code = dtype_code(source, what)
+            if first is not None and (source.device != first or
+                                      _staging.stager_for(source) is not stager):
+                raise ValueError(f"{what}: all tensors of one operation must be on the same "
+                                 f"device; got {first} and {source.device}")
+            codes.append(code)
+            if stager is None:
+                address = _address(source)
+                output = address if entry.target is source else _address(entry.target)
+                specs.append((entry.name, address, output, code, list(source.shape)))
         if stager is None:
-            # One tensor (a gradient from a backward hook) without a comprehension's frame.
-            specs = ([_cpu_spec(entries[0], codes[0])] if len(entries) == 1 else
-                     [_cpu_spec(entry, code) for entry, code in zip(entries, codes)])
             return _session.submit(kind, name, specs, keepalive, finish, device=DEVICE_CPU,
                                    **options)
         return stager.submit(kind, name, entries, codes, keepalive, finish, **options)
