@@ -6,27 +6,20 @@
 #include "common/errors.h"
 
 namespace dist_sync {
-namespace {
-
-struct Piece {
-  uintptr_t begin;
-  uintptr_t end;
-};
-
 // The request's memory that is written (outputs) and only read (inputs that are not also the
 // output of the same tensor: in place, the tensor is written).
-void pieces(const Request& request, std::vector<Piece>* written, std::vector<Piece>* read) {
+void InFlight::split(const Request& request) const {
+  written_.clear();
+  read_.clear();
   for (size_t t = 0; t < request.meta.tensors.size(); ++t) {
     const size_t bytes = request.meta.tensors[t].bytes();
     if (bytes == 0) continue;
     const auto in = reinterpret_cast<uintptr_t>(t < request.inputs.size() ? request.inputs[t] : nullptr);
     const auto out = reinterpret_cast<uintptr_t>(t < request.outputs.size() ? request.outputs[t] : nullptr);
-    if (out != 0) written->push_back(Piece{out, out + bytes});
-    if (in != 0 && in != out) read->push_back(Piece{in, in + bytes});
+    if (out != 0) written_.push_back(Piece{out, out + bytes});
+    if (in != 0 && in != out) read_.push_back(Piece{in, in + bytes});
   }
 }
-
-}  // namespace
 
 const std::pair<const uintptr_t, InFlight::Range>* InFlight::overlap(
     const std::multimap<uintptr_t, Range>& ranges, uintptr_t longest, uintptr_t begin,
@@ -46,8 +39,8 @@ void InFlight::check(const Request& request, int rank) const {
         "an operation named '", name, "' is already in flight on rank ", rank,
         "; names must be unique among operations that have not been synchronized yet"));
   }
-  std::vector<Piece> written, read;
-  pieces(request, &written, &read);
+  split(request);
+  const std::vector<Piece>& written = written_;
   auto refuse = [&](const char* what, const std::string& other, const char* how) {
     throw UsageError(detail::concat(
         "'", name, "' ", what, " memory that '", other, "' ", how, " on rank ", rank,
@@ -68,7 +61,7 @@ void InFlight::check(const Request& request, int rank) const {
       }
     }
   }
-  for (const Piece& piece : read) {
+  for (const Piece& piece : read_) {
     if (const auto* hit = overlap(outputs_, longest_output_, piece.begin, piece.end)) {
       refuse("would read", hit->second.name, "is writing");
     }
@@ -77,13 +70,12 @@ void InFlight::check(const Request& request, int rank) const {
 
 void InFlight::add(const Request& request) {
   names_.emplace(request.meta.name, 1);
-  std::vector<Piece> written, read;
-  pieces(request, &written, &read);
-  for (const Piece& piece : written) {
+  split(request);
+  for (const Piece& piece : written_) {
     outputs_.emplace(piece.begin, Range{piece.end, request.meta.name});
     longest_output_ = std::max(longest_output_, piece.end - piece.begin);
   }
-  for (const Piece& piece : read) {
+  for (const Piece& piece : read_) {
     inputs_.emplace(piece.begin, Range{piece.end, request.meta.name});
     longest_input_ = std::max(longest_input_, piece.end - piece.begin);
   }
@@ -100,10 +92,9 @@ void InFlight::remove(const Request& request) {
       }
     }
   };
-  std::vector<Piece> written, read;
-  pieces(request, &written, &read);
-  for (const Piece& piece : written) erase(outputs_, piece.begin);
-  for (const Piece& piece : read) erase(inputs_, piece.begin);
+  split(request);
+  for (const Piece& piece : written_) erase(outputs_, piece.begin);
+  for (const Piece& piece : read_) erase(inputs_, piece.begin);
   if (outputs_.empty()) longest_output_ = 0;
   if (inputs_.empty()) longest_input_ = 0;
 }

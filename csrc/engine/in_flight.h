@@ -16,6 +16,7 @@
 #include <map>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "engine/request.h"
 
@@ -41,11 +42,23 @@ class InFlight {
       const std::multimap<uintptr_t, Range>& ranges, uintptr_t longest, uintptr_t begin,
       uintptr_t end);
 
+  struct Piece {
+    uintptr_t begin;
+    uintptr_t end;
+  };
+  // Fills written_ and read_ with the request's memory.
+  void split(const Request& request) const;
+
   std::unordered_map<std::string, int> names_;  // name -> 1 (a map keeps erase cheap)
   std::multimap<uintptr_t, Range> outputs_;     // disjoint: overlapping outputs are refused
   std::multimap<uintptr_t, Range> inputs_;      // may overlap each other
   uintptr_t longest_output_ = 0;
   uintptr_t longest_input_ = 0;
+  // The pieces of the request at hand, kept between calls so that their memory is reused: one
+  // to three allocations per call otherwise, on every submission and completion. Safe because
+  // every call happens under the engine's mutex.
+  mutable std::vector<Piece> written_;
+  mutable std::vector<Piece> read_;
 };
 
 }  // namespace dist_sync
